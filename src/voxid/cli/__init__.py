@@ -1,0 +1,57 @@
+"""The `voxid` command line: a thin typer app; each area registers its own commands.
+
+The commands hold no logic of their own: they parse arguments and call into the library.
+Heavy modules (torch, h5py...) are imported inside the commands so `voxid --help` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from voxid.errors import VoxidError
+
+app = typer.Typer(
+    name="voxid",
+    help="Tell who is speaking: prepare, train, evaluate, enrol, verify, identify, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Tell who is speaking: prepare, train, evaluate, enrol, verify, identify, serve."""
+
+
+@app.command()
+def version() -> None:
+    """Print the voxid version."""
+    from voxid import __version__
+
+    print(__version__)
+
+
+def _register_all() -> None:
+    from voxid.cli import data_cmds, eval_cmds, recog_cmds, serve_cmds, train_cmds
+
+    for module in (data_cmds, train_cmds, eval_cmds, recog_cmds, serve_cmds):
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Run the CLI; a user error becomes one line on stderr and exit status 1."""
+    try:
+        app()  # standalone mode: typer reports usage errors and sets the exit status
+    except VoxidError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

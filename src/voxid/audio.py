@@ -1,0 +1,302 @@
+"""Decode any audio source to float32 mono at a target rate, with typed errors.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF and friends; whatever it
+cannot read (M4A/AAC, WMA, WebM, ...) goes to PyAV (ffmpeg). Channels are averaged, the rate
+is converted with soxr, and every way the input can be unusable maps to one `AudioError`
+subclass whose message names the file and the cause.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from voxid.errors import ConfigError, VoxidError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioDecodeError",
+    "AudioError",
+    "AudioInfo",
+    "AudioNotFound",
+    "AudioTooLong",
+    "EmptyAudio",
+    "NonFiniteAudio",
+    "SilentAudio",
+    "audio_info",
+    "load_audio",
+]
+
+#: File suffixes a corpus scan picks up (lower case, with the dot).
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".wma",
+     ".webm", ".aif", ".aiff", ".au", ".caf", ".w64", ".amr", ".3gp", ".mka"}
+)  # fmt: skip
+
+_RMS_TARGET = 0.1  # -20 dBFS: loud enough for features, leaves headroom for speech peaks
+# Leading bytes of formats we know; a file starting with one of them is "corrupt", not "not audio".
+_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff", b"\x1aE\xdf\xa3",
+          b"0&\xb2u", b"#!AMR")  # fmt: skip
+
+Source = str | os.PathLike | bytes | bytearray | BinaryIO
+
+
+class AudioError(VoxidError):
+    """An audio input that cannot be used; the message names the file and the cause."""
+
+
+class AudioNotFound(AudioError, FileNotFoundError):
+    """The audio path does not exist or is not a file."""
+
+
+class AudioDecodeError(AudioError):
+    """Corrupt data, not audio at all, or a format nothing here can decode."""
+
+
+class EmptyAudio(AudioError):
+    """A 0-byte file or a stream that decodes to zero samples."""
+
+
+class SilentAudio(AudioError):
+    """Exact digital silence: every sample is zero."""
+
+
+class NonFiniteAudio(AudioError):
+    """The decoded samples contain NaN or infinity."""
+
+
+class AudioTooLong(AudioError):
+    """Longer than the configured limit (`max_seconds`)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: duration in seconds, native rate, channel count."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+
+
+def _describe(source: Source, name: str | None) -> str:
+    if name:
+        return str(name)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    return str(getattr(source, "name", None) or "<stream>")
+
+
+def _read_source(source: Source, label: str) -> tuple[bytes | None, Path | None]:
+    """Return (data, None) for in-memory sources or (None, path) for a checked path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioNotFound(f"{label}: file not found")
+        if not path.is_file():
+            raise AudioNotFound(f"{label}: not a file")
+        suffix = path.suffix.lower()
+        if suffix and suffix not in AUDIO_EXTENSIONS:
+            raise AudioDecodeError(f"{label}: unknown audio extension '{path.suffix}'")
+        if path.stat().st_size == 0:
+            raise EmptyAudio(f"{label}: empty file (0 bytes)")
+        return None, path
+    elif hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise AudioDecodeError(f"{label}: file object must be opened in binary mode")
+        data = bytes(data)
+    else:
+        raise ConfigError(f"source: expected a path, bytes or a binary file object, "
+                          f"got {type(source).__name__}")  # fmt: skip
+    if not data:
+        raise EmptyAudio(f"{label}: empty input (0 bytes)")
+    return data, None
+
+
+def _open(data: bytes | None, path: Path | None):
+    return io.BytesIO(data) if data is not None else str(path)
+
+
+def _head(data: bytes | None, path: Path | None) -> bytes:
+    if data is not None:
+        return data[:16]
+    with open(path, "rb") as fh:
+        return fh.read(16)
+
+
+def _undecodable(label: str, head: bytes, cause: Exception) -> AudioDecodeError:
+    known = (
+        head.startswith(_MAGIC) or head[4:8] == b"ftyp" or head[:2] in (b"\xff\xfb", b"\xff\xf3")
+    )
+    what = "corrupt or truncated audio" if known else "not a recognised audio format"
+    detail = str(cause).splitlines()[0][:120] if str(cause) else type(cause).__name__
+    return AudioDecodeError(f"{label}: {what} ({detail})")
+
+
+def _too_long(label: str, seconds: float, max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioTooLong(f"{label}: {seconds:.1f} s is longer than the {max_seconds:g} s limit")
+
+
+def _decode_soundfile(src, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(src) as f:
+        if f.frames > 0 and f.samplerate > 0:
+            _too_long(label, f.frames / f.samplerate, max_seconds)
+        data = f.read(dtype="float32", always_2d=True)
+        return data, int(f.samplerate)
+
+
+def _decode_pyav(src, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    import av  # ffmpeg is heavy to load; only formats libsndfile cannot read need it
+
+    with av.open(src, mode="r") as container:
+        streams = container.streams.audio
+        if not streams:
+            raise AudioDecodeError(f"{label}: no audio stream in the container")
+        stream = streams[0]
+        rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+        if stream.duration is not None and stream.time_base is not None:
+            _too_long(label, float(stream.duration * stream.time_base), max_seconds)
+        elif container.duration is not None:
+            _too_long(label, container.duration / av.time_base, max_seconds)
+        # fltp keeps channels apart; we average them ourselves so every decoder mixes alike.
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
+        parts, n = [], 0
+        limit = None if max_seconds is None or not rate else int(max_seconds * rate)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray())
+                n += out.samples
+            if limit is not None and n > limit:  # header lied or was missing: stop early
+                _too_long(label, n / rate, max_seconds)
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray())
+    if not parts:
+        return np.zeros((0, 1), np.float32), rate
+    return np.concatenate(parts, axis=1).T.astype(np.float32, copy=False), rate
+
+
+def _decode(data: bytes | None, path: Path | None, label: str, max_seconds: float | None):
+    try:
+        return _decode_soundfile(_open(data, path), label, max_seconds)
+    except AudioError:
+        raise
+    except Exception as sf_error:  # libsndfile cannot read it: let ffmpeg try
+        first = sf_error
+    try:
+        frames, rate = _decode_pyav(_open(data, path), label, max_seconds)
+    except AudioError:
+        raise
+    except Exception:
+        raise _undecodable(label, _head(data, path), first) from None
+    if frames.shape[0] == 0:  # ffmpeg "probed" garbage as some format but found nothing in it
+        raise _undecodable(label, _head(data, path), first)
+    return frames, rate
+
+
+def load_audio(
+    source: Source,
+    sr: int = 16000,
+    *,
+    normalize: str | None = None,
+    max_seconds: float | None = 600.0,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode audio to a float32 mono 1-D array at `sr` Hz.
+
+    Arguments
+    ---------
+    source: a path, the file's bytes, or a binary file object.
+    sr: target sample rate; the native rate is converted with soxr (high quality).
+    normalize: None (as recorded), "peak" (max |x| = 1) or "rms" (RMS = -20 dBFS, unclipped).
+    max_seconds: refuse longer audio (checked from the header before decoding when it
+        has one); None disables the limit.
+    name: how to call the input in error messages (useful for bytes and streams).
+
+    Raises an `AudioError` subclass for missing, corrupt, non-audio, empty, silent,
+    non-finite or too long input.
+
+    >>> import io, numpy as np, soundfile as sf
+    >>> buf = io.BytesIO()
+    >>> sf.write(buf, np.sin(np.arange(8000) / 5.0), 8000, format="WAV")
+    >>> load_audio(buf.getvalue(), sr=16000).shape
+    (16000,)
+    """
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ConfigError(f"sr: must be a positive integer sample rate, got {sr!r}")
+    if normalize not in (None, "peak", "rms"):
+        raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {normalize!r}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ConfigError(f"max_seconds: must be positive or None, got {max_seconds!r}")
+    label = _describe(source, name)
+    data, path = _read_source(source, label)
+    frames, native_sr = _decode(data, path, label, max_seconds)
+
+    if frames.shape[0] == 0:
+        raise EmptyAudio(f"{label}: no samples")
+    if native_sr <= 0:
+        raise AudioDecodeError(f"{label}: invalid sample rate {native_sr}")
+    _too_long(label, frames.shape[0] / native_sr, max_seconds)
+    if not np.isfinite(frames).all():
+        raise NonFiniteAudio(f"{label}: contains NaN or infinite samples")
+    wav = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+    if not np.any(wav):
+        raise SilentAudio(f"{label}: all samples are zero (digital silence)")
+    if native_sr != sr:
+        wav = soxr.resample(np.ascontiguousarray(wav), native_sr, int(sr), quality="HQ")
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if normalize == "peak":
+        wav /= np.abs(wav).max()
+    elif normalize == "rms":
+        wav *= _RMS_TARGET / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+    return wav
+
+
+def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
+    """Read duration, rate and channels from the header without decoding the samples.
+
+    >>> import io, numpy as np, soundfile as sf
+    >>> buf = io.BytesIO()
+    >>> sf.write(buf, np.zeros((4000, 2)), 8000, format="FLAC")
+    >>> audio_info(buf.getvalue())
+    AudioInfo(duration=0.5, sample_rate=8000, channels=2, frames=4000, format='FLAC')
+    """
+    label = _describe(source, name)
+    data, path = _read_source(source, label)
+    try:
+        info = sf.info(_open(data, path))
+        return AudioInfo(info.frames / info.samplerate, int(info.samplerate), int(info.channels),
+                         int(info.frames), str(info.format))  # fmt: skip
+    except Exception as sf_error:
+        first = sf_error
+    try:
+        import av
+
+        with av.open(_open(data, path), mode="r") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError(f"{label}: no audio stream in the container")
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = (container.duration or 0) / av.time_base
+            return AudioInfo(duration, rate, int(stream.channels), round(duration * rate),
+                             str(container.format.name).upper())  # fmt: skip
+    except AudioError:
+        raise
+    except Exception:
+        raise _undecodable(label, _head(data, path), first) from None

@@ -1,0 +1,162 @@
+"""voxid.augment: each augmentation does what it claims, reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tone
+from voxid.audio import load_audio
+from voxid.augment import (
+    NOISE_INTENSITIES,
+    OFFLINE_AUGMENTATIONS,
+    NoiseBank,
+    SpecAugment,
+    add_gaussian_noise,
+    speed_perturb,
+    vtlp,
+)
+from voxid.errors import ConfigError, DataError
+
+SR = 16000
+
+
+def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
+    noise = noisy.astype(np.float64) - clean
+    return float(10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2)))
+
+
+def peak_hz(wav: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wav * np.hanning(wav.size)))
+    return float(np.fft.rfftfreq(wav.size, 1 / sr)[spectrum.argmax()])
+
+
+@pytest.fixture(scope="module")
+def noise_dir(tmp_path_factory):
+    """Two real-format noise recordings: hum and filtered noise, at 22.05 kHz and 16 kHz."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(3)
+    hum = 0.2 * np.sin(2 * np.pi * 50 * np.arange(22050) / 22050) + 0.05 * rng.standard_normal(
+        22050
+    )
+    sf.write(root / "hum.wav", hum.astype(np.float32), 22050)
+    (root / "sub").mkdir()
+    hiss = np.convolve(rng.standard_normal(3 * SR), np.ones(8) / 8, mode="same")
+    sf.write(root / "sub" / "hiss.flac", hiss.astype(np.float32), SR)
+    (root / "readme.txt").write_text("not audio")
+    return root
+
+
+@pytest.mark.parametrize("target", [NOISE_INTENSITIES["low"], NOISE_INTENSITIES["high"], 0.0])
+def test_gaussian_noise_snr(target):
+    clean = tone(2.0, SR)
+    noisy = add_gaussian_noise(clean, target, np.random.default_rng(0))
+    assert noisy.dtype == np.float32 and noisy.shape == clean.shape
+    assert abs(snr_db(clean, noisy) - target) < 0.5
+    np.testing.assert_array_equal(
+        noisy, add_gaussian_noise(clean, target, np.random.default_rng(0))
+    )
+    assert not np.array_equal(noisy, add_gaussian_noise(clean, target, np.random.default_rng(1)))
+
+
+def test_noise_bank_mix(noise_dir):
+    bank = NoiseBank(noise_dir)
+    assert [p.name for p in bank.files] == ["hum.wav", "hiss.flac"]
+    clean = tone(4.0, SR)  # longer than the hum: the recording is looped
+    snrs = [snr_db(clean, bank.mix(clean, (5.0, 15.0), np.random.default_rng(s), sr=SR))
+            for s in range(8)]  # fmt: skip
+    assert all(4.5 <= v <= 15.5 for v in snrs) and max(snrs) - min(snrs) > 2.0
+    fixed = bank.mix(clean, (10.0, 10.0), np.random.default_rng(0), sr=SR)
+    assert abs(snr_db(clean, fixed) - 10.0) < 0.5
+    np.testing.assert_array_equal(fixed, bank.mix(clean, (10.0, 10.0), np.random.default_rng(0)))
+
+
+def test_noise_bank_on_real_noise(shared_data):
+    bank = NoiseBank(shared_data / "noise")
+    clean = load_audio(sorted((shared_data / "asc30").glob("*/*.flac"))[0], sr=SR)
+    noisy = bank.mix(clean, (10.0, 10.0), np.random.default_rng(0), sr=SR)
+    assert abs(snr_db(clean, noisy) - 10.0) < 0.5
+
+
+def test_noise_bank_errors(tmp_path):
+    with pytest.raises(DataError, match="noise folder not found"):
+        NoiseBank(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no audio files"):
+        NoiseBank(tmp_path)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_changes_duration_and_pitch(factor):
+    clean = tone(2.0, SR, freq=300.0)
+    fast = speed_perturb(clean, SR, factor)
+    assert fast.size == pytest.approx(clean.size / factor, abs=1)
+    assert peak_hz(fast, SR) == pytest.approx(300 * factor, abs=2)
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_warps_frequencies(alpha):
+    t = np.arange(SR) / SR
+    wav = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    out = vtlp(wav, SR, alpha)
+    assert out.shape == wav.shape
+    assert peak_hz(out, SR) == pytest.approx(1000 * alpha, abs=3)
+    assert np.mean(out**2) == pytest.approx(np.mean(wav**2), rel=0.1)
+
+
+def test_vtlp_identity_at_one():
+    wav = tone(1.0, SR)
+    np.testing.assert_allclose(vtlp(wav, SR, 1.0), wav, atol=1e-4)
+
+
+def test_offline_augmentations(noise_dir):
+    assert set(OFFLINE_AUGMENTATIONS) == {"noise_low", "noise_high", "noise_real", "speed_0.9",
+                                          "speed_1.1", "vtlp"}  # fmt: skip
+    clean = tone(1.0, SR)
+    for name, fn in OFFLINE_AUGMENTATIONS.items():
+        out = fn(clean, SR, np.random.default_rng(7), noise_bank=noise_dir)
+        again = fn(clean, SR, np.random.default_rng(7), noise_bank=NoiseBank(noise_dir))
+        assert out.dtype == np.float32 and np.isfinite(out).all(), name
+        np.testing.assert_array_equal(out, again, err_msg=name)
+        assert not np.array_equal(out[: clean.size], clean), name
+    assert abs(snr_db(clean, OFFLINE_AUGMENTATIONS["noise_high"](clean, SR, 0)) - 5.0) < 0.5
+    with pytest.raises(ConfigError, match="noise_real"):
+        OFFLINE_AUGMENTATIONS["noise_real"](clean, SR, np.random.default_rng(0))
+
+
+def test_specaugment_widths_and_reproducibility():
+    aug = SpecAugment(freq_mask=6, time_mask=9, n_freq=1, n_time=1).train()
+    x = torch.randn(32, 50, 40) + 5.0
+    widths_f, widths_t = [], []
+    for seed in range(20):
+        out = aug(x, generator=torch.Generator().manual_seed(seed))
+        changed = out != x
+        assert torch.equal(out, aug(x, generator=torch.Generator().manual_seed(seed)))
+        for i in range(x.shape[0]):
+            cols = changed[i].all(dim=0).nonzero().flatten()
+            rows = changed[i].all(dim=1).nonzero().flatten()
+            for idx, widths in ((cols, widths_f), (rows, widths_t)):
+                if idx.numel():  # one band each: contiguous
+                    assert int(idx[-1] - idx[0]) + 1 == idx.numel()
+                widths.append(idx.numel())
+            # masked cells take the item's mean
+            assert torch.allclose(out[i][changed[i]], x[i].mean().expand(int(changed[i].sum())))
+    assert max(widths_f) == 6 and min(widths_f) == 0
+    assert max(widths_t) == 9 and min(widths_t) == 0
+    assert torch.equal(aug.eval()(x), x)
+
+
+def test_bad_parameters():
+    with pytest.raises(ConfigError, match="factor"):
+        speed_perturb(tone(0.1, SR), SR, 3.0)
+    with pytest.raises(ConfigError, match="alpha"):
+        vtlp(tone(0.1, SR), SR, 2.0)
+    with pytest.raises(ConfigError, match="snr_db"):
+        add_gaussian_noise(tone(0.1, SR), float("nan"), np.random.default_rng(0))
+    with pytest.raises(DataError, match="all zeros"):
+        add_gaussian_noise(np.zeros(100, np.float32), 10.0, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="freq_mask"):
+        SpecAugment(freq_mask=-1)

@@ -1,9 +1,90 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`voxid train` and `voxid sweep`: train a recipe on a store, or a grid of them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+CONFIG_HELP = "A recipe: configs/<model>.yaml, or a bare model name (seed_cnn, crnn, ecapa, ...)."
+OVERRIDE_HELP = "Recipe overrides key=value (nested: model.channels=64, augment.spec_augment=true)."
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from voxid.errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise ConfigError(f"{option}: expected positive integers, got {text!r}")
+    return values
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the voxid app."""
+    """Add `train` and `sweep` to the voxid app."""
+
+    @app.command()
+    def train(
+        config: str = typer.Argument(..., help=CONFIG_HELP),
+        overrides: list[str] = typer.Argument(None, help=OVERRIDE_HELP, show_default=False),
+        data: Path = typer.Option(..., "--data", "-d", help="Store from voxid prepare (.h5)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/NAME."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Train a speaker model (best.ckpt, last.ckpt, model.pt, metrics.json in OUT)."""
+        from rich.console import Console
+
+        from voxid.config import load_config
+        from voxid.train import train as run_training
+
+        cfg = load_config(config, overrides or [])
+        result = run_training(cfg, data, out, resume=resume, progress=not quiet)
+        if result.metrics:  # only the main process of a multi-process run reports
+            _print_result(Console(), result)
+
+    @app.command()
+    def sweep(
+        config: str = typer.Argument(..., help=CONFIG_HELP),
+        overrides: list[str] = typer.Argument(None, help=OVERRIDE_HELP, show_default=False),
+        data: Path = typer.Option(..., "--data", "-d", help="Store from voxid prepare (.h5)."),
+        batch_sizes: str = typer.Option("16,32,64", help="Comma-separated batch sizes."),
+        epochs: str = typer.Option("5,10", help="Comma-separated epoch counts."),
+        out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (one run per cell)."),
+        quiet: bool = typer.Option(True, "--quiet/--progress", help="Progress bars per run."),
+    ) -> None:
+        """Train over a grid of batch sizes x epochs; write sweep.csv and sweep.md."""
+        from rich.console import Console
+
+        from voxid.config import load_config
+        from voxid.training.sweep import run_sweep, sweep_table
+
+        cfg = load_config(config, overrides or [])
+        grid = (_ints(batch_sizes, "--batch-sizes"), _ints(epochs, "--epochs"))
+        rows = run_sweep(cfg, data, out, *grid, progress=not quiet)
+        console = Console()
+        console.print(sweep_table(rows))
+        console.print(f"[green]wrote[/] {out / 'sweep.csv'} and {out / 'sweep.md'}")
+
+
+def _print_result(console, result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {result.out_dir}", show_header=True)
+    table.add_column("split")
+    for name in ("n", "loss", "top1", "precision", "recall", "macro_f1"):
+        table.add_column(name, justify="right")
+    for split in ("val", "test"):
+        row = result.metrics.get(split)
+        if not row:
+            continue
+        cells = [row.get(k) for k in ("n", "loss", "top1", "precision", "recall", "macro_f1")]
+        table.add_row(split, *("-" if v is None else f"{v:.4g}" for v in cells))
+    console.print(table)
+    auth = (result.metrics.get("test") or result.metrics.get("val") or {}).get("authentication")
+    if auth:
+        parts = [f"{k}={v:.4g}" for k, v in auth.items() if isinstance(v, float)]
+        console.print("authentication: " + ", ".join(parts))
+    console.print(f"[green]model[/] {result.model_path}")

@@ -1,0 +1,264 @@
+"""Self-describing checkpoints: read, write and update them without Lightning.
+
+Every checkpoint voxid writes (Lightning's `best.ckpt` / `last.ckpt` and the inference file
+`model.pt`) is a dict of plain types and tensors: a `"voxid"` dict that says how to rebuild
+the model (name, hyper-parameters, features, labels, mode, threshold...) and the weights in
+`"state_dict"` under keys prefixed `model.`. Everything loads with
+`torch.load(weights_only=True)`, so a checkpoint from elsewhere can never run code.
+
+A GMM run (`model.npz` + `model.json`) is not a torch model; `load_checkpoint` returns its
+`GmmClassifier` in place of a `SpeakerModel`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxid.errors import ModelError
+
+#: The files a run folder may hold, in the order `resolve_run` prefers them.
+RUN_FILES = ("best.ckpt", "model.pt", "last.ckpt", "model.npz")
+PREFIX = "model."
+
+
+def to_plain(value: Any, key: str = "meta") -> Any:
+    """Turn numpy scalars, tuples and paths into plain Python so `weights_only` can load them.
+
+    >>> to_plain({"a": (1, np.float32(0.5)), "b": None})
+    {'a': [1, 0.5], 'b': None}
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise ModelError(f"{key}: cannot store a {type(value).__name__} in a checkpoint")
+
+
+def model_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short sha256 over the names, dtypes, shapes and bytes of a model's weights.
+
+    Keys are taken without the `model.` prefix, so a Lightning checkpoint and the `model.pt`
+    holding the same weights share a fingerprint.
+
+    >>> a = model_fingerprint({"w": torch.ones(2)})
+    >>> a == model_fingerprint({"model.w": torch.ones(2)})
+    True
+    >>> a == model_fingerprint({"w": torch.zeros(2)})
+    False
+    """
+    digest = hashlib.sha256()
+    tensors = {k.removeprefix(PREFIX): v for k, v in state_dict.items()}
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def make_meta(
+    model: Any,
+    labels: Iterable[str],
+    *,
+    mode: str = "identify",
+    members: Iterable[str] = (),
+    threshold: float | None = None,
+    threshold_kind: str | None = None,
+    data_fingerprint: str | None = None,
+    audio_config: Mapping[str, Any] | None = None,
+    train_speakers: Iterable[str] | None = None,
+    hparams: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `"voxid"` dict that makes a checkpoint describe itself.
+
+    Arguments:
+        model: the `SpeakerModel` (name, feature config and embedding size are read from it).
+        labels: speaker names by class index (`["outsider", "member"]` to authenticate).
+        hparams: the keyword arguments `build_model` needs; defaults to `model.hparams`.
+        train_speakers: every speaker seen in training, so evaluation can tell seen from
+            never-seen outsiders.
+    """
+    from voxid import __version__
+
+    params = dict(model.hparams if hparams is None else hparams)
+    for key in ("n_classes", "feature_config", "name"):
+        params.pop(key, None)
+    labels = list(labels)
+    meta = {
+        "model_name": model.name,
+        "hparams": params,
+        "feature_config": model.feature_config.to_dict(),
+        "audio_config": dict(audio_config or {}),
+        "labels": labels,
+        "mode": mode,
+        "members": list(members),
+        "threshold": None if threshold is None else float(threshold),
+        "threshold_kind": threshold_kind,
+        "data_fingerprint": data_fingerprint,
+        "embedding_dim": int(model.embedding_dim),
+        "train_speakers": list(labels if train_speakers is None else train_speakers),
+        "model_fingerprint": model_fingerprint(model.state_dict()),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "voxid_version": __version__,
+    }
+    return to_plain(meta)
+
+
+def resolve_run(path: str | Path) -> Path:
+    """The checkpoint file a path means: a file as is, or the best file in a run folder.
+
+    A run folder gives `best.ckpt`, else `model.pt`, else `last.ckpt`, else `model.npz`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ModelError(
+            f"{path}: no checkpoint in this folder (looked for {', '.join(RUN_FILES)})"
+        )
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict (`"voxid"` meta and `"state_dict"`), loaded with weights_only."""
+    path = resolve_run(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or torn files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a readable voxid checkpoint ({reason[:200]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("voxid"), dict):
+        raise ModelError(f"{path}: not a voxid checkpoint (no 'voxid' description)")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise ModelError(f"{path}: checkpoint holds no weights ('state_dict')")
+    for key in ("model_name", "labels", "feature_config", "hparams"):
+        if key not in ckpt["voxid"]:
+            raise ModelError(f"{path}: checkpoint description lacks '{key}'")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Any]:
+    """Load a checkpoint (file or run folder) as `(meta, model)`; the model is in eval mode.
+
+    For a GMM run (`model.npz`) the model is a `voxid.models.gmm.GmmClassifier`.
+    Raises `ModelError` naming the file when it is corrupt, foreign or does not fit.
+    """
+    path = resolve_run(path)
+    if path.suffix == ".npz":
+        return _load_gmm(path)
+    ckpt = read_checkpoint(path)
+    meta = ckpt["voxid"]
+    from voxid.features import FeatureConfig
+    from voxid.models import build_model
+
+    try:
+        model = build_model(
+            meta["model_name"],
+            n_classes=len(meta["labels"]),
+            feature_config=FeatureConfig.from_dict(meta["feature_config"]),
+            **meta["hparams"],
+        )
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot rebuild model '{meta['model_name']}' ({exc})") from None
+    weights = {k[len(PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{path}: weights do not fit the described model ({first})") from None
+    model.to(map_location).eval()
+    return meta, model
+
+
+def _load_gmm(path: Path) -> tuple[dict, Any]:
+    from voxid.models.gmm import GmmClassifier
+
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{meta_path}: missing or unreadable GMM description ({exc})") from None
+    try:
+        model = GmmClassifier.load(path)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable GMM model ({exc})") from None
+    return meta, model
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        # mkstemp makes the file private; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def save_inference_file(path: str | Path, model: torch.nn.Module, meta: Mapping[str, Any]) -> Path:
+    """Write the self-describing inference file (`model.pt`) atomically.
+
+    The stored meta gets the `model_fingerprint` of these weights.
+    """
+    state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    meta = to_plain({**meta, "model_fingerprint": model_fingerprint(state)})
+    return atomic_write(path, lambda tmp: torch.save({"voxid": meta, "state_dict": state}, tmp))
+
+
+def save_threshold(path: str | Path, threshold: float | None, kind: str | None) -> list[Path]:
+    """Store a decision threshold (and what score it applies to) in checkpoints, in place.
+
+    For a run folder, both `model.pt` and `best.ckpt` are updated (those that exist); a GMM
+    run's `model.json` likewise. Returns the files written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        targets = [
+            path / n for n in ("model.pt", "best.ckpt", "model.json") if (path / n).is_file()
+        ]
+        if not targets:
+            raise ModelError(f"{path}: no checkpoint in this folder to store a threshold in")
+    else:
+        targets = [path.with_suffix(".json") if path.suffix == ".npz" else resolve_run(path)]
+    value = None if threshold is None else float(threshold)
+    if value is not None and not np.isfinite(value):
+        raise ModelError(f"threshold: must be a finite number, got {threshold}")
+    for target in targets:
+        if target.suffix == ".json":
+            meta = json.loads(target.read_text())
+            meta.update(threshold=value, threshold_kind=kind)
+            atomic_write(target, lambda tmp, m=meta: tmp.write_text(json.dumps(m, indent=2)))
+            continue
+        # Lightning's own entries (optimizer, loops, callbacks) are plain too, so they survive.
+        ckpt = read_checkpoint(target)
+        ckpt["voxid"].update(threshold=value, threshold_kind=kind)
+        atomic_write(target, lambda tmp, c=ckpt: torch.save(c, tmp))
+    return targets

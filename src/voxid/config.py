@@ -1,0 +1,306 @@
+"""Training recipes: plain dataclasses read from YAML, with `key=value` overrides.
+
+A recipe (`configs/<model>.yaml`) looks like::
+
+    model: {name: crnn, dropout: 0.3}   # name + the keyword arguments of build_model
+    mode: identify                      # or authenticate, with members: [...]
+    batch_size: 32
+    augment: {spec_augment: true}
+
+Overrides use dotted keys (`model.channels=64`, `augment.noise_snr=[10, 30]`); values are
+read as YAML, so `true`, `1e-3`, `null` and `[a, b]` mean what they say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voxid.errors import ConfigError
+
+PACKAGED = Path(__file__).resolve().parent / "configs"
+MODES = ("identify", "authenticate")
+MONITORS = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly augmentation of training batches (validation and test stay clean).
+
+    Arguments:
+        spec_augment: mask frequency bands and time spans (`voxid.augment.SpecAugment`).
+        freq_mask, time_mask: widest band (bins) and span (frames) masked.
+        n_freq, n_time: how many bands and spans per example.
+        noise_snr: `[low, high]` dB: Gaussian noise at an SNR drawn per example, added to
+            the waveform (waveform stores) or to the feature map (feature stores).
+        noise_prob: share of examples that get noise.
+    """
+
+    spec_augment: bool = False
+    freq_mask: int = 8
+    time_mask: int = 20
+    n_freq: int = 2
+    n_time: int = 2
+    noise_snr: list[float] | None = None
+    noise_prob: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs besides the data and the output folder.
+
+    >>> cfg = TrainConfig(model="crnn", mode="authenticate", members=["alice"])
+    >>> apply_overrides(cfg, ["batch_size=8", "model.dropout=0.1"]).hparams
+    {'dropout': 0.1}
+    """
+
+    model: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] | None = None
+    mode: str = "identify"
+    members: list[str] = field(default_factory=list)
+    speakers: list[str] | None = None
+    batch_size: int = 32
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+    seed: int = 0
+    deterministic: bool = True
+    num_workers: int = 0
+    cache: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    balanced: bool = False
+    class_weights: bool = True
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    mc_samples: int = 0
+    target_far: float = 0.01
+    max_minutes: float | None = None
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    log_every_n_steps: int = 1
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+    def validate(self) -> TrainConfig:
+        """Raise `ConfigError` naming the first bad key; return self when all is well."""
+        _check(isinstance(self.model, str) and self.model, "model", "needs a model name")
+        _check(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}")
+        if self.mode == "authenticate":
+            _check(bool(self.members), "members", "authenticate mode needs a list of members")
+        _check(_str_list(self.members), "members", "must be a list of speaker names")
+        _check(self.speakers is None or _str_list(self.speakers), "speakers", "must be a list")
+        for key in ("batch_size", "epochs", "num_nodes", "log_every_n_steps"):
+            _check(
+                _int(getattr(self, key)) and getattr(self, key) >= 1, key, "must be an integer >= 1"
+            )
+        for key in ("patience", "num_workers", "mc_samples", "seed"):
+            _check(
+                _int(getattr(self, key)) and getattr(self, key) >= 0, key, "must be an integer >= 0"
+            )
+        for key in ("lr", "weight_decay", "min_delta"):
+            _check(
+                _num(getattr(self, key)) and getattr(self, key) >= 0, key, "must be a number >= 0"
+            )
+        _check(_num(self.target_far) and 0 < self.target_far < 1, "target_far", "must be in (0, 1)")
+        _check(self.monitor in MONITORS, "monitor", f"must be one of {', '.join(MONITORS)}")
+        if _int(self.precision):
+            self.precision = str(self.precision)
+        _check(str(self.precision) in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+        _check(
+            self.devices == "auto" or (_int(self.devices) and self.devices >= 1),
+            "devices",
+            "must be a positive number or 'auto'",
+        )
+        _check(
+            self.max_minutes is None or (_num(self.max_minutes) and self.max_minutes > 0),
+            "max_minutes",
+            "must be a positive number of minutes",
+        )
+        for key in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, key)
+            _check(_num(value) and value > 0, key, "must be a fraction in (0, 1] or a count")
+        _check(isinstance(self.hparams, dict), "model", "must be a name or a mapping")
+        _check_hparams(self.model, self.hparams)
+        _check(self.features is None or isinstance(self.features, dict), "features", "mapping")
+        aug = self.augment
+        for key in ("freq_mask", "time_mask", "n_freq", "n_time"):
+            _check(_int(getattr(aug, key)) and getattr(aug, key) >= 0, f"augment.{key}", ">= 0")
+        _check(_num(aug.noise_prob) and 0 <= aug.noise_prob <= 1, "augment.noise_prob", "[0, 1]")
+        if aug.noise_snr is not None:
+            ok = isinstance(aug.noise_snr, list) and len(aug.noise_snr) == 2
+            ok = ok and all(_num(v) for v in aug.noise_snr) and aug.noise_snr[0] <= aug.noise_snr[1]
+            _check(ok, "augment.noise_snr", "must be [low, high] in dB with low <= high")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as YAML-ready plain data (the model section folds in `hparams`)."""
+        data = dataclasses.asdict(self)
+        data["model"] = {"name": data.pop("model"), **data.pop("hparams")}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build and validate a config from plain data (unknown keys are a `ConfigError`)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: must be a mapping of keys to values")
+        data = dict(data)
+        model = data.pop("model", None)
+        if isinstance(model, dict):
+            model = dict(model)
+            name, hparams = model.pop("name", None), model
+        else:
+            name, hparams = model, {}
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: 'model' needs a name (model: crnn or model.name)")
+        augment = data.pop("augment", None) or {}
+        if not isinstance(augment, dict):
+            raise ConfigError(f"{source}: augment: must be a mapping")
+        _reject_unknown(augment, AugmentConfig, f"{source}: augment.")
+        _reject_unknown(data, cls, f"{source}: ", skip={"model", "hparams", "augment"})
+        if "hparams" in data:
+            raise ConfigError(f"{source}: hparams: put model settings under 'model'")
+        try:
+            cfg = cls(model=name, hparams=hparams, augment=AugmentConfig(**augment), **data)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        return cfg.validate()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; a recipe means the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text the way recipes are read (`1e-3` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _check(ok: Any, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _reject_unknown(data: dict, cls: type, prefix: str, skip: set[str] = frozenset()) -> None:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    known = (fields - {"hparams"}) if cls is TrainConfig else fields
+    for key in data:
+        if key not in fields - set(skip) and key not in skip:
+            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _check_hparams(name: str, hparams: dict[str, Any]) -> None:
+    """Unknown model names and hyper-parameters fail at load time, not after data loading."""
+    import inspect
+
+    from voxid.models import MODELS
+
+    if name == "gmm":
+        from voxid.models.gmm import GmmClassifier
+
+        allowed = [p for p in inspect.signature(GmmClassifier).parameters if p != "self"]
+    elif name in MODELS:
+        params = inspect.signature(MODELS[name]).parameters
+        allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    else:
+        raise ConfigError(f"model: unknown model {name!r} (choose from gmm, {', '.join(MODELS)})")
+    for key in hparams:
+        if key not in allowed:
+            raise ConfigError(f"model.{key}: not a setting of {name} ({', '.join(allowed)})")
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A recipe file: an existing path, or a bare model name for a packaged recipe."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    packaged = PACKAGED / f"{spec}.yaml"
+    if os.sep not in str(spec) and path.suffix == "" and packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.yaml")))
+    raise ConfigError(f"{spec}: no such config file or packaged recipe (recipes: {names})")
+
+
+def load_config(spec: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a recipe (a YAML path or a packaged name like `crnn`) and apply overrides."""
+    path = resolve_config_path(spec)
+    try:
+        data = read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    cfg = TrainConfig.from_dict(data, source=str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str] | tuple[str, ...]) -> TrainConfig:
+    """A new config with `key=value` overrides applied (dotted keys reach nested sections)."""
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{item}: overrides look like key=value (e.g. batch_size=16)")
+        try:
+            value = read_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if part == "model" and i == 0 and not isinstance(node.get("model"), dict):
+                node["model"] = {"name": node["model"]}
+            if part == "features" and i == 0 and node.get("features") is None:
+                node["features"] = {}
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{key}: '{'.'.join(parts[: i + 1])}' is not a section")
+            node = node[part]
+        node[parts[-1]] = value
+    return TrainConfig.from_dict(data, source="overrides")
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved recipe as YAML, atomically."""
+    from voxid.checkpoint import atomic_write
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

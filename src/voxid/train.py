@@ -1,0 +1,275 @@
+"""Train a speaker model from a store: `train(cfg, data, out_dir) -> RunResult`.
+
+The Lightning side (Trainer, callbacks, logger) lives here and in `voxid.training.module`;
+nothing else in voxid imports Lightning. A run folder ends up holding `best.ckpt` and
+`last.ckpt` (Lightning, resumable), `model.pt` (best weights, for inference),
+`config.yaml` (the resolved recipe), `tb/` (TensorBoard) and `metrics.json`.
+The GMM baseline (`model: gmm`) trains through the same call, without Lightning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voxid.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    read_checkpoint,
+    save_inference_file,
+    save_threshold,
+)
+from voxid.config import MONITORS, TrainConfig, save_config
+from voxid.errors import ConfigError, ModelError
+
+__all__ = ["RunResult", "resolve_features", "resolve_precision", "train"]
+
+# Lightning's noise that says nothing about the run: the run folder holds config.yaml before
+# the first checkpoint, and two deprecations inside Lightning itself.
+_QUIET = (
+    r"Checkpoint directory .* exists and is not empty",
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*all_gather is deprecated",
+)
+
+
+@dataclass
+class RunResult:
+    """Where a run put its files, and its numbers (also in `metrics.json`)."""
+
+    out_dir: Path
+    model_path: Path
+    best_ckpt: Path | None = None
+    last_ckpt: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        """The resolved recipe of the run."""
+        return self.out_dir / "config.yaml"
+
+    @property
+    def threshold(self) -> float | None:
+        """The authentication threshold chosen on validation data (None to identify)."""
+        return self.metrics.get("threshold")
+
+
+def resolve_features(cfg: TrainConfig) -> Any:
+    """The model's `FeatureConfig`: its preset, updated by the recipe's `features` section."""
+    from voxid.features import FeatureConfig
+    from voxid.models import default_feature_config
+
+    base = default_feature_config(cfg.model)
+    if not cfg.features:
+        return base
+    kind = cfg.features.get("kind", base.kind)
+    preset = base if kind == base.kind else getattr(FeatureConfig, str(kind), None)
+    if preset is None or not (kind == base.kind or callable(preset)):
+        raise ConfigError(f"features.kind: unknown feature kind {kind!r}")
+    preset = preset if kind == base.kind else preset()
+    try:
+        return FeatureConfig.from_dict({**preset.to_dict(), **cfg.features})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"features: {exc}") from None
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """`cfg.precision`, with `auto` meaning bf16/16 mixed precision on a GPU, 32 elsewhere."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process (DDP, torchrun, SLURM) launch."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ranks)
+
+
+def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "last.ckpt").is_file():
+            raise ConfigError(f"{out}: no last.ckpt to resume from")
+        saved = out / "config.yaml"
+        if saved.is_file():
+            import yaml
+
+            old = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
+            old_name = old.get("name") if isinstance(old, dict) else old
+            if old_name != cfg.model:
+                raise ConfigError(f"model: {out} was trained as {old_name!r}, not {cfg.model!r}")
+    elif any((out / n).exists() for n in ("best.ckpt", "last.ckpt", "model.pt", "model.npz")):
+        raise ConfigError(f"{out}: already holds a run; pass --resume or choose another folder")
+
+
+def train(
+    cfg: TrainConfig, data: str | Path, out_dir: str | Path, resume: bool = False,
+    *, progress: bool = True,
+) -> RunResult:  # fmt: skip
+    """Train `cfg` on the store `data` into the run folder `out_dir`.
+
+    Arguments:
+        cfg: the recipe (`voxid.config.load_config`).
+        data: an HDF5 store from `voxid prepare`: features equal to the model's, or
+            waveforms at the model's sample rate.
+        out_dir: the run folder (created).
+        resume: continue from `out_dir/last.ckpt` (epoch, optimizer and scheduler state).
+        progress: show the rich progress bar and model summary.
+    """
+    cfg = TrainConfig.from_dict(cfg.to_dict())  # a validated copy the run may not alter
+    out = Path(out_dir)
+    if cfg.model == "gmm" and resume:
+        raise ConfigError("resume: the gmm baseline trains in one fit; there is nothing to resume")
+    primary = is_primary_process()
+    if primary:
+        _check_out_dir(cfg, out, resume)
+    if cfg.model == "gmm":
+        from voxid.training.gmm import train_gmm
+
+        return train_gmm(cfg, Path(data), out)
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from voxid.models import build_model
+    from voxid.training.data import open_task
+    from voxid.training.module import SpeakerTask
+
+    feature_config = resolve_features(cfg)
+    task = open_task(cfg, data, feature_config)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg.model, len(task.labels), feature_config, **cfg.hparams)
+    meta = {
+        "mode": cfg.mode,
+        "members": cfg.members,
+        "data_fingerprint": task.info.fingerprint,
+        "audio_config": task.info.audio_config,
+        "train_speakers": task.train_speakers,
+    }
+    weights = task.class_weights() if cfg.class_weights and not cfg.balanced else None
+    module = SpeakerTask(
+        model, cfg, task.labels, class_weights=weights, waveform=task.waveform, meta=meta
+    )
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    mode = MONITORS[cfg.monitor]
+    checkpoints = ModelCheckpoint(
+        dirpath=out, filename="best", monitor=cfg.monitor, mode=mode, save_top_k=1,
+        save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+    )  # fmt: skip
+    callbacks: list[Any] = [checkpoints]
+    early = None
+    if cfg.patience > 0:
+        early = EarlyStopping(cfg.monitor, cfg.min_delta, cfg.patience, mode=mode)
+        callbacks.append(early)
+    if progress:
+        callbacks.append(RichProgressBar())
+    trainer = L.Trainer(
+        default_root_dir=out,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg),
+        max_epochs=cfg.epochs,
+        max_time=dt.timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(out, name="tb", version="", default_hp_metric=False),
+        log_every_n_steps=cfg.log_every_n_steps,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        num_sanity_val_steps=0,
+        # Deterministic kernels where they exist; warn (not fail) where a GPU op has none.
+        deterministic="warn" if cfg.deterministic else False,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+    )
+    # Lightning stores the finished epoch (0-based); a resumed fit starts one later.
+    first_epoch = int(read_checkpoint(out / "last.ckpt").get("epoch", -1)) + 1 if resume else 0
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(
+            module,
+            task.loader("train", cfg, shuffle=True),
+            task.loader("val", cfg),
+            ckpt_path=out / "last.ckpt" if resume else None,
+        )
+    seconds = time.perf_counter() - start
+    # Not checkpoints.best_model_path: after a resume of a moved run folder it can still
+    # name the old folder, and the threshold must never be written there.
+    best = out / "best.ckpt"
+    if not trainer.is_global_zero:
+        return RunResult(out, out / "model.pt", best, out / "last.ckpt")
+    if not best.is_file():
+        raise ModelError(
+            f"{out}: training stopped before its first validation (max_minutes="
+            f"{cfg.max_minutes}, limit_train_batches={cfg.limit_train_batches}); nothing to keep"
+        )
+    device = trainer.strategy.root_device.type
+    epochs = int(trainer.current_epoch) - first_epoch
+    fit = {"epochs_run": int(trainer.current_epoch), "epochs_this_run": epochs,
+           "train_seconds": round(seconds, 3),
+           "stopped_early": bool(early is not None and early.stopped_epoch > 0)}  # fmt: skip
+    items = task.train.base.items
+    if "seconds" in items and seconds > 0 and epochs > 0:
+        audio = float(items["seconds"].sum())
+        fit["train_audio_seconds_per_epoch"] = round(audio, 3)
+        fit["train_realtime_factor"] = round(audio * epochs / seconds, 2)
+    return _finish(cfg, task, out, best, device, fit)
+
+
+def _finish(
+    cfg: TrainConfig, task: Any, out: Path, best: Path, device: str, fit: dict
+) -> RunResult:
+    """Pick the threshold, score val/test with the best weights, write model.pt and metrics."""
+    from voxid.training.final import (
+        authentication_metrics,
+        choose_threshold,
+        classification_metrics,
+        predict,
+    )
+
+    raw = read_checkpoint(best)
+    meta, model = load_checkpoint(best)
+    metrics: dict[str, Any] = {"model": cfg.model, "mode": cfg.mode, "monitor": cfg.monitor,
+                               "best_epoch": int(raw.get("epoch", -1)), **fit}  # fmt: skip
+    n = len(task.labels)
+    val = predict(model, task, "val", cfg, device)
+    metrics["val"] = classification_metrics(val, n)
+    threshold = None
+    if cfg.mode == "authenticate":
+        threshold = choose_threshold(val, cfg.target_far)
+        meta.update(threshold=threshold, threshold_kind="p_member")
+        metrics.update(threshold=threshold, target_far=cfg.target_far)
+        metrics["val"]["authentication"] = authentication_metrics(
+            val, threshold, task.train_speakers
+        )
+    if task.test is not None:
+        test = predict(model, task, "test", cfg, device)
+        metrics["test"] = classification_metrics(test, n)
+        if threshold is not None:
+            metrics["test"]["authentication"] = authentication_metrics(
+                test, threshold, task.train_speakers
+            )
+    model_path = save_inference_file(out / "model.pt", model.cpu(), meta)
+    if threshold is not None:
+        save_threshold(best, threshold, "p_member")
+    metrics["model_fingerprint"] = read_checkpoint(model_path)["voxid"]["model_fingerprint"]
+    text = json.dumps(metrics, indent=2)
+    atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(text))
+    return RunResult(out, model_path, best, out / "last.ckpt", metrics)

@@ -1,0 +1,100 @@
+"""From a collated batch to model inputs: frontend for waveform stores, augmentation.
+
+Plain torch (no Lightning), so the training loop and the final evaluation prepare batches
+the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from voxid.config import TrainConfig
+
+
+def add_noise(
+    x: torch.Tensor, mask: torch.Tensor, snr: tuple[float, float], prob: float
+) -> torch.Tensor:
+    """Add Gaussian noise at an SNR drawn per example from `snr` (dB) to a share `prob`.
+
+    The signal power is the variance of the valid (unpadded) part, so it applies to
+    waveforms `(B, S)` and feature maps `(B, T, F)` alike; padding stays zero.
+
+    >>> x = torch.randn(4, 1000)
+    >>> noisy = add_noise(x, torch.ones(4, 1000, dtype=torch.bool), (20.0, 20.0), 1.0)
+    >>> bool(abs(10 * torch.log10(x.var() / (noisy - x).var()) - 20) < 1)
+    True
+    """
+    b = x.shape[0]
+    m = mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim()))).expand_as(x).to(x.dtype)
+    count = m.reshape(b, -1).sum(1).clamp(min=1)
+    mean = (x * m).reshape(b, -1).sum(1) / count
+    centred = (x - mean.reshape(b, *[1] * (x.dim() - 1))) * m
+    power = centred.pow(2).reshape(b, -1).sum(1) / count
+    snr_db = torch.empty(b, device=x.device).uniform_(snr[0], snr[1])
+    std = torch.sqrt(power / 10 ** (snr_db / 10))
+    chosen = (torch.rand(b, device=x.device) < prob).to(x.dtype)
+    scale = (std * chosen).reshape(b, *[1] * (x.dim() - 1))
+    return x + torch.randn_like(x) * scale * m
+
+
+def length_mask(lengths: torch.Tensor | None, size: int, batch: int, device: Any) -> torch.Tensor:
+    """`(B, size)` True where a position is inside each item's length."""
+    if lengths is None:
+        return torch.ones(batch, size, dtype=torch.bool, device=device)
+    return torch.arange(size, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+class InputPipeline:
+    """Turn `(x, lengths)` from `collate_pad` into `(features, frame_lengths)` for a model.
+
+    Waveform batches go through `model.frontend` (in float32, also under mixed precision);
+    training batches get the configured Gaussian noise and SpecAugment.
+
+    Arguments:
+        model: the `SpeakerModel`.
+        cfg: the run's `TrainConfig` (its `augment` section).
+        waveform: batches hold waveforms `(B, samples)` rather than features `(B, T, F)`.
+    """
+
+    def __init__(self, model: Any, cfg: TrainConfig, waveform: bool):
+        self.model = model
+        self.augment = cfg.augment
+        self.waveform = waveform
+        self.spec_augment = None
+        if cfg.augment.spec_augment:
+            from voxid.augment import SpecAugment
+
+            a = cfg.augment
+            self.spec_augment = SpecAugment(a.freq_mask, a.time_mask, a.n_freq, a.n_time)
+
+    def __call__(
+        self, x: torch.Tensor, lengths: torch.Tensor | None, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Model inputs and their valid frame counts (None for fixed-size images)."""
+        noise = tuple(self.augment.noise_snr) if train and self.augment.noise_snr else None
+        if noise:
+            mask = length_mask(lengths, x.shape[1], x.shape[0], x.device)
+            x = add_noise(x, mask, noise, self.augment.noise_prob)
+        if self.waveform:
+            # The frontend (STFT, log) stays in float32 even under mixed precision.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                feats = self.model.frontend(x.float())
+            lengths = self._frames(lengths, feats)
+        else:
+            feats = x
+        if feats.dim() != 3:  # spectrogram images (B, 3, H, W): fixed size, no lengths
+            return feats, None
+        if train and self.spec_augment is not None:
+            feats = self.spec_augment(feats)
+        return feats, lengths
+
+    def _frames(self, samples: torch.Tensor | None, feats: torch.Tensor) -> torch.Tensor | None:
+        if samples is None or feats.dim() != 3:
+            return None
+        from voxid.features import frames_for
+
+        fc = self.model.feature_config
+        frames = [min(frames_for(fc, int(n)), feats.shape[1]) for n in samples.tolist()]
+        return torch.tensor(frames, device=feats.device)

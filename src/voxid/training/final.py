@@ -1,0 +1,123 @@
+"""After training: score the best weights on validation and test, pick the threshold.
+
+Plain torch, run once on the main process: the authentication threshold comes from the
+validation outsiders' P(member) at the target FAR, and the test split (when present) gives
+the headline numbers that go into `metrics.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voxid.config import TrainConfig
+from voxid.training.batch import InputPipeline
+from voxid.training.data import TaskData
+
+
+@dataclass
+class Predictions:
+    """Scores of one split: `probs (N, C)`, class labels `y`, per-item speaker names, the
+    mean cross-entropy `loss`, and MC-dropout predictions `mc (N, S)` (S may be 0)."""
+
+    probs: np.ndarray
+    y: np.ndarray
+    speakers: list[str]
+    loss: float
+    mc: np.ndarray
+
+
+@torch.no_grad()
+def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: str) -> Predictions:
+    """Softmax scores (no margin) of `model` on every item of `split` (`val` or `test`)."""
+    data = task.val if split == "val" else task.test
+    inputs = InputPipeline(model, cfg, task.waveform)
+    model.to(device).eval()
+    loader = task.loader(split, cfg)
+    probs, mc, losses = [], [], []
+    for x, lengths, y in loader:
+        x, lengths, y = x.to(device), lengths.to(device), y.to(device)
+        feats, flen = inputs(x, lengths, train=False)
+        logits = model(feats, None, flen).float()
+        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+        probs.append(logits.softmax(1).cpu())
+        if cfg.mc_samples:
+            model.set_mc_dropout(True)
+            try:
+                passes = [model(feats, None, flen).argmax(1).cpu() for _ in range(cfg.mc_samples)]
+            finally:
+                model.set_mc_dropout(False)
+            mc.append(torch.stack(passes, 1))
+    n = len(data)
+    mc_arr = torch.cat(mc).numpy() if mc else np.zeros((n, 0), dtype=np.int64)
+    return Predictions(torch.cat(probs).numpy(), data.labels.copy(), data.speakers,
+                       sum(losses) / max(n, 1), mc_arr)  # fmt: skip
+
+
+def classification_metrics(pred: Predictions, n_classes: int) -> dict[str, Any]:
+    """Loss, top-1 accuracy and macro P/R/F1 (with MC-dropout mean and spread when sampled)."""
+    values = summarize(pred.y, pred.probs.argmax(1), n_classes)
+    out = {"n": len(pred.y), "loss": float(pred.loss), "top1": values["accuracy"],
+           "precision": values["precision"], "recall": values["recall"],
+           "macro_f1": values["f1"]}  # fmt: skip
+    out.update(mc_spread(pred.y, pred.mc, n_classes))
+    return out
+
+
+def choose_threshold(val: Predictions, target_far: float) -> float:
+    """The P(member) threshold whose FAR on validation outsiders is at most `target_far`."""
+    from voxid.metrics import threshold_at_far
+
+    return float(threshold_at_far(val.probs[val.y == 0, 1], target_far))
+
+
+def authentication_metrics(
+    pred: Predictions, threshold: float, train_speakers: list[str]
+) -> dict[str, Any]:
+    """FAR (all, seen and never-seen outsiders), FRR and accuracy at `threshold`."""
+    from voxid.metrics import eer, far_frr
+
+    score = pred.probs[:, 1]
+    member = pred.y == 1
+    seen = np.array([s in set(train_speakers) for s in pred.speakers])
+    tar, non = score[member], score[~member]
+    out: dict[str, Any] = {
+        "threshold": threshold,
+        "accuracy": float(np.mean((score >= threshold) == member)),
+    }
+    if tar.size and non.size:
+        far, frr = far_frr(tar, non, threshold)
+        out.update(far=far, frr=frr, eer=float(eer(tar, non)[0]))
+    for name, pick in (("seen", seen), ("unseen", ~seen)):
+        outsiders = score[~member & pick]
+        out[f"far_{name}"] = float(np.mean(outsiders >= threshold)) if outsiders.size else None
+        out[f"n_outsiders_{name}"] = int(outsiders.size)
+    return out
+
+
+def summarize(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy and macro precision, recall and F1 over all `n_classes` classes."""
+    from voxid.metrics import classification_report
+
+    report = classification_report(y, pred, labels=list(range(n_classes)))
+    return {"accuracy": report["accuracy"], **report["macro"]}
+
+
+def mc_spread(y: np.ndarray, mc: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Mean and standard deviation of macro P/R/F1 over MC-dropout passes `mc (N, S)`.
+
+    These are the error bars of the CNN-RNN report; empty when no passes were sampled.
+    """
+    if mc.ndim != 2 or mc.shape[1] == 0:
+        return {}
+    runs = [summarize(y, mc[:, s], n_classes) for s in range(mc.shape[1])]
+    out = {}
+    for key in ("precision", "recall", "f1"):
+        vals = np.array([r[key] for r in runs])
+        out[f"mc_{key}_mean"] = float(vals.mean())
+        out[f"mc_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    return out

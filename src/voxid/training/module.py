@@ -1,0 +1,124 @@
+"""The LightningModule that trains a `SpeakerModel` (Lightning is imported only in training).
+
+One module serves both modes: N-way identification over the training speakers, and the
+binary member-vs-outsider authentication of the CNN-RNN paper (class-weighted loss). It
+takes batches from feature stores or from waveform stores (then it runs the model's own
+frontend on the batch, so any model trains from one waveform store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from voxid.checkpoint import make_meta
+from voxid.config import TrainConfig
+from voxid.training.batch import InputPipeline
+from voxid.training.final import mc_spread, summarize
+
+
+class SpeakerTask(L.LightningModule):
+    """Training, validation and checkpoint description for one `SpeakerModel`.
+
+    Arguments:
+        model: the `SpeakerModel` (its state_dict keys become `model.*`).
+        cfg: the run's `TrainConfig`.
+        labels: class names; `class_weights`: loss weights per class or None.
+        waveform: batches hold waveforms (run `model.frontend` first).
+        meta: extra `make_meta` fields (mode, members, data fingerprint, speakers...).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        labels: list[str],
+        *,
+        class_weights: torch.Tensor | None = None,
+        waveform: bool = False,
+        meta: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.labels = list(labels)
+        self.waveform = waveform
+        self.meta = dict(meta or {})
+        # A plain attribute, not a buffer: checkpoints hold the model's weights only.
+        self._class_weights = class_weights
+        self.features = InputPipeline(model, cfg, waveform)
+        self._val: list[tuple[torch.Tensor, ...]] = []
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = None if self._class_weights is None else self._class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), y, weight=w)
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """One optimisation step; logs loss, accuracy and learning rate per batch."""
+        x, lengths, y = batch
+        feats, flen = self.features(x, lengths, train=True)
+        logits = self.model(feats, y, flen)  # the margin applies during training only
+        loss = self._loss(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log_dict(
+            {"train/loss": loss, "train/acc": acc, "train/lr": float(lr)},
+            on_step=True, on_epoch=False, batch_size=y.shape[0], prog_bar=False,
+        )  # fmt: skip
+        self.log("loss", loss, on_step=True, prog_bar=True, logger=False, batch_size=y.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting this epoch's validation predictions."""
+        self._val = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Scores without margin; under `mc_samples`, that many MC-dropout passes too."""
+        x, lengths, y = batch
+        feats, flen = self.features(x, lengths, train=False)
+        logits = self.model(feats, None, flen)
+        self.log("val_loss", self._loss(logits, y), on_epoch=True, sync_dist=True,
+                 batch_size=y.shape[0], prog_bar=True)  # fmt: skip
+        mc = []
+        if self.cfg.mc_samples:
+            self.model.set_mc_dropout(True)
+            try:
+                mc = [self.model(feats, None, flen).argmax(1) for _ in range(self.cfg.mc_samples)]
+            finally:
+                self.model.set_mc_dropout(False)
+        mc_preds = torch.stack(mc, 1) if mc else y.new_zeros(y.shape[0], 0)
+        self._val.append((logits.argmax(1), y, mc_preds))
+
+    def on_validation_epoch_end(self) -> None:
+        """Macro precision, recall and F1 over the whole (all-process) validation split."""
+        if not self._val:
+            return
+        preds, ys, mc = (torch.cat(parts) for parts in zip(*self._val, strict=True))
+        preds, ys, mc = (self.all_gather(t) for t in (preds, ys, mc))
+        if self.trainer.world_size > 1:
+            preds, ys, mc = preds.flatten(0, 1), ys.flatten(0, 1), mc.flatten(0, 1)
+        y = ys.cpu().numpy()
+        values = summarize(y, preds.cpu().numpy(), len(self.labels))
+        logged = {"val_acc": values["accuracy"],
+                  "val_precision": values["precision"], "val_recall": values["recall"]}  # fmt: skip
+        for key, value in mc_spread(y, mc.cpu().numpy(), len(self.labels)).items():
+            logged[f"val_{key}"] = value
+        # Every process holds the same gathered numbers; sync_dist only averages equal values.
+        self.log_dict(logged, prog_bar=False, sync_dist=True)
+        self.log("val_f1", values["f1"], prog_bar=True, sync_dist=True)
+        self._val = []
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with cosine annealing of the learning rate over the epochs."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make Lightning's checkpoint describe itself (the `voxid` dict, plain types)."""
+        checkpoint["voxid"] = make_meta(self.model, self.labels, **self.meta)

@@ -1,0 +1,128 @@
+"""Authentication report (member vs outsider): FAR by kind of outsider, FRR, EER, minDCF.
+
+A member trial is a test item of a speaker in the checkpoint's `members`; every other item
+is an outsider trial, "seen" when the speaker is in the checkpoint's `train_speakers` and
+"unseen" otherwise. Speakers are matched by name, never by the store's label index.
+The score of an item is the model's probability of the member class; a trial is accepted
+when score >= threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from voxid import metrics
+from voxid.errors import ModelError
+from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
+
+P_TARGETS = (0.01, 0.001)
+
+
+def member_index(labels: list[str]) -> int:
+    """Class index of the member class (``"member"`` by name, else the last class).
+
+    >>> member_index(["outsider", "member"])
+    1
+    """
+    if len(labels) != 2:
+        raise ModelError(f"authentication needs a two-class model, this one has {len(labels)}")
+    return labels.index("member") if "member" in labels else 1
+
+
+def _rate(mask: np.ndarray, accepted: np.ndarray) -> float | None:
+    return float(np.mean(accepted[mask])) if mask.any() else None
+
+
+def _level(
+    scores: np.ndarray, kind: np.ndarray, threshold: float, names: np.ndarray
+) -> dict[str, Any]:
+    member = kind == "member"
+    if member.all() or not member.any():
+        raise ModelError("authentication needs both member and outsider test items")
+    tar, non = scores[member], scores[~member]
+    accepted = scores >= threshold
+    value, eer_threshold = metrics.eer(tar, non)
+    far, frr = metrics.far_frr(tar, non, threshold)
+    cm = [
+        [int(np.sum(member & accepted)), int(np.sum(member & ~accepted))],
+        [int(np.sum(~member & accepted)), int(np.sum(~member & ~accepted))],
+    ]
+    outsiders = sorted(set(names[~member].tolist()))
+    per_outsider = [
+        {"name": n, "kind": str(kind[names == n][0]), "far": _rate(names == n, accepted)}
+        for n in outsiders
+    ]
+    per_outsider.sort(key=lambda r: -r["far"])
+    return {
+        "n_member": int(member.sum()),
+        "n_outsider_seen": int(np.sum(kind == "seen")),
+        "n_outsider_unseen": int(np.sum(kind == "unseen")),
+        "threshold": threshold,
+        "confusion": {
+            "rows": ["member", "outsider"],
+            "cols": ["accepted", "rejected"],
+            "counts": cm,
+        },
+        "accuracy": float(np.mean(accepted == member)),
+        "far": far,
+        "frr": frr,
+        "far_seen": _rate(kind == "seen", accepted),
+        "far_unseen": _rate(kind == "unseen", accepted),
+        "eer": value,
+        "eer_threshold": eer_threshold,
+        "min_dcf": {str(p): metrics.min_dcf(tar, non, p) for p in P_TARGETS},
+        "most_accepted_outsiders": per_outsider[:10],
+    }
+
+
+def authentication_report(
+    speaker_names: np.ndarray,
+    sources: np.ndarray,
+    probs: np.ndarray,
+    meta: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Member/outsider metrics at chunk and file level.
+
+    Arguments
+    ---------
+    speaker_names : (N,) true speaker name of each item.
+    sources : (N,) source file of each item (file score = mean of its chunks' scores).
+    probs : (N, 2) class probabilities in the order of ``meta["labels"]``.
+    meta : the checkpoint description (`labels`, `members`, `threshold`, `train_speakers`).
+
+    Returns the JSON-ready report and, per level, the (target, non-target) scores.
+    """
+    members = set(meta.get("members") or [])
+    if not members:
+        raise ModelError("checkpoint has mode 'authenticate' but lists no members")
+    seen = set(meta.get("train_speakers") or [])
+    names = np.asarray(speaker_names).astype(str)
+    kind = np.array(
+        ["member" if n in members else "seen" if n in seen else "unseen" for n in names]
+    )
+    scores = probs[:, member_index(list(meta["labels"]))]
+    stored = meta.get("threshold")
+    if stored is None:
+        threshold = metrics.threshold_at_eer(scores[kind == "member"], scores[kind != "member"])
+        source = "eer of this test set (no threshold stored in the checkpoint)"
+    else:
+        threshold, source = float(stored), f"checkpoint ({meta.get('threshold_kind') or 'stored'})"
+    chunk = _level(scores, kind, threshold, names)
+    files, inverse = group_sources(sources)
+    file_scores = mean_by_group(scores, inverse, len(files))
+    file_kind = first_by_group(kind, inverse, len(files))
+    file = _level(file_scores, file_kind, threshold, first_by_group(names, inverse, len(files)))
+    report = {
+        "score": "probability of the member class",
+        "threshold_source": source,
+        "members": sorted(members),
+        "chunk": chunk,
+        "file": file,
+    }
+    curves = {
+        "chunk": (scores[kind == "member"], scores[kind != "member"]),
+        "file": (file_scores[file_kind == "member"], file_scores[file_kind != "member"]),
+    }
+    return report, curves

@@ -1,0 +1,113 @@
+"""Helpers shared by the evaluation reports: grouping chunks into files, atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def group_sources(sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique source files (sorted) and, for each chunk, the index of its file.
+
+    >>> files, idx = group_sources(np.array(["b.wav", "a.wav", "b.wav"]))
+    >>> files.tolist(), idx.tolist()
+    (['a.wav', 'b.wav'], [1, 0, 1])
+    """
+    files, inverse = np.unique(np.asarray(sources), return_inverse=True)
+    return files, inverse.reshape(-1)
+
+
+def mean_by_group(values: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of the rows of `values` per group (a file's score is the mean of its chunks').
+
+    >>> mean_by_group(np.array([[1.0], [3.0], [5.0]]), np.array([0, 0, 1]), 2).tolist()
+    [[2.0], [5.0]]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    total = np.zeros((n_groups, *values.shape[1:]))
+    np.add.at(total, inverse, values)
+    counts = np.bincount(inverse, minlength=n_groups).astype(np.float64)
+    return total / counts.reshape(-1, *([1] * (values.ndim - 1)))
+
+
+def first_by_group(values: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+    """The value of the first row of each group (e.g. a file's speaker).
+
+    >>> first_by_group(np.array(["x", "y", "z"]), np.array([1, 1, 0]), 2).tolist()
+    ['z', 'x']
+    """
+    first = np.full(n_groups, -1)
+    for row in range(len(inverse) - 1, -1, -1):
+        first[inverse[row]] = row
+    return np.asarray(values)[first]
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero).
+
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x, dtype=np.float64), where=norm > 0)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` atomically (UTF-8)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as indented JSON atomically (NaN becomes null: strict JSON for scripts)."""
+    return write_text(path, json.dumps(to_json(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write a CSV table atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON types: numpy scalars and arrays converted, NaN/inf become None.
+
+    >>> to_json({"a": np.float32(0.5), "b": [np.nan, np.int64(2)]})
+    {'a': 0.5, 'b': [None, 2]}
+    """
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,270 @@
+"""`evaluate`: run a checkpoint over a store split (or a trial list) and write the report."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxid.errors import ConfigError, DataError, ModelError
+from voxid.evaluation import plots
+from voxid.evaluation.common import write_csv
+from voxid.evaluation.inference import Outputs, run_gmm, run_torch
+from voxid.evaluation.report import summarise, write_report
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate and how (the options of ``voxid evaluate``).
+
+    Arguments
+    ---------
+    split : store split to test (identification / authentication; verification tests).
+    speakers : keep only these speakers of the store (names / ranges, e.g.
+        ``"00000021-00000030"`` for protocol P-C); None for all.
+    verify : verification on embeddings instead of the checkpoint's own mode.
+    trials, audio_root : a VoxCeleb-style trial list (verification) and its audio folder.
+    enroll_split, test_split : enrolment and test splits of the store (verification).
+    n_enroll : files per speaker to enrol with (default: all of the enrol split, or 3
+        taken from the test split when there is no enrol split).
+    trial_mode : ``"speakers"`` (test items against enrolled speakers) or ``"pairs"``.
+    max_trials : pair trials are sampled (seeded) down to this number.
+    cohort, cohort_split : AS-norm cohort: another store (its split, default all items),
+        or a split of the evaluated store; None for plain cosine scores.
+    asnorm_top : cohort scores kept per side (top-N adaptive s-norm).
+    mc_samples : Monte-Carlo dropout passes (0: no uncertainty report).
+    entropy_threshold : nats above which a sample is flagged (default half of log C).
+    """
+
+    split: str = "test"
+    speakers: str | None = None
+    verify: bool = False
+    trials: Path | None = None
+    audio_root: Path | None = None
+    enroll_split: str | None = None
+    test_split: str | None = None
+    n_enroll: int | None = None
+    trial_mode: str = "speakers"
+    max_trials: int = 100_000
+    cohort: Path | None = None
+    cohort_split: str | None = None
+    asnorm_top: int = 100
+    mc_samples: int = 0
+    entropy_threshold: float | None = None
+    batch_size: int = 64
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise `ConfigError` for inconsistent options."""
+        if self.trial_mode not in ("speakers", "pairs"):
+            raise ConfigError(f"trial_mode: 'speakers' or 'pairs', got {self.trial_mode!r}")
+        for name in ("max_trials", "asnorm_top", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.n_enroll is not None and self.n_enroll < 1:
+            raise ConfigError(f"n_enroll: must be positive, got {self.n_enroll}")
+        if self.mc_samples < 0 or self.mc_samples == 1:
+            raise ConfigError(f"mc_samples: 0 (off) or at least 2, got {self.mc_samples}")
+        if self.trials is not None and not self.verify:
+            raise ConfigError("trials: a trial list is only used with --verify")
+
+
+def _item_names(ds: Any) -> np.ndarray:
+    return np.asarray(ds.info.speakers, dtype=object)[ds.labels].astype(str)
+
+
+def _model_labels(meta: dict[str, Any], model: Any, is_gmm: bool) -> list[str]:
+    if not is_gmm:
+        return [str(x) for x in meta["labels"]]
+    cls = np.asarray(model.labels_)
+    if cls.dtype.kind in "USO":
+        return [str(x) for x in cls]
+    return [str(meta["labels"][int(i)]) for i in cls]
+
+
+def _run(model: Any, meta: dict, ds: Any, is_gmm: bool, opts: EvalOptions, mc: int = 0) -> Outputs:
+    if is_gmm:
+        return run_gmm(model, ds, meta["feature_config"])
+    return run_torch(model, ds, batch_size=opts.batch_size, mc_samples=mc, seed=opts.seed)
+
+
+def evaluate(
+    checkpoint: str | Path, data: str | Path | None, out_dir: str | Path, options: EvalOptions
+) -> dict[str, Any]:
+    """Evaluate a run folder or checkpoint and write ``report.json``, ``report.md`` and plots.
+
+    The checkpoint's mode decides the report (identification or authentication) unless
+    ``options.verify`` asks for verification on embeddings. Returns the report dict.
+    """
+    from voxid.checkpoint import load_checkpoint, resolve_run
+
+    options.check()
+    path = resolve_run(checkpoint)
+    meta, model = load_checkpoint(path)
+    is_gmm = not hasattr(model, "encoder")
+    out = Path(out_dir)
+    report: dict[str, Any] = {
+        "voxid_version": _version(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(path),
+        "model": {
+            "name": meta.get("model_name", "gmm" if is_gmm else None),
+            "mode": meta.get("mode", "identify"),
+            "n_classes": len(meta.get("labels", [])),
+            "fingerprint": meta.get("model_fingerprint"),
+        },
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+    }
+    figures: dict[str, str] = {}
+    if options.verify:
+        from voxid.evaluation.verify_run import run_verification
+
+        if is_gmm:
+            raise ModelError(f"{path}: a GMM has no embeddings; verification needs a neural model")
+        report["mode"] = "verify"
+        report.update(run_verification(model, meta, data, out, options, figures))
+    else:
+        if data is None:
+            raise ConfigError("data: a store (--data) is needed to evaluate")
+        report["mode"] = report["model"]["mode"]
+        report.update(_closed_set(model, meta, Path(data), out, options, figures, is_gmm))
+    report["summary"] = summarise(report)
+    write_report(out, report, figures)
+    return report
+
+
+def _closed_set(
+    model: Any, meta: dict, data: Path, out: Path, opts: EvalOptions, figures: dict, is_gmm: bool
+) -> dict[str, Any]:
+    from voxid.data.loader import StoreDataset
+
+    mode = meta.get("mode", "identify")
+    if mode not in ("identify", "authenticate"):
+        raise ModelError(f"mode: unknown checkpoint mode {mode!r}")
+    if is_gmm and opts.mc_samples:
+        raise ModelError("mc_samples: a GMM has no dropout; MC uncertainty needs a neural model")
+    ds = StoreDataset(data, opts.split, include_augmented=False, cache=True, speakers=opts.speakers)
+    outputs = _run(model, meta, ds, is_gmm, opts, opts.mc_samples)
+    names, sources = _item_names(ds), ds.items["source"].astype(str)
+    labels = _model_labels(meta, model, is_gmm)
+    section: dict[str, Any] = {
+        "data": {
+            "store": str(data),
+            "split": opts.split,
+            "fingerprint": ds.info.fingerprint,
+            "items": len(ds),
+            "files": int(np.unique(sources).size),
+            "speakers": int(np.unique(names).size),
+        },
+        "speed": {
+            **outputs.speed(),
+            "includes_features": ds.info.feature_config.kind == "waveform",
+        },
+    }
+    if mode == "authenticate":
+        from voxid.evaluation.authentication import authentication_report, member_index
+
+        auth, curves = authentication_report(names, sources, outputs.probs, meta)
+        section["authentication"] = auth
+        for level, (tar, non) in curves.items():
+            figures[f"det_roc_{level}"] = plots.det_roc_png(
+                tar, non, out / f"det_roc_{level}.png", title=f"authentication, {level} level"
+            ).name
+            figures[f"scores_{level}"] = plots.histogram_png(
+                tar,
+                non,
+                out / f"scores_{level}.png",
+                threshold=auth[level]["threshold"],
+                title=f"member and outsider scores, {level} level",
+            ).name
+        members = set(auth["members"])
+        y = np.array(
+            [member_index(labels) if n in members else 1 - member_index(labels) for n in names]
+        )
+        known = np.ones(len(names), dtype=bool)
+    else:
+        from voxid.evaluation.identification import identification_report
+
+        ident, confusions = identification_report(
+            names, sources, outputs.scores, outputs.probs, labels
+        )
+        section["identification"] = ident
+        for level, conf in confusions.items():
+            write_csv(
+                out / f"confusion_{level}.csv",
+                ["true \\ predicted", *conf.names],
+                [[n, *row.tolist()] for n, row in zip(conf.names, conf.matrix, strict=True)],
+            )
+            figures[f"confusion_{level}"] = plots.confusion_png(
+                conf.matrix,
+                conf.names,
+                out / f"confusion_{level}.png",
+                title=f"confusion, {level} level (row-normalised)",
+            ).name
+        index = {n: i for i, n in enumerate(labels)}
+        known = np.array([n in index for n in names])
+        y = np.array([index.get(n, -1) for n in names])
+    if outputs.mc_probs is not None:
+        section["uncertainty"] = _uncertainty(outputs, y, known, labels, ds, out, opts, figures)
+    return section
+
+
+def _uncertainty(
+    outputs: Outputs,
+    y: np.ndarray,
+    known: np.ndarray,
+    labels: list[str],
+    ds: Any,
+    out: Path,
+    opts: EvalOptions,
+    figures: dict,
+) -> dict[str, Any]:
+    from voxid.evaluation.uncertainty import per_sample, uncertainty_report
+
+    if not known.any():
+        raise DataError("uncertainty: no test item belongs to a model speaker")
+    rows = np.flatnonzero(known)
+    sources, chunks = ds.items["source"].astype(str), ds.items["chunk_index"]
+    ids = [f"{sources[i]}#{chunks[i]}" for i in rows]
+    mc = outputs.mc_probs
+    rep, arrays = uncertainty_report(
+        mc[:, known],
+        outputs.probs[known],
+        y[known],
+        labels=labels,
+        item_ids=ids,
+        entropy_threshold=opts.entropy_threshold,
+    )
+    if (~known).any():  # never-seen speakers: a good model should be unsure about them
+        unseen = per_sample(mc[:, ~known])
+        rep["unseen_mean_entropy"] = float(unseen["entropy"].mean())
+        rep["unseen_flagged_share"] = float(np.mean(unseen["entropy"] > rep["entropy_threshold"]))
+    s = arrays["samples"]
+    header = ["item", "true", "predicted", "mean_prob", "std", "entropy", "mutual_information"]
+    table = [
+        [ids[k], labels[y[i]], labels[s["pred"][k]]]
+        + [f"{s[key][k]:.6f}" for key in ("mean_prob", "std", "entropy", "mutual_information")]
+        + [int(arrays["flagged"][k])]
+        for k, i in enumerate(rows)
+    ]
+    write_csv(out / "uncertainty.csv", [*header, "flagged"], table)
+    figures["reliability"] = plots.reliability_png(
+        {
+            f"MC dropout (K={mc.shape[0]})": arrays["reliability_mc"],
+            "deterministic": arrays["reliability_det"],
+        },
+        out / "reliability.png",
+    ).name
+    figures["entropy"] = plots.entropy_png(
+        s["entropy"], arrays["correct"], rep["entropy_threshold"], out / "entropy.png"
+    ).name
+    return rep
+
+
+def _version() -> str:
+    from voxid import __version__
+
+    return __version__

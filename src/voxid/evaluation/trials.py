@@ -1,0 +1,124 @@
+"""VoxCeleb-style trial lists: ``label enrol_path test_path`` per line, scored on audio files.
+
+Each file is decoded with `voxid.audio.load_audio` at the model's rate, its silence removed
+with the checkpoint's VAD settings, cut into chunks as the training store was, and embedded;
+its embedding is the normalised mean of its chunks'. Files that cannot be used (missing,
+corrupt, no speech) are skipped with their trials and reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxid.errors import DataError, VoxidError
+from voxid.evaluation.common import l2_normalize
+from voxid.evaluation.verification import TrialScores, cohort_stats
+
+_LABELS = {"1": True, "0": False, "target": True, "nontarget": False, "tgt": True, "imp": False}
+
+
+def read_trial_list(path: str | Path, audio_root: str | Path | None = None) -> list[tuple]:
+    """Parse a trial list into ``(is_target, enrol_path, test_path)`` tuples.
+
+    Relative audio paths are taken from `audio_root` (default: the list's folder).
+    Blank lines and lines starting with ``#`` are ignored.
+    """
+    path = Path(path)
+    root = Path(audio_root) if audio_root is not None else path.parent
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the trial list ({exc})") from None
+    trials = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0].lower() not in _LABELS:
+            raise DataError(f"{path}:{no}: expected 'label enrol_path test_path', got {line!r}")
+        trials.append((_LABELS[parts[0].lower()], root / parts[1], root / parts[2]))
+    if not trials:
+        raise DataError(f"{path}: no trials")
+    return trials
+
+
+def _chunks(wav: np.ndarray, sr: int, audio_config: dict[str, Any]) -> list[np.ndarray]:
+    from voxid.vad import ChunkConfig, VadConfig
+
+    vad = VadConfig.from_dict(audio_config["vad"]) if audio_config.get("vad") else VadConfig()
+    speech = vad.apply(wav, sr)
+    if speech.size < 0.1 * sr:
+        raise DataError("no speech after silence removal")
+    cfg = audio_config.get("chunk")
+    if not cfg:
+        return [speech]
+    chunk_cfg = ChunkConfig.from_dict(cfg)
+    size = round(chunk_cfg.seconds * sr)
+    # Short speech is repeated to one full chunk rather than dropped or zero-padded.
+    return chunk_cfg.apply(speech, sr) or [np.resize(speech, size)]
+
+
+def embed_files(
+    model: Any, paths: list[Path], audio_config: dict[str, Any], batch_size: int = 64
+) -> tuple[dict[Path, np.ndarray], list[tuple[str, str]]]:
+    """Embeddings of audio files with a torch `SpeakerModel`; also the skipped files."""
+    import torch
+
+    from voxid.audio import load_audio
+
+    sr = int(model.feature_config.sample_rate)
+    out: dict[Path, np.ndarray] = {}
+    skipped: list[tuple[str, str]] = []
+    model.eval()
+    for p in paths:
+        try:
+            wav = load_audio(p, sr=sr, normalize=audio_config.get("normalize"))
+            chunks = _chunks(wav, sr, audio_config)
+        except VoxidError as exc:
+            skipped.append((str(p), str(exc)))
+            continue
+        embs = []
+        with torch.inference_mode():
+            for start in range(0, len(chunks), batch_size):
+                group = chunks[start : start + batch_size]
+                longest = max(c.size for c in group)
+                batch = np.stack([np.pad(c, (0, longest - c.size)) for c in group])
+                embs.append(model.embed_waveform(torch.from_numpy(batch)).double().numpy())
+        out[p] = l2_normalize(l2_normalize(np.concatenate(embs)).mean(axis=0, keepdims=True))[0]
+    return out, skipped
+
+
+def list_trials(
+    model: Any,
+    trials: list[tuple],
+    audio_config: dict[str, Any],
+    cohort: np.ndarray | None = None,
+    top_n: int = 100,
+) -> tuple[dict[str, TrialScores], list[tuple[str, str]]]:
+    """Cosine (and AS-norm) scores of a parsed trial list at file level."""
+    paths = sorted({p for _, a, b in trials for p in (a, b)})
+    emb, skipped = embed_files(model, paths, audio_config)
+    kept = [(t, a, b) for t, a, b in trials if a in emb and b in emb]
+    if not kept:
+        raise DataError("trial list: no trial has two usable audio files")
+    is_tar = np.array([t for t, _, _ in kept])
+    left = np.stack([emb[a] for _, a, _ in kept])
+    right = np.stack([emb[b] for _, _, b in kept])
+    raw = np.sum(left * right, axis=1)
+    norm = None
+    if cohort is not None:
+        mu_l, sd_l = cohort_stats(left, cohort, top_n)
+        mu_r, sd_r = cohort_stats(right, cohort, top_n)
+        norm = 0.5 * ((raw - mu_l) / np.maximum(sd_l, 1e-6) + (raw - mu_r) / np.maximum(sd_r, 1e-6))
+    info = {"trials_listed": len(trials), "trials_scored": len(kept), "files_skipped": len(skipped)}
+    scores = TrialScores(
+        raw[is_tar],
+        raw[~is_tar],
+        None if norm is None else norm[is_tar],
+        None if norm is None else norm[~is_tar],
+        info,
+    )
+    return {"file": scores}, skipped

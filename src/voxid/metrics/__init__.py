@@ -1,0 +1,52 @@
+"""Pure metric functions on numpy arrays: classification, detection, calibration.
+
+Everything here takes arrays and returns numbers or arrays; nothing reads files, imports
+torch or draws. Bad input (empty, mismatched, non-finite) raises `voxid.errors.DataError`
+and bad parameters raise `voxid.errors.ConfigError`, each with a one-line message.
+
+Score convention for detection: higher means "same speaker"; accept when score >= threshold.
+"""
+
+from __future__ import annotations
+
+from voxid.metrics.calibration import (
+    expected_calibration_error,
+    mutual_information,
+    predictive_entropy,
+    reliability_curve,
+)
+from voxid.metrics.classification import (
+    classification_report,
+    confusion_matrix,
+    most_confused_pairs,
+    topk_accuracy,
+)
+from voxid.metrics.detection import (
+    det_curve,
+    eer,
+    far_frr,
+    min_dcf,
+    min_dcf_threshold,
+    roc_curve,
+    threshold_at_eer,
+    threshold_at_far,
+)
+
+__all__ = [
+    "classification_report",
+    "confusion_matrix",
+    "det_curve",
+    "eer",
+    "expected_calibration_error",
+    "far_frr",
+    "min_dcf",
+    "min_dcf_threshold",
+    "most_confused_pairs",
+    "mutual_information",
+    "predictive_entropy",
+    "reliability_curve",
+    "roc_curve",
+    "threshold_at_eer",
+    "threshold_at_far",
+    "topk_accuracy",
+]

@@ -226,6 +226,10 @@ def train(
            "train_seconds": round(seconds, 3),
            "stopped_early": bool(early is not None and early.stopped_epoch > 0)}  # fmt: skip
     items = task.train.base.items
+    n_items = len(task.train)
+    fit["train_items_per_epoch"] = n_items
+    if seconds > 0 and epochs > 0:
+        fit["train_items_per_second"] = round(n_items * epochs / seconds, 2)
     if "seconds" in items and seconds > 0 and epochs > 0:
         audio = float(items["seconds"].sum())
         fit["train_audio_seconds_per_epoch"] = round(audio, 3)

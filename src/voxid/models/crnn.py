@@ -124,6 +124,8 @@ class CRNNEncoder(nn.Module):
             lengths is not None
             and not torch.jit.is_tracing()
             and not torch.onnx.is_in_onnx_export()
+            # Packed GRUs take a slow per-step path on the CPU: pack only real padding.
+            and bool((lengths < x.shape[1]).any())
         ):
             # Packing stops the backward GRU direction from starting in the padding.
             packed = pack_padded_sequence(

@@ -1,0 +1,199 @@
+"""Protocols P-A, P-B and P-C of ../shared/data/README.md, every model through the same CLI.
+
+    python bench/bench_protocols.py --data ../shared/data [--protocols pa,pb,pc]
+        [--models crnn,ecapa,seed_cnn,gmm] [--minutes 20]
+
+Each protocol is a handful of `voxid prepare / train / evaluate` commands (printed, and
+quoted in BENCHMARKS.md), so a user can run the very same thing by hand. Results go to
+bench/results/pa.json, pb.json and pc.json; runs and stores to bench/work/ (ignored by git).
+BENCH_QUICK=1 trains for a minute on a subset, for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import quick, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "work"
+VOXID = [sys.executable, "-m", "voxid"]
+FEATURES = {"crnn": "logmel", "ecapa": "fbank", "resnet34": "fbank", "seed_cnn": "image",
+            "gmm": "mfcc"}  # fmt: skip
+MEMBERS = "00000001-00000005"
+UNSEEN = "00000021-00000030"
+SPLIT_PA = "take:01,02,03=train;04=test"
+
+
+def voxid(*args: str, log: Path | None = None) -> tuple[float, str]:
+    """Run one voxid command, echo it, return (seconds, stdout); raise on failure."""
+    cmd = [*VOXID, *args]
+    print("$ voxid " + " ".join(shlex.quote(a) for a in args), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise RuntimeError(f"voxid {args[0]} failed with exit {proc.returncode}")
+    return elapsed, proc.stdout
+
+
+def prepare(name: str, sources: list[Path], features: str, *extra: str) -> Path:
+    """Prepare (once) a store bench/work/<name>_<features>.h5."""
+    out = WORK / f"{name}_{features}.h5"
+    if not out.exists():
+        voxid("prepare", *map(str, sources), "-o", str(out), "--features", features,
+              "--workers", "2", *extra)
+    return out
+
+
+def train(run: str, model: str, store: Path, minutes: float, *overrides: str) -> dict:
+    """Train (unless the run already finished) and return its metrics.json."""
+    out = WORK / "runs" / run
+    if not (out / "metrics.json").exists():
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        extra = ["epochs=3", "max_minutes=1"] if quick() else [f"max_minutes={minutes}"]
+        voxid("train", model, "--data", str(store), "-o", str(out), "-q", *extra, *overrides,
+              log=WORK / "logs" / f"{run}.log")
+    return json.loads((out / "metrics.json").read_text())
+
+
+def evaluate(run: str, store: Path, *extra: str) -> dict:
+    """Evaluate a run and return its report.json."""
+    out = WORK / "reports" / run
+    voxid("evaluate", str(WORK / "runs" / run), "--data", str(store), "-o", str(out), *extra)
+    return json.loads((out / "report.json").read_text())
+
+
+def _find(tree: object, key: str) -> object:
+    """The first value of `key` anywhere in a nested report (trial counts live deep)."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for value in tree:
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _speed(metrics: dict) -> dict:
+    seconds = metrics.get("train_seconds") or 0.0
+    return {
+        "train_min": round(seconds / 60, 1),
+        "epochs": metrics.get("epochs_run"),
+        "clips_per_s": metrics.get("train_items_per_second"),
+        "x_real_time": metrics.get("train_realtime_factor"),
+    }
+
+
+def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
+    """P-A: closed-set identification, train on takes 01-03, test on take 04 (1,200 clips)."""
+    rows = []
+    for model in models:
+        feats = FEATURES[model]
+        chunking = ["--no-chunk"] if feats == "image" else ["--no-vad", "--chunk", "1.0"]
+        store = prepare("pa", [data / "asc30"], feats, "--split-rule", SPLIT_PA,
+                        "--val-from-train", "0.1", *chunking)
+        metrics = train(f"pa_{model}", model, store, minutes)
+        summ = evaluate(f"pa_{model}", store, "--split", "test")["summary"]
+        rows.append({"model": model, "top1": summ.get("top1_accuracy"),
+                     "top5": summ.get("top5_accuracy"), "macro_f1": summ.get("macro_f1"),
+                     **_speed(metrics)})
+    rows += [
+        {"model": "reference: MFCC + GMM (issue)", "top1": 0.908},
+        {"model": "reference: Resemblyzer nearest centroid (issue)", "top1": 0.859},
+    ]
+    write_result("pa", "P-A: closed-set identification, asc30 (30 speakers, test on take 04)",
+                 rows, notes=_notes(models, minutes, "pa"))
+
+
+def protocol_pb(data: Path, models: list[str], minutes: float) -> None:
+    """P-B: authentication; members 01-05, seen outsiders 06-20, unseen outsiders 21-30."""
+    rows = []
+    for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
+        feats = FEATURES[model]
+        store = prepare("pb", [data / "asc30"], feats, "--split-rule", SPLIT_PA,
+                        "--val-from-train", "0.1", "--unseen-speakers", UNSEEN,
+                        "--no-vad", "--chunk", "1.0")
+        members = ",".join(f"{i:08d}" for i in range(1, 6))
+        metrics = train(f"pb_{model}", model, store, minutes, "mode=authenticate",
+                        f"members=[{members}]")
+        summ = evaluate(f"pb_{model}", store, "--split", "test")["summary"]
+        rows.append({"model": model, **{k: summ.get(k) for k in (
+            "eer", "far", "far_seen", "far_unseen", "frr", "accuracy")},
+            "threshold": metrics.get("threshold"), **_speed(metrics)})
+    rows.append({"model": "reference: CNN-RNN paper (all outsiders seen)", "eer": 0.038,
+                 "far": 0.002, "frr": 0.074})
+    write_result("pb", "P-B: authentication, asc30 (members 01-05; outsiders seen 06-20, "
+                 "never seen 21-30)", rows, notes=_notes(models, minutes, "pb"))
+
+
+def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
+    """P-C: verification of the 10 asc30 speakers never seen in training (4,000 trials)."""
+    rows = []
+    for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
+        feats = FEATURES[model]
+        train_store = prepare("pc_train", [data / d for d in ("librispeech-100", "fsdd",
+                              "voxforge", "asc30")], feats, "--exclude-speakers", UNSEEN,
+                              "--split", "0.9,0.1,0")
+        eval_store = prepare("pc_eval", [data / "asc30"], feats, "--speakers", UNSEEN,
+                             "--split-rule", "take:01,02,03=enroll;04=test", "--no-vad",
+                             "--chunk", "1.0")
+        metrics = train(f"pc_{model}", model, train_store, minutes)
+        report = evaluate(f"pc_{model}", eval_store, "--verify", "--enroll-split", "enroll",
+                          "--test-split", "test")
+        summ = report["summary"]
+        rows.append({"model": model, "eer": summ.get("eer"),
+                     "min_dcf_0.01": summ.get("min_dcf_0.01"),
+                     "trials": _find(report, "n_trials"), "targets": _find(report, "n_target"),
+                     **_speed(metrics)})
+    rows += [
+        {"model": "reference: Resemblyzer pretrained (issue)", "eer": 0.133},
+        {"model": "reference: MFCC + GMM, cohort-normalised (issue)", "eer": 0.098},
+    ]
+    write_result("pc", "P-C: verification of speakers never seen in training (asc30 21-30)",
+                 rows, notes=_notes(models, minutes, "pc"))
+
+
+def _notes(models: list[str], minutes: float, name: str) -> str:
+    logs = WORK / "logs"
+    return (f"Each model trained with `max_minutes={minutes}` on the 2-core CPU; the exact "
+            f"prepare/train/evaluate commands are printed by the script and logged under "
+            f"{logs.relative_to(ROOT)}/{name}_*.log. Reference rows are the figures quoted in "
+            "the project's issues for the same clips, not re-measured here.")
+
+
+def main() -> int:
+    """Run the chosen protocols."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--protocols", default="pa,pb,pc")
+    ap.add_argument("--models", default="crnn,ecapa,seed_cnn,gmm")
+    ap.add_argument("--minutes", type=float, default=20.0)
+    args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    table = {"pa": protocol_pa, "pb": protocol_pb, "pc": protocol_pc}
+    WORK.mkdir(parents=True, exist_ok=True)
+    for name in args.protocols.split(","):
+        table[name](args.data.resolve(), models, args.minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

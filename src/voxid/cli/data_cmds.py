@@ -1,9 +1,221 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""Data commands: `prepare`, `spectrograms`, `eda`, `demo-corpus`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from voxid.errors import ConfigError
+
+FEATURE_KINDS = ("logmel", "fbank", "image", "mfcc", "waveform")
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.replace("/", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"split: expected fractions like 0.8,0.1,0.1, got {text!r}") from None
+    if sum(vals) > 1.5:  # percentages: 80,10,10
+        vals = tuple(v / 100 for v in vals)
+    return vals
+
+
+def _corpus(data: list[Path], speakers, exclude, split, split_by, rule, val_frac, unseen, seed):
+    from voxid.data import assign_splits, combine, hold_out_speakers, load_corpus, val_from_train
+
+    corpus = combine([load_corpus(d) for d in data])
+    if speakers or exclude:
+        corpus = corpus.filter_speakers(speakers, exclude)
+        if not len(corpus):
+            raise ConfigError("speakers: the filters leave no speaker")
+    corpus = assign_splits(corpus, ratios=_ratios(split), by=split_by, seed=seed, rule=rule)
+    if val_frac:
+        corpus = val_from_train(corpus, val_frac, seed=seed)
+    if unseen:
+        corpus = hold_out_speakers(corpus, unseen)
+    return corpus
+
+
+def _print_report(report, console) -> None:
+    from rich.markup import escape
+
+    d = report.to_dict()
+    console.print(
+        f"[bold]{escape(d['out_path'])}[/]: {d['files_used']}/{d['files']} files, "
+        f"{d['items']} items ({d['augmented']} augmented, {d['oversampled']} "
+        f"oversampled copies), {d['hours']:.3f} h of audio "
+        f"({d['kept_hours']:.3f} h after VAD) in {d['elapsed_s']:.1f} s "
+        f"({d['realtime_factor']:.0f}x real time)"
+    )
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in d["items_per_split"].items()))
+    if d["unassigned"]:
+        console.print(f"{d['unassigned']} files matched no split rule and were left out")
+    if report.skipped:
+        console.print(f"[yellow]{len(report.skipped)} skipped:[/]")
+        for path, reason in report.skipped:
+            # one line per file, never wrapped: easy to grep and to copy a path from
+            console.print(f"  {escape(path)}: {escape(reason)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the voxid app."""
+
+    @app.command()
+    def prepare(
+        data: list[Path] = typer.Argument(..., help="Corpus folders or CSV manifests."),
+        out: Path = typer.Option(..., "-o", "--out", help="The .h5 store to write."),
+        features: str = typer.Option("logmel", help="logmel | fbank | image | mfcc | waveform"),
+        vad: bool = typer.Option(True, "--vad/--no-vad", help="Remove silences first."),
+        vad_threshold: float = typer.Option(-35.0, help="VAD threshold, dB re the loudest frame."),
+        chunk: float = typer.Option(None, help="Chunk seconds (default 1.0; image: whole file)."),
+        hop: float = typer.Option(None, help="Chunk hop in seconds (default: no overlap)."),
+        tail: str = typer.Option("pad", help="Last partial chunk: pad | keep | drop."),
+        min_tail: float = typer.Option(0.5, help="Shortest tail kept, seconds."),
+        no_chunk: bool = typer.Option(False, "--no-chunk", help="Store whole files."),
+        normalize: str = typer.Option(None, help="Level normalisation: peak | rms."),
+        split: str = typer.Option(
+            "0.8,0.1,0.1",
+            help="train,val[,test] fractions for files without a manifest split (or 90,10).",
+        ),
+        split_by: str = typer.Option("utterance", help="utterance (per speaker) | speaker."),
+        split_rule: str = typer.Option(
+            None,
+            help="Column rule, e.g. 'take:01,02,03=train;04=test'; split names are free. "
+            "Files it does not match are left out (counted); '*=train' catches the rest.",
+        ),
+        val_from_train: float = typer.Option(
+            None, help="Move this fraction of each speaker's train files to val (per speaker)."
+        ),
+        speakers: str = typer.Option(None, help="Only these speakers: names, ranges a-b."),
+        exclude_speakers: str = typer.Option(None, help="Leave out these speakers."),
+        unseen_speakers: str = typer.Option(
+            None, help="Keep only the test files of these speakers (never seen in training)."
+        ),
+        members: str = typer.Option(None, help="Member speakers (authentication)."),
+        augment: str = typer.Option("", help="Offline augmentations for train, comma-separated."),
+        noise_dir: Path = typer.Option(None, help="Noise recordings for noise_real."),
+        oversample: bool = typer.Option(False, help="Copy minority-class train items."),
+        workers: int = typer.Option(2, min=0, help="Worker processes."),
+        seed: int = typer.Option(0, help="Seed for splits and augmentation."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Decode, clean, chunk and featurise corpora into one HDF5 store.
+
+        With several corpora, speaker ids become <corpus folder>/<speaker>. Splits: a
+        --split-rule wins, then a manifest's split column, then --split fractions.
+        """
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from voxid.data.store import PrepareConfig
+        from voxid.data.store import prepare as run
+        from voxid.features import FeatureConfig
+        from voxid.vad import ChunkConfig, VadConfig
+
+        if features not in FEATURE_KINDS:
+            raise ConfigError(
+                f"features: must be one of {', '.join(FEATURE_KINDS)}, got {features!r}"
+            )
+        fcfg = getattr(FeatureConfig, features)()
+        if no_chunk or (features == "image" and chunk is None):
+            ccfg = None
+        else:
+            ccfg = ChunkConfig(
+                seconds=chunk or 1.0, hop_seconds=hop, tail=tail, min_tail_seconds=min_tail
+            )
+        cfg = PrepareConfig(
+            feature=fcfg,
+            vad=VadConfig(enabled=vad, threshold_db=vad_threshold),
+            chunk=ccfg,
+            normalize=normalize,
+            augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
+            noise_dir=str(noise_dir) if noise_dir else None,
+            oversample=oversample,
+            members=members,
+            seed=seed,
+        )
+        corpus = _corpus(
+            data,
+            speakers,
+            exclude_speakers,
+            split,
+            split_by,
+            split_rule,
+            val_from_train,
+            unseen_speakers,
+            seed,
+        )
+        console = Console(stderr=as_json)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task("preparing", total=len(corpus))
+            report = run(
+                corpus,
+                out,
+                cfg,
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if as_json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            _print_report(report, console)
+
+    @app.command()
+    def spectrograms(
+        data: Path = typer.Argument(..., help="Corpus folder or CSV manifest."),
+        out: Path = typer.Argument(..., help="Output folder (speaker folders of PNGs)."),
+        vad: bool = typer.Option(True, "--vad/--no-vad", help="Remove silences first."),
+    ) -> None:
+        """Write one mel-spectrogram PNG per file, exactly as the image CNN sees it."""
+        from rich.console import Console
+        from rich.markup import escape
+
+        from voxid.data import load_corpus
+        from voxid.eda import write_spectrogram_images
+
+        written, skipped = write_spectrogram_images(load_corpus(data), out, vad=vad)
+        console = Console()
+        console.print(f"{written} images in {escape(str(out))}")
+        for path, reason in skipped:
+            console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", soft_wrap=True)
+
+    @app.command()
+    def eda(
+        data: Path = typer.Argument(..., help="Corpus folder, CSV manifest or .h5 store."),
+        out: Path = typer.Option(Path("eda"), "-o", "--out", help="Report folder."),
+        max_files: int = typer.Option(600, help="Files decoded for spectra and t-SNE."),
+        seed: int = typer.Option(0, help="Seed for sampling and t-SNE."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Describe a corpus or store: balance, durations, spectra, t-SNE; report.md + PNGs."""
+        from voxid.eda import run_eda
+
+        summary = run_eda(data, out, max_files=max_files, seed=seed)
+        if as_json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(f"report: {out / 'report.md'}")
+
+    @app.command("demo-corpus")
+    def demo_corpus(
+        out: Path = typer.Argument(..., help="Output folder."),
+        speakers: int = typer.Option(12, help="Number of voices (1-12)."),
+        sentences: int = typer.Option(40, help="Sentences per voice."),
+    ) -> None:
+        """Synthesise a small multi-speaker corpus with espeak-ng (for demos and tests)."""
+        from voxid.demo import synthesize_corpus
+
+        corpus = synthesize_corpus(out, n_speakers=speakers, n_sentences=sentences)
+        print(
+            f"{len(corpus.speakers)} speakers x {corpus.files_per_speaker} files in {corpus.root}"
+        )

@@ -1,0 +1,158 @@
+"""Per-file work of `voxid prepare`, run in worker processes: read, decode, VAD, augment,
+chunk and compute features. Everything here is a pure function of the file's bytes and
+the settings, so results do not depend on which worker ran them or when."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voxid.errors import VoxidError
+
+# One entry per worker process: settings, the feature frontend and the noise bank.
+_STATE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to process: its position in the corpus (for ordering and seeding),
+    its path and the offline augmentations to apply (training files only)."""
+
+    index: int
+    path: str
+    augment: tuple[str, ...] = ()
+
+
+@dataclass
+class FileResult:
+    """What a worker sends back: per item (augmentation tag, chunk index, features,
+    seconds of audio), or the reason the file was skipped."""
+
+    index: int
+    digest: str = ""
+    seconds: float = 0.0  # decoded audio
+    kept_seconds: float = 0.0  # after the VAD
+    items: list[tuple[str, int, np.ndarray, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+def init_worker(settings: dict[str, Any], ignore_sigint: bool = True) -> None:
+    """Set up a worker: one torch thread (the pool gives parallelism), the frontend, and
+    SIGINT ignored so that only the parent handles Ctrl-C and cleans up."""
+    import torch
+
+    from voxid.features import FeatureConfig, build_frontend
+
+    if ignore_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A forked worker inherits the parent's SIGTERM handler; Pool.terminate() needs
+        # the default action, or the pool waits forever for workers to exit.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
+    cfg = FeatureConfig.from_dict(settings["feature"])
+    from voxid.vad import ChunkConfig
+
+    _STATE.clear()
+    _STATE.update(settings=settings, feature=cfg)
+    # Parsed once per worker rather than per file: thousands of short files add up.
+    vad = dict(settings["vad"])
+    _STATE["vad"] = vad if vad.pop("enabled") else None
+    _STATE["chunker"] = ChunkConfig.from_dict(settings["chunk"]) if settings["chunk"] else None
+    if cfg.kind != "waveform":
+        _STATE["frontend"] = build_frontend(cfg).eval()
+    if settings.get("noise_dir"):
+        from voxid.augment import NoiseBank
+
+        _STATE["noise_bank"] = NoiseBank(settings["noise_dir"])
+
+
+def _features(chunks: list[np.ndarray]) -> list[np.ndarray]:
+    cfg = _STATE["feature"]
+    if cfg.kind == "waveform":
+        return [np.ascontiguousarray(c, dtype=np.float32) for c in chunks]
+    import torch
+
+    frontend = _STATE["frontend"]
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        # Equal-length chunks go through the frontend as one batch: far fewer torch calls.
+        if len({c.size for c in chunks}) == 1:
+            feats = frontend(torch.from_numpy(np.stack(chunks)))
+            out = [f.numpy().astype(np.float32, copy=False) for f in feats]
+        else:
+            out = [frontend(torch.from_numpy(c)[None])[0].numpy() for c in chunks]
+    return [np.ascontiguousarray(f, dtype=np.float32) for f in out]
+
+
+def _augment(name: str, wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    from voxid.augment import OFFLINE_AUGMENTATIONS
+
+    fn = OFFLINE_AUGMENTATIONS[name]
+    return np.asarray(fn(wav, sr, rng, noise_bank=_STATE.get("noise_bank")), dtype=np.float32)
+
+
+def _seed_for(index: int, name: str) -> np.random.Generator:
+    base = _STATE["settings"]["seed"]
+    digest = hashlib.sha256(f"{base}\x1f{index}\x1f{name}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def process_file(job: FileJob) -> FileResult:
+    """Turn one file into stored items; any VoxidError becomes a skip with its reason."""
+    from voxid.audio import load_audio
+    from voxid.vad import speech_segments
+
+    s = _STATE["settings"]
+    sr = _STATE["feature"].sample_rate
+    res = FileResult(job.index)
+    try:
+        try:
+            with open(job.path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise VoxidError(f"{job.path}: cannot read ({exc.strerror or exc})") from None
+        res.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        wav = load_audio(
+            data, sr, normalize=s["normalize"], max_seconds=s["max_seconds"], name=job.path
+        )
+        res.seconds = wav.size / sr
+        if _STATE["vad"] is not None:
+            segments = speech_segments(wav, sr, **_STATE["vad"])
+            wav = np.concatenate([wav[a:b] for a, b in segments]) if segments else wav[:0]
+        res.kept_seconds = wav.size / sr
+        if wav.size < s["min_samples"]:
+            raise VoxidError(f"{job.path}: too little speech after VAD ({res.kept_seconds:.2f} s)")
+        chunker = _STATE["chunker"]
+        variants = [("", wav)]
+        for name in job.augment:
+            variants.append((name, _augment(name, wav, sr, _seed_for(job.index, name))))
+        for tag, signal_ in variants:
+            chunks = chunker.apply(signal_, sr) if chunker else [signal_]
+            if not chunks and chunker.tail != "drop":
+                # A clip shorter than the tail minimum (a 1 s keyword after VAD) still
+                # gives one chunk: dropping it would lose whole files of short corpora.
+                size = round(chunker.seconds * sr)
+                short = signal_[:size]
+                if chunker.tail == "pad":
+                    short = np.pad(short, (0, size - short.size))
+                chunks = [short]
+            if not chunks:
+                if tag:
+                    continue
+                raise VoxidError(
+                    f"{job.path}: shorter than one chunk after VAD "
+                    f"({res.kept_seconds:.2f} s) and tail='drop'"
+                )
+            step = round((chunker.hop_seconds or chunker.seconds) * sr) if chunker else 0
+            for i, feats in enumerate(_features(chunks)):
+                # audio actually in the chunk: a padded tail holds less than its size
+                secs = min(chunks[i].size, max(0, signal_.size - i * step)) / sr
+                res.items.append((tag, i, feats, secs))
+    except VoxidError as exc:
+        res.items.clear()
+        res.error = str(exc).split(": ", 1)[-1] if str(exc).startswith(job.path) else str(exc)
+    return res

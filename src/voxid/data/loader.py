@@ -1,0 +1,144 @@
+"""A torch Dataset over a voxid HDF5 store, and the collate function for padded batches.
+
+The HDF5 file is opened lazily, once per process: a handle opened before a DataLoader
+forks its workers must not be shared with them (HDF5 file handles are not fork-safe), so
+each worker opens its own on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from voxid.data.corpus import SpeakerSpec
+from voxid.data.store import StoreInfo
+from voxid.errors import DataError
+
+__all__ = ["StoreDataset", "collate_pad"]
+
+
+class StoreDataset(Dataset):
+    """Items of one split of a store, as `(features, label)` pairs.
+
+    Arguments
+    ---------
+    path: the `.h5` store written by `voxid prepare`.
+    split: a split name, a list of names, or None for every item.
+    cache: read the selected items into RAM once (fast epochs for stores that fit).
+    speakers: keep only these speakers (names, `SpeakerSpec` strings, or labels).
+    include_augmented: keep offline-augmented items and oversampled copies.
+
+    Labels are the store's global labels (`info.speakers[label]` is the name), also when
+    `speakers` selects a subset, so a classifier's output size is `len(info.speakers)`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str | Sequence[str] | None = "train",
+        *,
+        cache: bool = False,
+        speakers: str | Sequence | None = None,
+        include_augmented: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.info = StoreInfo.open(self.path)
+        table = self.info.items
+        keep = np.ones(len(self.info), dtype=bool)
+        if split is not None:
+            names = [split] if isinstance(split, str) else list(split)
+            keep &= np.isin(table["split"], names)
+            if not keep.any():
+                raise DataError(
+                    f"{self.path}: no items in split {split!r} "
+                    f"(store has {sorted(self.info.splits)})"
+                )
+        if speakers is not None:
+            keep &= self._speaker_mask(speakers)
+        if not include_augmented:
+            keep &= (table["augment"] == "") & (table["copy"] == 0)
+        self.indices = np.flatnonzero(keep)
+        self.items = {k: v[self.indices] for k, v in table.items()}
+        self.labels: np.ndarray = self.items["label"].astype(np.int64)
+        self._offsets = self.items["offset"]
+        self._lengths = self.items["length"]
+        self._h5 = None
+        self._pid = None
+        self._cache: list[np.ndarray] | None = self._read_all() if cache else None
+
+    def _speaker_mask(self, speakers) -> np.ndarray:
+        if isinstance(speakers, str) or any(isinstance(s, str) for s in speakers):
+            spec = SpeakerSpec.parse(speakers)
+            wanted = [i for i, s in enumerate(self.info.speakers) if spec.matches(s)]
+        else:
+            wanted = [int(s) for s in speakers]
+        if not wanted:
+            raise DataError(f"{self.path}: no speaker matches {speakers!r}")
+        return np.isin(self.info.items["label"], wanted)
+
+    def _data(self):
+        # Reopen after a fork: the parent's handle belongs to the parent.
+        if self._h5 is None or self._pid != os.getpid():
+            import h5py
+
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5["data"]
+
+    def _read_all(self) -> list[np.ndarray]:
+        if len(self.indices) == 0:
+            return []
+        data = self._data()
+        lo = int(self._offsets.min())
+        hi = int((self._offsets + self._lengths).max())
+        block = data[lo:hi]  # one sequential read beats many small ones
+        return [
+            block[o - lo : o - lo + n] for o, n in zip(self._offsets, self._lengths, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self._cache is not None:
+            x = self._cache[i]
+        else:
+            o, n = int(self._offsets[i]), int(self._lengths[i])
+            x = self._data()[o : o + n]
+        return torch.from_numpy(np.array(x, dtype=np.float32)), int(self.labels[i])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_h5"] = None  # never pickle an open file (spawned DataLoader workers)
+        return state
+
+    def close(self) -> None:
+        """Close this process's HDF5 handle (reopened on the next read)."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+
+def collate_pad(batch: Sequence[tuple[torch.Tensor, int]]):
+    """Stack `(x, label)` pairs, zero-padding axis 0 (time) to the longest item.
+
+    Returns `(x (B, T, ...), lengths (B,), labels (B,))`.
+
+    >>> x, n, y = collate_pad([(torch.ones(3, 2), 0), (torch.ones(5, 2), 1)])
+    >>> tuple(x.shape), n.tolist(), y.tolist(), x[0, 3:].abs().sum().item()
+    ((2, 5, 2), [3, 5], [0, 1], 0.0)
+    """
+    if not batch:
+        raise DataError("collate_pad: empty batch")
+    xs = [b[0] for b in batch]
+    lengths = torch.tensor([x.shape[0] for x in xs], dtype=torch.long)
+    out = xs[0].new_zeros((len(xs), int(lengths.max()), *xs[0].shape[1:]))
+    for k, x in enumerate(xs):
+        out[k, : x.shape[0]] = x
+    labels = torch.tensor([int(b[1]) for b in batch], dtype=torch.long)
+    return out, lengths, labels

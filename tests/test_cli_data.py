@@ -1,0 +1,144 @@
+"""The data commands through the real typer app."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from voxid.cli import app
+from voxid.data.store import StoreInfo
+from voxid.errors import ConfigError, DataError
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_demo_corpus_and_prepare_two_corpora(speech_corpus, tmp_path):
+    _run("demo-corpus", tmp_path / "demo", "--speakers", "2", "--sentences", "3")
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["alice", "bruno"]
+    other = tmp_path / "other"
+    shutil.copytree(speech_corpus, other)
+    (other / "bruno" / "junk.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    out = tmp_path / "both.h5"
+    res = _run(
+        "prepare",
+        tmp_path / "demo",
+        other,
+        "-o",
+        out,
+        "--exclude-speakers",
+        "other/chloe,other/david",
+        "--split",
+        "90,10",
+        "--workers",
+        "1",
+        "--json",
+    )
+    report = json.loads(res.stdout)
+    assert report["files"] == 6 + 16 + 1 and report["files_used"] == 22
+    assert [s["path"].endswith("junk.wav") for s in report["skipped"]] == [True]
+    info = StoreInfo.open(out)
+    assert info.speakers == ["demo/alice", "demo/bruno", "other/alice", "other/bruno"]
+    assert set(info.splits) == {"train", "val"}
+    text = _run(
+        "prepare",
+        other,
+        "-o",
+        tmp_path / "t.h5",
+        "--features",
+        "mfcc",
+        "--no-vad",
+        "--chunk",
+        "2.0",
+        "--workers",
+        "1",
+    ).stdout
+    assert "skipped" in text and "junk.wav" in text
+    info = StoreInfo.open(tmp_path / "t.h5")
+    assert info.feature_config.kind == "mfcc" and info.audio_config["chunk"]["seconds"] == 2.0
+    assert info.audio_config["vad"]["enabled"] is False
+
+
+def test_user_errors_are_voxid_errors(speech_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="features"):
+        _run("prepare", speech_corpus, "-o", tmp_path / "x.h5", "--features", "wavelets")
+    with pytest.raises(ConfigError, match="split-rule"):
+        _run("prepare", speech_corpus, "-o", tmp_path / "x.h5", "--split-rule", "take")
+    with pytest.raises(DataError, match="no file has a split"):
+        _run("prepare", speech_corpus, "-o", tmp_path / "x.h5", "--split-rule", "take:01=train")
+    with pytest.raises(ConfigError, match="leave no speaker"):
+        _run("prepare", speech_corpus, "-o", tmp_path / "x.h5", "--speakers", "zoe")
+    assert not list(tmp_path.iterdir())
+
+
+def test_protocol_a_one_command(shared_data, tmp_path):
+    """asc30 P-A on a 2-speaker, 3-keyword subset: the `take` column drives the split."""
+    manifest = tmp_path / "asc.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "speaker", "keyword", "take"])
+        for spk in ("00000001", "00000022"):
+            for kw in ("backward", "forward", "left"):
+                for take in ("01", "02", "03", "04"):
+                    w.writerow([shared_data / "asc30" / spk / f"{kw}_{take}.flac", spk, kw, take])
+    out = tmp_path / "pa.h5"
+    _run(
+        "prepare",
+        manifest,
+        "-o",
+        out,
+        "--split-rule",
+        "take:01,02,03=train;04=test",
+        "--val-from-train",
+        "0.34",
+        "--workers",
+        "1",
+        "--json",
+    )
+    info = StoreInfo.open(out)
+    t = info.items
+    assert set(t["take"][t["split"] == "test"]) == {"04"}
+    assert set(t["take"][np.isin(t["split"], ["train", "val"])]) == {"01", "02", "03"}
+    assert len(np.unique(t["source"][t["split"] == "test"])) == 6
+    assert len(np.unique(t["source"][t["split"] == "val"])) == 6  # 3 of 9 per speaker
+    _run(
+        "prepare",
+        manifest,
+        "-o",
+        tmp_path / "pb.h5",
+        "--split-rule",
+        "take:01,02,03=train;04=test",
+        "--unseen-speakers",
+        "00000022",
+        "--members",
+        "00000001",
+        "--workers",
+        "1",
+        "--json",
+    )
+    pb = StoreInfo.open(tmp_path / "pb.h5")
+    unseen = pb.items["label"] == pb.speakers.index("00000022")
+    assert set(pb.items["split"][unseen]) == {"test"} and pb.members == ["00000001"]
+
+
+def test_eda_and_spectrograms_commands(speech_corpus, tmp_path):
+    res = _run("eda", speech_corpus, "-o", tmp_path / "eda", "--max-files", "8", "--json")
+    assert json.loads(res.stdout)["speakers"] == 4
+    assert (tmp_path / "eda" / "report.md").exists()
+    sub = tmp_path / "sub" / "alice"
+    sub.mkdir(parents=True)
+    shutil.copy(sorted((speech_corpus / "alice").glob("*.wav"))[0], sub)
+    _run("spectrograms", tmp_path / "sub", tmp_path / "png")
+    assert len(list((tmp_path / "png" / "alice").glob("*.png"))) == 1

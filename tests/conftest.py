@@ -57,3 +57,51 @@ def write_wav(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def trained_run(speech_corpus, tmp_path_factory) -> Path:
+    """A run folder with a small crnn trained on `speech_corpus` (alice, bruno, chloe, david).
+
+    Log-mel store with 1-s chunks, 80/10/10 split; about half a minute on 2 cores. The run
+    holds best.ckpt, last.ckpt and model.pt like any `voxid train` run.
+    """
+    from voxid.config import load_config
+    from voxid.data import assign_splits, load_corpus
+    from voxid.data.store import PrepareConfig, prepare
+    from voxid.train import train
+
+    work = tmp_path_factory.mktemp("trained")
+    corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.7, 0.15, 0.15), seed=0)
+    prepare(corpus, work / "store.h5", PrepareConfig(), workers=1)
+    cfg = load_config(
+        "crnn",
+        [
+            "model.conv_channels=[16,32,64]",
+            "model.gru_hidden=64",
+            "model.embedding_dim=64",
+            "batch_size=16",
+            "epochs=12",
+            "patience=12",
+            "augment.spec_augment=false",
+            "num_workers=0",
+        ],
+    )
+    train(cfg, work / "store.h5", work / "run", progress=False)
+    return work / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_run) -> Path:
+    """The inference file (model.pt) of `trained_run`."""
+    return trained_run / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def unseen_voice_wav(tmp_path_factory) -> Path:
+    """An utterance by a voice that no model was trained on and nobody enrolled (elena)."""
+    from voxid.demo import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("unseen")
+    synthesize_corpus(root, n_speakers=5, n_sentences=2, offset=20)
+    return sorted((root / "elena").glob("*.wav"))[0]

@@ -1,9 +1,153 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""`voxid serve` (the web service and page) and `voxid listen` (live identification)."""
 
 from __future__ import annotations
 
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+#: One model thread by default: requests are served one at a time anyway, and a second
+#: OpenMP thread spinning against the event loop (or other processes) costs far more
+#: latency than it saves.
+THREADS_HELP = "Intra-op threads for the model (0 = torch's default)."
+
+
+def _set_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def serve(
+    model: Annotated[Path, typer.Argument(help="Run folder, model.pt or .onnx file.")],
+    registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
+        "speakers.db"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VOXID_API_KEY",
+            show_envvar=True,
+            help="Key for enrol/delete (X-API-Key header). Generated and printed when absent.",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest request body (413 beyond).", min=0.01)
+    ] = 20.0,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow this origin through CORS (repeatable; off by default)."),
+    ] = None,
+    torch_threads: Annotated[int, typer.Option(help=THREADS_HELP, min=0)] = 1,
+) -> None:
+    """Serve enrol/verify/identify over HTTP, the web page at / and live mode at /ws/live."""
+    import uvicorn
+
+    from voxid.recognizer import Recognizer
+    from voxid.server import create_app
+
+    _set_threads(torch_threads)
+    recognizer = Recognizer.load(model, registry=registry)
+    if not api_key:
+        # Safe by default and still usable: a fresh key each start, shown only to the
+        # person who started the server.
+        api_key = secrets.token_urlsafe(18)
+        print(f"voxid: enrol/delete API key (X-API-Key): {api_key}", file=sys.stderr, flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"voxid: warning: listening on {host}: reachable beyond this machine; put TLS "
+            "in front of it",
+            file=sys.stderr,
+        )
+    app = create_app(
+        recognizer, api_key=api_key, max_upload_mb=max_upload_mb, cors_origins=cors_origin or None
+    )
+    print(
+        f"voxid: serving {model} on http://{host}:{port}/ (registry {registry})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def listen(
+    model: Annotated[Path, typer.Argument(help="Run folder, model.pt or .onnx file.")],
+    registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
+        "speakers.db"
+    ),
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Play this file instead of the microphone.")
+    ] = None,
+    fast: Annotated[bool, typer.Option(help="With --input: no real-time pacing.")] = False,
+    device: Annotated[str | None, typer.Option(help="Input device (name or index).")] = None,
+    window: Annotated[float, typer.Option(help="Window length, seconds.")] = 1.5,
+    hop: Annotated[float, typer.Option(help="Time between decisions, seconds.")] = 0.5,
+    smoothing: Annotated[int, typer.Option(help="Decisions in the majority vote.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    torch_threads: Annotated[int, typer.Option(help=THREADS_HELP, min=0)] = 1,
+) -> None:
+    """Say who is speaking, live, from the microphone or a file; Ctrl-C stops."""
+    import time
+
+    from voxid.recognizer import Recognizer
+    from voxid.stream import (
+        LiveIdentifier,
+        StreamConfig,
+        file_blocks,
+        microphone_blocks,
+        run_stream,
+    )
+
+    _set_threads(torch_threads)
+    config = StreamConfig(window_s=window, hop_s=hop, smoothing=smoothing)
+    recognizer = Recognizer.load(model, registry=registry)
+    if not recognizer.speakers():
+        print(
+            f"voxid: warning: no speakers enrolled in {registry}; every answer will be 'unknown'",
+            file=sys.stderr,
+        )
+    ident = LiveIdentifier(recognizer, config, sample_rate=16000)
+    if input is not None:
+        blocks = file_blocks(input, 16000, realtime=not fast)
+        source = str(input)
+    else:
+        dev = int(device) if device is not None and device.isdigit() else device
+        blocks = microphone_blocks(16000, device=dev)
+        source = "microphone"
+    print(
+        f"voxid: listening to {source} (window {window} s, hop {hop} s); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    latencies: list[float] = []
+
+    def show(decision) -> None:
+        latencies.append(decision.latency_ms)
+        print(json.dumps(decision.to_dict()) if as_json else decision.line(), flush=True)
+
+    start = time.perf_counter()
+    stopped = False
+    try:
+        run_stream(ident, blocks, show)
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        blocks.close()  # releases the audio device at once
+    elapsed = time.perf_counter() - start
+    summary = f"{len(latencies)} decisions in {elapsed:.1f} s"
+    if latencies:
+        summary += f", median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms"
+    print(f"voxid: {'stopped' if stopped else 'done'}: {summary}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the voxid app."""
+    """Add `serve` and `listen` to the voxid app."""
+    app.command()(serve)
+    app.command()(listen)

@@ -1,0 +1,177 @@
+"""The voxid web service: a FastAPI app around one `Recognizer`.
+
+Model inference is CPU-bound and the recognizer (its torch model and its SQLite registry)
+is not meant for concurrent use, so every call into it runs on one dedicated worker
+thread; the event loop only parses requests, decodes audio in the default threadpool and
+answers, so `/health` and the WebSocket stay responsive while a model runs.
+
+Security defaults: mutating endpoints (enrol, delete) need the `X-API-Key` header; with no
+key configured they are refused with 401 (the `voxid serve` command generates and prints a
+key when none is given). CORS is off unless origins are listed. Bodies over the upload
+limit get 413 while they stream in. No traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voxid.errors import ConfigError, ModelError, RegistryError, VoxidError
+from voxid.server.limits import BodyLimitMiddleware, InternalErrorMiddleware
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+class Service:
+    """What the routes share: the recognizer, its worker thread and the settings."""
+
+    def __init__(
+        self,
+        recognizer: Any,
+        api_key: str | None,
+        max_upload_bytes: int,
+        max_audio_seconds: float,
+        allowed_origins: set[str] | None = None,
+    ) -> None:
+        self.recognizer = recognizer
+        self.allowed_origins = allowed_origins or set()
+        self.live_sessions = 0  # only touched on the event loop: no lock needed
+        self.api_key = api_key or None
+        self.max_upload_bytes = max_upload_bytes
+        self.max_audio_seconds = max_audio_seconds
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxid-infer")
+
+    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call into the recognizer on its worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    async def read(self, fn: Any, *args: Any) -> Any:
+        """Run a registry read in the shared threadpool: it needs no model, so it must not
+        queue behind inference (the registry keeps one SQLite connection per thread)."""
+        return await run_in_threadpool(fn, *args)
+
+    def check_key(self, given: str | None) -> None:
+        """Raise 401 unless `given` is the configured API key (constant-time compare)."""
+        if self.api_key is None:
+            raise StarletteHTTPException(
+                401,
+                "mutations are disabled: the server has no API key configured "
+                "(start it with --api-key or VOXID_API_KEY)",
+            )
+        if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise StarletteHTTPException(401, "missing or wrong X-API-Key header")
+
+
+def error_status(exc: VoxidError) -> int:
+    """The HTTP status for a user-facing voxid error."""
+    from voxid.audio import AudioError
+
+    if isinstance(exc, AudioError):
+        return 422
+    if isinstance(exc, RegistryError):
+        return 404 if "unknown" in str(exc).lower() or "not enrolled" in str(exc) else 409
+    if isinstance(exc, ConfigError | ModelError):
+        return 422
+    return 400
+
+
+def create_app(
+    recognizer: Any,
+    *,
+    api_key: str | None = None,
+    max_upload_mb: float = 20.0,
+    cors_origins: list[str] | None = None,
+    max_audio_seconds: float = 120.0,
+) -> FastAPI:
+    """Build the service around a loaded recognizer.
+
+    Arguments
+    ---------
+    recognizer: a `voxid.recognizer.Recognizer` (torch or ONNX backend) with its registry.
+    api_key: the key the `X-API-Key` header must carry for enrol and delete; None refuses
+        every mutation with 401.
+    max_upload_mb: the largest request body accepted (413 beyond it).
+    cors_origins: origins allowed by CORS; None or empty keeps CORS off.
+    max_audio_seconds: the longest decoded upload accepted.
+    """
+    if max_upload_mb <= 0:
+        raise ConfigError(f"max_upload_mb: must be positive, got {max_upload_mb}")
+    from voxid import __version__
+    from voxid.server.live import router as live_router
+    from voxid.server.routes import router
+
+    service = Service(
+        recognizer, api_key, int(max_upload_mb * 1e6), max_audio_seconds, set(cors_origins or ())
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="voxid",
+        version=__version__,
+        description="Speaker enrolment, verification and identification. Enrol and delete "
+        "need the `X-API-Key` header. Live identification: WebSocket "
+        "`/ws/live` (16 kHz mono 16-bit PCM frames in, JSON decisions out).",
+    )
+    app.state.service = service
+    app.include_router(router)
+    app.include_router(live_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        # The page uses only its own files: nothing may load from elsewhere.
+        return FileResponse(
+            STATIC / "index.html",
+            headers={
+                "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+                "img-src 'self' data:; media-src 'self' blob:",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    _install_error_handlers(app)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=service.max_upload_bytes)
+    app.add_middleware(InternalErrorMiddleware)  # outermost of ours: catches everything
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VoxidError)
+    async def voxid_error(request: Request, exc: VoxidError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg"))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)

@@ -1,0 +1,219 @@
+"""HTTP endpoints: enrol, verify, identify, list and delete speakers, health."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from voxid.errors import ConfigError, RegistryError
+from voxid.server.app import Service
+from voxid.stream import SILENCE, UNKNOWN, identification_summary, model_sample_rate
+
+router = APIRouter()
+
+#: Labels the live stream answers with; never a speaker's name.
+_RESERVED = {UNKNOWN, SILENCE}
+#: Uploads with less speech than this (VAD fraction) are refused: nothing to learn from.
+MIN_SPEECH_RATIO = 0.05
+MAX_FILES = 20
+
+
+def validate_name(name: str) -> str:
+    """Return the NFC-normalised, stripped speaker name, or raise ConfigError (422).
+
+    The registry's rule, plus the labels the live stream uses.
+
+    >>> validate_name(" Zoë ")
+    'Zoë'
+    >>> validate_name("silence")
+    Traceback (most recent call last):
+    ...
+    voxid.errors.ConfigError: name: 'silence' is reserved (the live stream's label for no speech)
+    """
+    from voxid.registry import validate_name as registry_rule
+
+    try:
+        clean = registry_rule(unicodedata.normalize("NFC", name))
+    except RegistryError as exc:
+        raise ConfigError(f"name: {exc}") from None
+    if clean.lower() in _RESERVED:
+        raise ConfigError(f"name: {clean!r} is reserved (the live stream's label for no speech)")
+    return clean
+
+
+def _rate(service: Service) -> int:
+    return model_sample_rate(service.recognizer)
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode one upload from memory at the model's rate; return it with its statistics."""
+    from voxid.audio import load_audio
+    from voxid.stream import speech_stats
+
+    sr = model_sample_rate(service.recognizer)
+    label = _display_name(upload.filename)
+    data = await upload.read()
+
+    def work() -> tuple[np.ndarray, dict[str, Any]]:
+        wav = load_audio(data, sr=sr, max_seconds=service.max_audio_seconds, name=label)
+        ratio, rms_db = speech_stats(wav, sr)
+        if ratio < MIN_SPEECH_RATIO:
+            raise ConfigError(
+                f"{label}: no speech found (speech ratio {ratio:.0%}, level {rms_db:.0f} dBFS)"
+            )
+        return wav, {
+            "filename": label,
+            "duration_s": round(wav.size / sr, 3),
+            "speech_ratio": round(ratio, 3),
+            "rms_db": round(rms_db, 1),
+        }
+
+    return await run_in_threadpool(work)
+
+
+def _display_name(filename: str | None) -> str:
+    # The client's file name is only ever echoed in messages, never used as a path.
+    base = re.split(r"[\\/]", filename or "")[-1]
+    return "".join(ch for ch in base if ch.isprintable())[:80] or "upload"
+
+
+def _speaker_list(recognizer: Any) -> list[dict[str, Any]]:
+    """Enrolled speakers (and, for a model with a class bank, its training speakers)."""
+    return [
+        {
+            "name": str(s.name),
+            "source": str(getattr(s, "source", "enrolled")),
+            "n_utterances": int(getattr(s, "n_utterances", 0)),
+        }
+        for s in recognizer.speakers()
+    ]
+
+
+def _speaker_names(recognizer: Any) -> list[str]:
+    return [s["name"] for s in _speaker_list(recognizer)]
+
+
+async def _require_enrolled(service: Service, name: str | None = None) -> None:
+    names = await service.read(_speaker_names, service.recognizer)
+    if not names:
+        raise HTTPException(409, "no speakers enrolled yet: enrol someone first")
+    if name is not None and name not in names:
+        raise HTTPException(404, f"speaker {name!r} is not enrolled")
+
+
+@router.get("/health", summary="Liveness and model facts")
+async def health(request: Request) -> dict[str, Any]:
+    """Status, model facts and the number of enrolled speakers."""
+    service = _service(request)
+    names = await service.read(_speaker_names, service.recognizer)
+    rec = service.recognizer
+    return {
+        "status": "ok",
+        "speakers": len(names),
+        "sample_rate": model_sample_rate(rec),
+        "model": str(getattr(rec, "meta", {}).get("model_name", "?")),
+        "backend": str(getattr(getattr(rec, "backend", None), "kind", "?")),
+        "threshold": getattr(rec, "threshold", None),
+        "max_upload_mb": service.max_upload_bytes / 1e6,
+        "mutations": service.api_key is not None,
+    }
+
+
+@router.get("/speakers", summary="Enrolled speakers")
+async def speakers(request: Request) -> dict[str, Any]:
+    """Names of the enrolled speakers, sorted."""
+    service = _service(request)
+    return {"speakers": await service.read(_speaker_list, service.recognizer)}
+
+
+@router.delete("/speakers/{name}", summary="Remove a speaker (needs X-API-Key)")
+async def delete_speaker(
+    request: Request,
+    name: Annotated[str, Path(max_length=200)],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Remove an enrolled speaker and all their embeddings."""
+    service = _service(request)
+    service.check_key(x_api_key)
+    name = validate_name(name)
+    await _require_enrolled(service, name)
+    await service.run(service.recognizer.remove, name)
+    return {"removed": name, "speakers": await service.read(_speaker_names, service.recognizer)}
+
+
+@router.post("/enroll", summary="Enrol a speaker from one or more recordings (needs X-API-Key)")
+async def enroll(
+    request: Request,
+    name: Annotated[str, Form(max_length=200)],
+    files: Annotated[list[UploadFile], File(description="audio files")],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Enrol `name` (new, or adding recordings to an existing speaker)."""
+    service = _service(request)
+    service.check_key(x_api_key)
+    name = validate_name(name)
+    if not 1 <= len(files) <= MAX_FILES:
+        raise ConfigError(f"files: give between 1 and {MAX_FILES} audio files, got {len(files)}")
+    decoded = [await _decode(service, f) for f in files]
+    # One call, one registry transaction: a crash leaves this enrolment all or nothing.
+    await service.run(
+        service.recognizer.enroll, name, [wav for wav, _ in decoded], sr=_rate(service)
+    )
+    return {
+        "name": name,
+        "enrolled": len(decoded),
+        "audio": [s for _, s in decoded],
+        "speakers": await service.read(_speaker_names, service.recognizer),
+    }
+
+
+@router.post("/verify", summary="Is this recording the claimed speaker?")
+async def verify(
+    request: Request,
+    name: Annotated[str, Form(max_length=200)],
+    file: Annotated[UploadFile, File(description="audio file")],
+) -> dict[str, Any]:
+    """Score a recording against one enrolled speaker and accept or reject it."""
+    service = _service(request)
+    name = validate_name(name)
+    wav, stats = await _decode(service, file)
+    await _require_enrolled(service, name)
+    result = await service.run(service.recognizer.verify, name, wav, sr=_rate(service))
+    return {
+        "name": name,
+        "score": float(result.score),
+        "threshold": None if result.threshold is None else float(result.threshold),
+        "accepted": bool(result.accepted),
+        "audio": stats,
+    }
+
+
+@router.post("/identify", summary="Who among the enrolled speakers is this?")
+async def identify(
+    request: Request,
+    file: Annotated[UploadFile, File(description="audio file")],
+    top_k: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> dict[str, Any]:
+    """Rank the enrolled speakers for a recording; "unknown" when none passes the threshold."""
+    service = _service(request)
+    wav, stats = await _decode(service, file)
+    await _require_enrolled(service)
+    result = await service.run(service.recognizer.identify, wav, top_k=top_k, sr=_rate(service))
+    label, score, threshold, candidates = identification_summary(result)
+    return {
+        "name": label,
+        "score": score,
+        "threshold": threshold,
+        "candidates": [{"name": n, "score": s} for n, s in candidates],
+        "audio": stats,
+    }

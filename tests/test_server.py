@@ -1,0 +1,372 @@
+"""The HTTP service against a real uvicorn server on a loopback port, with real audio."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxid.recognizer import Recognizer
+from voxid.registry import Registry
+from voxid.server import create_app
+from voxid.server.background import BackgroundServer, free_port
+
+KEY = "test-key-0123456789"
+#: A reference that would make the page load something from another host.
+EXTERNAL = re.compile(
+    r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//"""
+    r"""|from\s+["'](https?:)?//|import\(\s*["'](https?:)?//"""
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread, as `voxid serve`/`listen` run: on a busy 2-core machine a
+    spinning second OpenMP thread makes each forward pass ~50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A small crnn with random weights: identical audio still scores ~1 against itself."""
+    from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.models import build_model
+
+    model = build_model("crnn", n_classes=2).eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_inference_file(path, model, make_meta(model, ["train_a", "train_b"]))
+    return path
+
+
+@pytest.fixture
+def server(model_file, tmp_path):
+    """A fresh registry and a live server with an API key and a 2 MB upload limit."""
+    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    app = create_app(rec, api_key=KEY, max_upload_mb=2)
+    with BackgroundServer(app) as srv:
+        srv.registry = tmp_path / "speakers.db"
+        yield srv
+
+
+def _files(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "audio/wav")) for p in paths]
+
+
+def _assert_clean(response: httpx.Response) -> None:
+    """An error body is one JSON message: no traceback, no source paths."""
+    text = response.text
+    assert "Traceback" not in text and 'File "' not in text and ".py" not in text, text
+    assert isinstance(response.json()["detail"], str)
+
+
+def _enrolled(db: Path) -> list[str]:
+    return Registry(db, None).names() if db.exists() else []
+
+
+def test_page_health_and_docs(server):
+    with httpx.Client(base_url=server.url) as http:
+        health = http.get("/health").json()
+        assert health["status"] == "ok" and health["speakers"] == 2  # the training classes
+        assert health["sample_rate"] == 16000 and health["mutations"] is True
+        page = http.get("/")
+        assert page.status_code == 200 and "<title>voxid" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        for asset in ("app.js", "audio.js", "capture-worklet.js", "style.css"):
+            assert http.get(f"/static/{asset}").status_code == 200
+        # Everything the page loads is its own: no external URL in the page or its scripts.
+        for asset in ("/", "/static/app.js", "/static/audio.js", "/static/style.css"):
+            assert not EXTERNAL.search(http.get(asset).text), asset
+        paths = http.get("/openapi.json").json()["paths"]
+        assert {
+            "/enroll",
+            "/verify",
+            "/identify",
+            "/speakers",
+            "/speakers/{name}",
+            "/health",
+        } <= set(paths)
+        assert (
+            "access-control-allow-origin"
+            not in http.get("/health", headers={"Origin": "https://evil.example"}).headers
+        )
+
+
+def test_enrol_verify_identify_delete(server, speech_corpus):
+    alice = sorted((speech_corpus / "alice").glob("*.wav"))[:2]
+    bruno = sorted((speech_corpus / "bruno").glob("*.wav"))[:1]
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY}) as http:
+        r = http.post("/enroll", data={"name": "Alice"}, files=_files(alice))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["enrolled"] == 2 and "Alice" in body["speakers"]
+        assert all(a["speech_ratio"] > 0.5 and a["duration_s"] > 1 for a in body["audio"])
+        assert http.post("/enroll", data={"name": "Bruno"}, files=_files(bruno)).status_code == 200
+
+        speakers = {s["name"]: s for s in http.get("/speakers").json()["speakers"]}
+        assert speakers["Alice"]["n_utterances"] == 2 and speakers["Alice"]["source"] == "enrolled"
+
+        wav = {"file": (bruno[0].name, bruno[0].read_bytes(), "audio/wav")}
+        v = http.post("/verify", data={"name": "Bruno"}, files=wav).json()
+        assert v["accepted"] and v["score"] > 0.99 and v["score"] >= v["threshold"]
+        ident = http.post("/identify", params={"top_k": 3}, files=wav).json()
+        assert ident["name"] == "Bruno" and len(ident["candidates"]) == 3
+        scores = [c["score"] for c in ident["candidates"]]
+        assert scores == sorted(scores, reverse=True)
+
+        assert http.delete("/speakers/Bruno").json()["removed"] == "Bruno"
+        gone = http.post("/verify", data={"name": "Bruno"}, files=wav)
+        assert gone.status_code == 404 and "Bruno" in gone.json()["detail"]
+        assert http.delete("/speakers/Bruno").status_code == 404
+    assert _enrolled(server.registry) == ["Alice"]
+
+
+def test_trained_model_tells_voices_apart(trained_model, speech_corpus, tmp_path):
+    files = {v: sorted((speech_corpus / v).glob("*.wav")) for v in ("alice", "bruno")}
+    rec = Recognizer.load(trained_model, registry=tmp_path / "speakers.db")
+    with (
+        BackgroundServer(create_app(rec, api_key=KEY)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60, headers={"X-API-Key": KEY}) as http,
+    ):
+        for voice, paths in files.items():
+            r = http.post("/enroll", data={"name": voice}, files=_files(paths[:4]))
+            assert r.status_code == 200, r.text
+
+        def verify(name: str, path: Path) -> dict:
+            return http.post(
+                "/verify", data={"name": name}, files={"file": (path.name, path.read_bytes())}
+            ).json()
+
+        # Held-out sentences: the same voice is accepted, the other refused.
+        same, other = verify("alice", files["alice"][6]), verify("alice", files["bruno"][6])
+        assert same["accepted"] and not other["accepted"], (same, other)
+        assert same["score"] > other["score"] + 0.2
+        held_out = files["bruno"][7]
+        ident = http.post("/identify", files={"file": (held_out.name, held_out.read_bytes())})
+        assert ident.json()["name"] == "bruno", ident.json()
+
+
+def test_mutations_need_the_key(server, speech_wav, model_file, tmp_path):
+    files = _files([speech_wav])
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
+            r = http.post("/enroll", data={"name": "eve"}, files=files, headers=headers)
+            assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
+            assert http.delete("/speakers/eve", headers=headers).status_code == 401
+    assert _enrolled(server.registry) == []
+    # A server started without a key refuses every mutation, even with a header.
+    rec = Recognizer.load(model_file, registry=tmp_path / "other.db")
+    with BackgroundServer(create_app(rec)) as srv, httpx.Client(base_url=srv.url) as http:
+        r = http.post("/enroll", data={"name": "eve"}, files=files, headers={"X-API-Key": KEY})
+        assert r.status_code == 401 and "no API key" in r.json()["detail"]
+        assert http.get("/health").json()["mutations"] is False
+
+
+def test_oversized_uploads_get_413(server, speech_wav):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 90).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, noise, 16000, format="WAV", subtype="PCM_16")  # about 2.9 MB
+    big = buf.getvalue()
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY}) as http:
+        r = http.post("/enroll", data={"name": "big"}, files={"files": ("big.wav", big)})
+        assert r.status_code == 413 and "upload limit" in r.json()["detail"]
+        _assert_clean(r)
+
+        # Without Content-Length (chunked), the limit is enforced while the body streams.
+        encoded = httpx.Request("POST", server.url, files={"file": ("big.wav", big)})
+        body = encoded.read()
+
+        def chunks():
+            for i in range(0, len(body), 64_000):
+                yield body[i : i + 64_000]
+
+        r = http.post(
+            "/identify", content=chunks(), headers={"Content-Type": encoded.headers["Content-Type"]}
+        )
+        assert r.status_code == 413 and "upload limit" in r.json()["detail"]
+        assert http.get("/health").status_code == 200  # the server is fine afterwards
+    assert _enrolled(server.registry) == []
+
+
+def test_bad_input_gets_4xx_with_the_cause(server, speech_wav, write_wav):
+    silent = write_wav("silent.wav", np.zeros(32000, np.float32))
+    short = write_wav("short.wav", np.zeros(5, np.float32))
+    good = ("file", (speech_wav.name, speech_wav.read_bytes(), "audio/wav"))
+    cases = [
+        (
+            "post",
+            "/identify",
+            {},
+            {"file": ("junk.wav", b"RIFF\x00\x00garbage" * 50)},
+            422,
+            "junk.wav",
+        ),
+        ("post", "/identify", {}, {"file": ("empty.wav", b"")}, 422, "empty.wav"),
+        (
+            "post",
+            "/identify",
+            {},
+            {"file": ("silent.wav", silent.read_bytes())},
+            422,
+            "digital silence",
+        ),
+        ("post", "/identify", {}, {"file": ("short.wav", short.read_bytes())}, 422, "short.wav"),
+        ("post", "/identify?top_k=0", {}, dict([good]), 422, "top_k"),
+        ("post", "/verify", {"name": "../../etc/passwd"}, dict([good]), 422, "name"),
+        ("post", "/verify", {"name": "nobody"}, dict([good]), 404, "nobody"),
+        ("post", "/verify", {"name": "x"}, {}, 422, "file"),
+        ("post", "/enroll", {"name": "unknown"}, {"files": good[1]}, 422, "reserved"),
+        ("post", "/enroll", {"name": "silence"}, {"files": good[1]}, 422, "reserved"),
+        ("post", "/enroll", {"name": "a" * 65}, {"files": good[1]}, 422, "64"),
+        (
+            "post",
+            "/enroll",
+            {"name": "ok"},
+            {"files": ("x.txt", b"hello, not audio")},
+            422,
+            "x.txt",
+        ),
+    ]
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY}) as http:
+        for method, url, data, files, status, cause in cases:
+            r = http.request(method, url, data=data, files=files or None)
+            assert r.status_code == status, (url, data, r.text)
+            assert cause in r.json()["detail"], (url, r.text)
+            _assert_clean(r)
+    assert _enrolled(server.registry) == []
+
+
+def test_unexpected_errors_are_a_generic_500(model_file, tmp_path):
+    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    app = create_app(rec, api_key=KEY)
+
+    def broken() -> None:
+        raise RuntimeError("secret internal detail at /srv/voxid/app.py line 3")
+
+    app.add_api_route("/broken", broken)
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
+        r = http.get("/broken")
+        assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+        assert http.get("/health").status_code == 200
+
+
+@pytest.mark.slow
+def test_killed_server_keeps_committed_enrolments(model_file, speech_corpus, tmp_path):
+    db = tmp_path / "speakers.db"
+    port = free_port()
+    # No key given: `voxid serve` generates one and prints it for whoever started it.
+    env = {k: v for k, v in os.environ.items() if k != "VOXID_API_KEY"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxid",
+            "serve",
+            str(model_file),
+            "--registry",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        line = b""
+        while b"API key" not in line:
+            line = proc.stderr.readline()
+            assert line, "voxid serve exited without printing its API key"
+        key = line.decode().rsplit(" ", 1)[-1].strip()
+        assert len(key) >= 16
+        _wait_up(url, proc)
+        voices = {v: sorted((speech_corpus / v).glob("*.wav")) for v in ("alice", "bruno")}
+        with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": key}) as http:
+            for voice, paths in voices.items():
+                assert (
+                    http.post("/enroll", data={"name": voice}, files=_files(paths[:2])).status_code
+                    == 200
+                )
+        before = {v: Registry(db, None).embeddings(v) for v in voices}
+        # A long enrolment is in flight when the server is killed: 20 files of ~24 s
+        # (several seconds of inference even on a fast, idle machine).
+        from voxid.audio import load_audio
+
+        long = np.concatenate(
+            [load_audio(p) for p in sorted((speech_corpus / "chloe").glob("*.wav"))]
+        )
+        sf.write(tmp_path / "chloe_long.wav", long, 16000, subtype="PCM_16")
+        many = [tmp_path / "chloe_long.wav"] * 20
+        errors: list[Exception] = []
+
+        def enrol_chloe() -> None:
+            try:
+                httpx.post(
+                    f"{url}/enroll",
+                    data={"name": "chloe"},
+                    files=_files(many),
+                    headers={"X-API-Key": key},
+                    timeout=60,
+                )
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=enrol_chloe)
+        t.start()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        t.join(60)
+        assert errors, "the enrolment finished before the kill; the test proves nothing"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reg = Registry(db, None)
+    assert reg.names() in (["alice", "bruno"], ["alice", "bruno", "chloe"])
+    for voice, emb in before.items():
+        np.testing.assert_array_equal(reg.embeddings(voice), emb)
+    if "chloe" in reg.names():  # all or nothing
+        assert reg.get("chloe").n_utterances == len(many)
+    import sqlite3
+
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("server did not start")
+
+
+def test_service_never_imports_lightning(model_file, tmp_path):
+    code = (
+        "import sys; from voxid.recognizer import Recognizer; from voxid.server import create_app;"
+        "import voxid.stream, voxid.cli.serve_cmds;"
+        f"create_app(Recognizer.load({str(model_file)!r}, registry={str(tmp_path / 'r.db')!r}));"
+        "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

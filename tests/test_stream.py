@@ -1,0 +1,200 @@
+"""Live identification: windowing, VAD gating, smoothing, the WebSocket and `voxid listen`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from voxid.audio import load_audio
+from voxid.errors import ConfigError
+from voxid.recognizer import Recognizer
+from voxid.server import create_app
+from voxid.server.background import BackgroundServer
+from voxid.stream import SILENCE, LiveIdentifier, SlidingWindow, StreamConfig
+
+SR = 16000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread, as `voxid serve`/`listen` run: on a busy 2-core machine a
+    spinning second OpenMP thread makes each forward pass ~50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A small crnn with random weights (enough for gating, timing and protocol tests)."""
+    from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.models import build_model
+
+    model = build_model("crnn", n_classes=2).eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_inference_file(path, model, make_meta(model, ["train_a", "train_b"]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def conversation(speech_corpus, tmp_path_factory) -> tuple[Path, float, float]:
+    """alice (2 sentences), 2.5 s of silence, bruno (2 sentences), 16 kHz WAV.
+
+    Returns the path and the times (s) where the silence starts and ends.
+    """
+
+    def voice(name: str, idx: list[int]) -> np.ndarray:
+        files = sorted((speech_corpus / name).glob("*.wav"))
+        return np.concatenate([load_audio(files[i], sr=SR) for i in idx])
+
+    alice, bruno = voice("alice", [4, 5]), voice("bruno", [4, 5])
+    wav = np.concatenate([alice, np.zeros(int(2.5 * SR), np.float32), bruno])
+    path = tmp_path_factory.mktemp("conv") / "conversation.wav"
+    sf.write(path, wav, SR, subtype="PCM_16")
+    return path, alice.size / SR, alice.size / SR + 2.5
+
+
+def test_sliding_window_matches_direct_slicing():
+    rng = np.random.default_rng(0)
+    stream = rng.standard_normal(SR * 5).astype(np.float32)
+    sw = SlidingWindow(SR, window_s=1.5, hop_s=0.5)
+    windows, i = [], 0
+    while i < stream.size:  # irregular block sizes, as a microphone delivers them
+        n = int(rng.integers(1, 3000))
+        windows += sw.push(stream[i : i + n])
+        i += n
+    assert [round(w.t_end, 3) for w in windows] == [1.5 + 0.5 * k for k in range(8)]
+    for w in windows:
+        start = round(w.t_start * SR)
+        np.testing.assert_array_equal(w.samples, stream[start : start + int(1.5 * SR)])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"window_s": 0.05}, {"hop_s": 3.0}, {"smoothing": 0}, {"min_speech_ratio": 1.5}, {"top_k": 0}],
+)
+def test_stream_config_rejects_bad_values(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        StreamConfig(**bad)
+
+
+def test_silence_is_gated_and_speech_is_identified(model_file, conversation, tmp_path):
+    path, gap_start, gap_end = conversation
+    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    ident = LiveIdentifier(rec, StreamConfig(smoothing=1))
+    wav = load_audio(path, sr=SR)
+    decisions = []
+    for i in range(0, wav.size, 1600):
+        decisions += ident.process((wav[i : i + 1600] * 32767).astype(np.int16))
+    assert len(decisions) == int((wav.size / SR - 1.5) / 0.5) + 1
+    inside = [d for d in decisions if d.t_start >= gap_start + 0.1 and d.t_end <= gap_end - 0.1]
+    speech = [d for d in decisions if d.t_end <= gap_start or d.t_start >= gap_end]
+    assert inside and all(d.label == SILENCE and d.score is None for d in inside)
+    assert speech and all(d.label != SILENCE and d.score is not None for d in speech)
+    assert all(d.latency_ms > 0 for d in decisions)
+    assert all(0 <= d.confidence <= 1 for d in decisions)
+
+
+def test_who_speaks_when(trained_model, conversation, speech_corpus, tmp_path):
+    path, gap_start, gap_end = conversation
+    rec = Recognizer.load(trained_model, registry=tmp_path / "speakers.db")
+    for name in ("alice", "bruno"):
+        rec.enroll(name, sorted((speech_corpus / name).glob("*.wav"))[:3])
+    wav = load_audio(path, sr=SR)
+    decisions = LiveIdentifier(rec).process(wav)
+    first = [d.label for d in decisions if d.t_end <= gap_start]
+    last = [d.label for d in decisions if d.t_start >= gap_end + 1.0]
+    assert first.count("alice") >= 0.8 * len(first), first
+    assert last.count("bruno") >= 0.8 * len(last), last
+
+
+def test_websocket_streams_decisions(model_file, conversation, tmp_path):
+    path, _gap_start, gap_end = conversation
+    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    pcm = (load_audio(path, sr=SR)[: int(gap_end * SR)] * 32767).astype("<i2").tobytes()
+    with BackgroundServer(create_app(rec)) as srv:
+        url = srv.url.replace("http", "ws") + "/ws/live"
+        with connect(url) as ws:
+            ready = json.loads(ws.recv(timeout=10))
+            assert ready["type"] == "ready" and ready["sample_rate"] == SR
+            for i in range(0, len(pcm), 3200):
+                ws.send(pcm[i : i + 3200])
+            expected = int((len(pcm) / 2 / SR - 1.5) / 0.5) + 1
+            decisions = [json.loads(ws.recv(timeout=30)) for _ in range(expected)]
+            assert all(d["type"] == "decision" for d in decisions), decisions
+            assert sum(d["dropped"] for d in decisions[-1:]) == 0  # 0.1 s frames: none dropped
+        assert decisions[0]["label"] != SILENCE and decisions[-1]["label"] == SILENCE
+        assert all(d["latency_ms"] >= 0 and "candidates" in d for d in decisions)
+        times = [d["t_end"] for d in decisions]
+        assert times == sorted(times)
+        # Another site's page must not stream to a local server (WebSockets skip CORS).
+        with pytest.raises(InvalidStatus):
+            connect(url, origin="https://evil.example")
+        with connect(url, origin=srv.url) as ws:
+            json.loads(ws.recv(timeout=10))
+            ws.send(b"\x00" * 3)  # not 16-bit samples
+            msg = json.loads(ws.recv(timeout=10))
+            assert msg["type"] == "error" and "16-bit" in msg["message"]
+
+
+def _listen(model: Path, db: Path, wav: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxid",
+            "listen",
+            str(model),
+            "--registry",
+            str(db),
+            "--input",
+            str(wav),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_listen_fast_prints_every_decision(model_file, conversation, tmp_path):
+    path, _gap_start, _gap_end = conversation
+    proc = _listen(model_file, tmp_path / "speakers.db", path, "--fast", "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    decisions = [json.loads(line) for line in out.splitlines()]
+    duration = sf.info(path).duration
+    assert len(decisions) == int((duration - 1.5) / 0.5) + 1
+    assert any(d["label"] == SILENCE for d in decisions)
+    assert "done:" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_listen_stops_cleanly_on_ctrl_c(model_file, conversation, tmp_path):
+    path, _, _ = conversation
+    proc = _listen(model_file, tmp_path / "speakers.db", path)  # real-time pacing
+    try:
+        first = proc.stdout.readline()  # blocks until the first decision (~1.5 s of audio)
+        assert "latency" in first and "ms" in first, first
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == 0, err
+    assert "stopped:" in err and "Traceback" not in err and "KeyboardInterrupt" not in err

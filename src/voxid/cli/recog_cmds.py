@@ -1,9 +1,281 @@
-"""CLI commands of this area (filled in by its owner)."""
+"""Recogniser commands: `enroll`, `verify`, `identify`, `speakers`, `embed`, `export`,
+`calibrate`. Each takes `--json` for scripts; the model also comes from $VOXID_MODEL and
+the registry from $VOXID_REGISTRY (default speakers.db)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from voxid.errors import ConfigError
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="VOXID_MODEL",
+        show_envvar=True,
+        help="Run folder, .ckpt, model.pt or .onnx file.",
+    ),
+]
+RegistryOpt = Annotated[
+    Path,
+    typer.Option(
+        "--registry",
+        "-r",
+        envvar="VOXID_REGISTRY",
+        show_envvar=True,
+        help="SQLite file of enrolled speakers.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        help="Decision threshold (default: the calibrated one stored with the model).",
+    ),
+]
+Files = Annotated[list[Path], typer.Argument(help="Audio files (any format voxid reads).")]
+
+
+def _recognizer(model: str, registry: Path | None, threshold: float | None = None):
+    from voxid.recognizer import Recognizer
+
+    return Recognizer.load(model, registry, threshold=threshold)
+
+
+def _npy_bytes(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _emit(as_json: bool, payload: Any, human: str) -> None:
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        from rich.console import Console
+
+        Console().print(human)
+
+
+def enroll(
+    name: Annotated[str, typer.Argument(help="Speaker name.")],
+    files: Files,
+    model: ModelOpt,
+    registry: RegistryOpt = Path("speakers.db"),
+    replace: Annotated[bool, typer.Option(help="Drop earlier utterances.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enrol NAME from one or more utterances (added to earlier ones unless --replace)."""
+    rec = _recognizer(model, registry).enroll(name, [str(f) for f in files], replace=replace)
+    _emit(
+        as_json,
+        {
+            "name": rec.name,
+            "n_utterances": rec.n_utterances,
+            "model_fingerprint": rec.model_fingerprint,
+            "registry": str(registry),
+        },
+        f"enrolled [bold]{rec.name}[/] ({rec.n_utterances} utterances) in {registry}",
+    )
+
+
+def verify(
+    name: Annotated[str, typer.Argument(help="Claimed speaker.")],
+    file: Annotated[Path, typer.Argument(help="Audio file.")],
+    model: ModelOpt,
+    registry: RegistryOpt = Path("speakers.db"),
+    threshold: ThresholdOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check whether FILE is spoken by NAME (cosine score against the threshold)."""
+    res = _recognizer(model, registry, threshold).verify(name, str(file))
+    word = "[green]accepted[/]" if res.accepted else "[red]rejected[/]"
+    _emit(
+        as_json,
+        res.to_dict(),
+        f"{word}: {res.name} score {res.score:.3f} (threshold {res.threshold:.3f}, {res.source})",
+    )
+
+
+def identify(
+    files: Files,
+    model: ModelOpt,
+    registry: RegistryOpt = Path("speakers.db"),
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
+    threshold: ThresholdOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Name the speaker of each FILE, or "unknown" when no known speaker passes."""
+    rec = _recognizer(model, registry, threshold)
+    results = {str(f): rec.identify(str(f), top_k=top_k) for f in files}
+    if as_json:
+        print(json.dumps({path: r.to_dict() for path, r in results.items()}))
+        return
+    from rich.console import Console
+
+    console = Console()
+    for path, r in results.items():
+        ranked = ", ".join(f"{c.name} {c.score:.3f}" for c in r.candidates)
+        console.print(f"{path}: [bold]{r.name}[/] ({ranked}; threshold {r.threshold:.3f})")
+
+
+speakers_app = typer.Typer(help="List or remove known speakers.", no_args_is_help=False)
+
+
+@speakers_app.callback(invoke_without_command=True)
+def _speakers_default(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option("--model", "-m", envvar="VOXID_MODEL")] = None,
+    registry: RegistryOpt = Path("speakers.db"),
+    as_json: JsonOpt = False,
+) -> None:
+    """List speakers when no subcommand is given."""
+    if ctx.invoked_subcommand is None:
+        list_speakers(model, registry, as_json)
+
+
+@speakers_app.command("list")
+def list_speakers(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", envvar="VOXID_MODEL", help="Also list the model's training speakers."
+        ),
+    ] = None,
+    registry: RegistryOpt = Path("speakers.db"),
+    as_json: JsonOpt = False,
+) -> None:
+    """List enrolled speakers (and, with a model, its training speakers)."""
+    if model:
+        rows = [
+            (s.name, s.source, s.n_utterances, s.updated)
+            for s in _recognizer(model, registry).speakers()
+        ]
+    else:
+        from voxid.registry import Registry
+
+        if not registry.exists():
+            raise ConfigError(f"{registry}: no such registry")
+        rows = [
+            (r.name, "enrolled", r.n_utterances, r.updated)
+            for r in Registry(registry, None).speakers()
+        ]
+    if as_json:
+        print(
+            json.dumps(
+                [{"name": n, "source": s, "n_utterances": k, "updated": u} for n, s, k, u in rows]
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} speakers")
+    for col in ("name", "source", "utterances"):
+        table.add_column(col)
+    for n, s, k, _ in rows:
+        table.add_row(n, s, str(k) if s == "enrolled" else "-")
+    Console().print(table)
+
+
+@speakers_app.command("remove")
+def remove_speaker(
+    name: Annotated[str, typer.Argument(help="Enrolled speaker to remove.")],
+    registry: RegistryOpt = Path("speakers.db"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an enrolled speaker and its stored embeddings."""
+    from voxid.registry import Registry
+
+    if not registry.exists():
+        raise ConfigError(f"{registry}: no such registry")
+    Registry(registry, None).remove(name)
+    _emit(as_json, {"removed": name}, f"removed {name} from {registry}")
+
+
+def embed(
+    files: Files,
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (N, D).")] = Path(
+        "embeddings.npy"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Chunks per forward pass.")] = 64,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed FILEs into one .npy (row i is file i; a NaN row marks a skipped file)."""
+
+    from voxid.checkpoint import atomic_write
+
+    rec = _recognizer(model, None)
+    errors: list[tuple[str, str]] = []
+    embs = rec.embed_many([str(f) for f in files], batch_size=batch_size, errors=errors)
+    atomic_write(out, lambda tmp: tmp.write_bytes(_npy_bytes(embs)))
+    _emit(
+        as_json,
+        {
+            "out": str(out),
+            "shape": list(embs.shape),
+            "skipped": [{"file": f, "reason": r} for f, r in errors],
+        },
+        f"wrote {out} {embs.shape}" + "".join(f"\nskipped {f}: {r}" for f, r in errors),
+    )
+
+
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder or checkpoint.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Dynamic int8 weights.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export the front-end and encoder to ONNX (waveform in, embedding out)."""
+    from voxid.export import export_onnx
+
+    rep = export_onnx(run, onnx, int8=int8)
+    _emit(
+        as_json,
+        rep.to_dict(),
+        f"wrote {rep.path} ({rep.precision}, {rep.size_mb} MB, {rep.exporter} exporter, opset "
+        f"{rep.opset}); vs torch: max |diff| {rep.max_abs_diff:.2e}, min cosine "
+        f"{rep.min_cosine:.6f}",
+    )
+
+
+def calibrate(
+    run: Annotated[str, typer.Argument(help="Run folder or checkpoint.")],
+    data: Annotated[Path, typer.Option("--data", help="HDF5 store (voxid prepare).")],
+    split: Annotated[str, typer.Option(help="Held-out split to use.")] = "val",
+    far: Annotated[float, typer.Option(help="Target false-acceptance rate.")] = 0.01,
+    use_eer: Annotated[bool, typer.Option("--eer", help="Threshold at the EER.")] = False,
+    n_enroll: Annotated[int, typer.Option(help="Utterances per enrolment.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Choose the verification threshold on held-out data and store it with the model."""
+    from voxid.calibration import calibrate as run_calibration
+
+    rep = run_calibration(run, data, split=split, far=None if use_eer else far, n_enroll=n_enroll)
+    _emit(
+        as_json,
+        rep.to_dict(),
+        f"threshold {rep.threshold:.4f} ({rep.kind}) from {rep.n_target} target / "
+        f"{rep.n_nontarget} non-target trials ({rep.n_speakers} speakers): FAR "
+        f"{rep.far:.2%}, FRR {rep.frr:.2%}; held out (2-fold): FAR {rep.heldout_far:.2%}, "
+        f"FRR {rep.heldout_frr:.2%}; EER {rep.eer:.2%}; saved to {', '.join(rep.saved_to)}",
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the voxid app."""
+    for fn in (enroll, verify, identify, embed, export, calibrate):
+        app.command()(fn)
+    app.add_typer(speakers_app, name="speakers")

@@ -1,0 +1,313 @@
+"""Model backends for the recogniser (torch and onnxruntime) and the audio-to-chunks step.
+
+A backend knows its model's description (`meta`: labels, feature and audio settings,
+threshold), turns a batch of equal-length waveform chunks `(B, samples)` into L2-normalised
+embeddings `(B, D)` (or class probabilities for a pure classifier), and exposes the AAM
+class-weight bank of the training speakers. The torch backend lives here; the ONNX one in
+`voxid.export`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
+from voxid.errors import ConfigError, ModelError
+from voxid.registry import mean_embedding, normalize_rows
+from voxid.vad import VadConfig
+
+#: Less speech than this (after VAD) is refused: an embedding of it would be mostly noise.
+MIN_SPEECH_SECONDS = 0.5
+#: Chunk length when the model's description has none.
+DEFAULT_CHUNK_SECONDS = 1.0
+#: Speech longer than this many chunks is cut into half-overlapping chunks.
+LONG_CHUNKS = 4
+#: Most chunks per forward pass inside one call, to bound memory on long files.
+MAX_BATCH = 64
+
+
+class NotEnoughSpeech(AudioError):
+    """The audio holds too little speech (after silence removal) to embed reliably."""
+
+
+def _known_fields(cls: type, data: dict[str, Any] | None) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in (data or {}).items() if k in names}
+
+
+class Backend:
+    """What the recogniser needs from a model; subclasses implement `_embed` / `_logits`."""
+
+    kind = "base"
+    supports_mc = False
+
+    def __init__(
+        self,
+        source: str,
+        meta: dict[str, Any],
+        fingerprint: str,
+        is_embedding_model: bool,
+        embedding_dim: int,
+        class_weights: np.ndarray | None,
+    ) -> None:
+        self.source, self.meta, self.fingerprint = source, meta, fingerprint
+        self.labels: list[str] = [str(x) for x in meta.get("labels", [])]
+        self.is_embedding_model = bool(is_embedding_model)
+        self.embedding_dim = int(embedding_dim)
+        self.class_weights = (
+            None if class_weights is None else normalize_rows(np.asarray(class_weights, np.float32))
+        )
+        audio_cfg = meta.get("audio_config") or {}
+        feature_cfg = meta.get("feature_config") or {}
+        self.sample_rate = int(
+            audio_cfg.get("sample_rate") or feature_cfg.get("sample_rate") or 16000
+        )
+        self.normalize = audio_cfg.get("normalize")  # as the training audio was
+        self.vad = VadConfig(**_known_fields(VadConfig, audio_cfg.get("vad")))
+        chunk = audio_cfg.get("chunk") or {}
+        self.chunk_seconds = float(chunk.get("seconds") or DEFAULT_CHUNK_SECONDS)
+
+    @property
+    def has_class_bank(self) -> bool:
+        """True when training speakers can be scored against their AAM class weights (not for
+        an authentication model, whose classes are "member"/"outsider", not speakers)."""
+        return (
+            self.is_embedding_model
+            and self.meta.get("mode", "identify") != "authenticate"
+            and self.class_weights is not None
+            and len(self.class_weights) == len(self.labels) > 0
+        )
+
+    def _batches(self, chunks: np.ndarray, fn) -> np.ndarray:
+        chunks = np.ascontiguousarray(chunks, dtype=np.float32)
+        return np.concatenate(
+            [fn(chunks[i : i + MAX_BATCH]) for i in range(0, len(chunks), MAX_BATCH)]
+        )
+
+    def embed(self, chunks: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings `(B, D)` of equal-length chunks `(B, samples)`."""
+        return normalize_rows(self._batches(chunks, self._embed))
+
+    def classify(self, chunks: np.ndarray) -> np.ndarray:
+        """Class probabilities `(B, C)` (softmax of the head's logits)."""
+        logits = self._batches(chunks, self._logits).astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def embed_mc(self, chunks: np.ndarray, k: int) -> list[np.ndarray]:
+        """`k` Monte-Carlo-dropout passes of `embed`."""
+        raise ModelError(f"{self.source}: MC dropout needs the torch backend")
+
+    def classify_mc(self, chunks: np.ndarray, k: int) -> list[np.ndarray]:
+        """`k` Monte-Carlo-dropout passes of `classify`."""
+        raise ModelError(f"{self.source}: MC dropout needs the torch backend")
+
+    def _embed(self, chunks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _logits(self, chunks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """A `SpeakerModel` from a checkpoint, run under `torch.inference_mode`."""
+
+    kind = "torch"
+    supports_mc = True
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        import torch
+
+        from voxid.checkpoint import load_checkpoint, model_fingerprint, resolve_run
+
+        file = resolve_run(path)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"device: {device!r} is not a torch device ({exc})") from None
+        meta, model = load_checkpoint(file, map_location=self.device)
+        if not isinstance(model, torch.nn.Module):
+            raise ModelError(
+                f"{file}: a {meta.get('model_name', 'GMM')} run has no embeddings; "
+                "the recogniser needs a neural speaker model"
+            )
+        self.model = model.eval()
+        head = getattr(model, "head", None)
+        bank = None
+        if model.is_embedding_model and hasattr(head, "cosine") and hasattr(head, "weight"):
+            bank = head.weight.detach().cpu().float().numpy()
+        super().__init__(
+            str(file),
+            meta,
+            model_fingerprint(model.state_dict()),
+            model.is_embedding_model,
+            model.embedding_dim,
+            bank,
+        )
+
+    def _run(self, chunks: np.ndarray, fn) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = fn(torch.from_numpy(chunks).to(self.device))
+        return out.float().cpu().numpy()
+
+    def _embed(self, chunks: np.ndarray) -> np.ndarray:
+        return self._run(chunks, self.model.embed_waveform)
+
+    def _logits(self, chunks: np.ndarray) -> np.ndarray:
+        return self._run(chunks, lambda x: self.model(self.model.frontend(x)))
+
+    def _mc(self, k: int, fn) -> list[np.ndarray]:
+        self.model.set_mc_dropout(True)
+        try:
+            return [fn() for _ in range(k)]
+        finally:
+            self.model.set_mc_dropout(False)
+
+    def embed_mc(self, chunks: np.ndarray, k: int) -> list[np.ndarray]:
+        """`k` embedding passes with dropout active (BatchNorm keeps its running stats)."""
+        return self._mc(k, lambda: self.embed(chunks))
+
+    def classify_mc(self, chunks: np.ndarray, k: int) -> list[np.ndarray]:
+        """`k` probability passes with dropout active."""
+        return self._mc(k, lambda: self.classify(chunks))
+
+
+def load_backend(path: str | os.PathLike, device: str = "cpu") -> Backend:
+    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch."""
+    if Path(path).suffix.lower() == ".onnx":
+        from voxid.export import OnnxBackend
+
+        return OnnxBackend(path, device=device)
+    return TorchBackend(path, device=device)
+
+
+def _as_waveform(
+    audio: Any, sr: int | None, target_sr: int, normalize: str | None = None
+) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        if sr is None:
+            raise ConfigError("sr: needed with a numpy array (its sample rate)")
+        wav = np.asarray(audio, dtype=np.float32)
+        if wav.ndim == 2:  # (samples, channels), as soundfile reads
+            wav = wav.mean(axis=1)
+        if wav.ndim != 1:
+            raise ConfigError(f"audio: array must be 1-D or (samples, channels), got {audio.shape}")
+        if wav.size == 0:
+            raise EmptyAudio("audio array: no samples")
+        if not np.isfinite(wav).all():
+            raise NonFiniteAudio("audio array: contains NaN or infinite samples")
+        if not np.any(wav):
+            raise SilentAudio("audio array: all samples are zero (digital silence)")
+        if int(sr) != target_sr:
+            import soxr
+
+            wav = soxr.resample(wav, int(sr), target_sr, quality="HQ").astype(np.float32)
+        if normalize == "peak":
+            wav = wav / np.abs(wav).max()
+        elif normalize == "rms":  # -20 dBFS, as voxid.audio.load_audio
+            wav = wav * (0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
+        return wav.astype(np.float32)
+    if isinstance(audio, (str, os.PathLike, bytes, bytearray)) or hasattr(audio, "read"):
+        return load_audio(
+            bytes(audio) if isinstance(audio, bytearray) else audio,
+            sr=target_sr,
+            normalize=normalize,
+        )
+    raise ConfigError(f"audio: expected a path, bytes or numpy array, got {type(audio).__name__}")
+
+
+def _label(audio: Any) -> str:
+    if isinstance(audio, (str, os.PathLike)):
+        return str(audio)
+    return "audio " + ("array" if isinstance(audio, np.ndarray) else "bytes")
+
+
+def speech_chunks(
+    wav: np.ndarray, sr: int, vad: VadConfig, seconds: float, label: str = "audio"
+) -> np.ndarray:
+    """Equal-length chunks `(n, samples)` of the speech in `wav`, as the model was trained.
+
+    Silence is removed with `vad`; speech longer than one chunk is cut into windows, the
+    last one aligned to the end (no zero padding, which would skew the features); they
+    overlap by half for long speech (over `LONG_CHUNKS` windows), where the extra windows
+    smooth the average at little relative cost, and do not for short speech, where they
+    would almost double the work of a verification. Speech shorter than one window is
+    repeated to fill it.
+
+    >>> wav = np.sin(np.arange(40000) / 3.0).astype(np.float32)
+    >>> speech_chunks(wav, 16000, VadConfig(enabled=False), 1.0).shape  # 2.5 s
+    (3, 16000)
+    """
+    speech = vad.apply(wav, sr)
+    if speech.size < MIN_SPEECH_SECONDS * sr:
+        raise NotEnoughSpeech(
+            f"{label}: only {speech.size / sr:.2f} s of speech after silence "
+            f"removal, need at least {MIN_SPEECH_SECONDS} s"
+        )
+    size = max(1, round(seconds * sr))
+    if speech.size <= size:
+        return np.resize(speech, size)[None]
+    hop = max(1, size // 2) if speech.size > LONG_CHUNKS * size else size
+    starts = list(range(0, speech.size - size + 1, hop))
+    if starts[-1] + size < speech.size:
+        starts.append(speech.size - size)
+    return np.stack([speech[s : s + size] for s in starts])
+
+
+def prepare_chunks(backend: Backend, audio: Any, sr: int | None = None) -> np.ndarray:
+    """Decode `audio` at the backend's rate and cut its speech into training-length chunks."""
+    wav = _as_waveform(audio, sr, backend.sample_rate, backend.normalize)
+    return speech_chunks(
+        wav, backend.sample_rate, backend.vad, backend.chunk_seconds, _label(audio)
+    )
+
+
+def embed_batched(
+    backend: Backend,
+    items: list[Any],
+    batch_size: int,
+    *,
+    progress: bool | None = None,
+    errors: list[tuple[str, str]] | None = None,
+) -> np.ndarray:
+    """Embeddings `(N, D)` of many inputs, with chunks of several inputs in one batch."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    out = np.full((len(items), backend.embedding_dim), np.nan, dtype=np.float32)
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        embs = backend.embed(np.concatenate([c for _, c in pending]))
+        start = 0
+        for idx, chunks in pending:
+            out[idx] = mean_embedding(embs[start : start + len(chunks)])
+            start += len(chunks)
+        pending.clear()
+
+    from rich.progress import Progress
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with Progress(disable=not show, transient=True) as bar:
+        task = bar.add_task("embedding", total=len(items))
+        for i, item in enumerate(items):
+            try:
+                pending.append((i, prepare_chunks(backend, item)))
+            except AudioError as exc:
+                if errors is None:
+                    raise
+                errors.append((_label(item), str(exc)))
+            if sum(len(c) for _, c in pending) >= batch_size:
+                flush()
+            bar.advance(task)
+        flush()
+    return out

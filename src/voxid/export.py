@@ -1,0 +1,340 @@
+"""ONNX export of a speaker model (waveform in, embedding out) and its onnxruntime backend.
+
+The exported graph holds the feature front-end and the encoder, so it needs nothing but a
+waveform `(batch, samples)` float32 at the model's sample rate; both axes are dynamic.
+Outputs: `embedding` `(batch, D)` (L2-normalised for embedding models) and, for a pure
+classifier (`seed_cnn`), `logits` `(batch, C)`.
+
+The file describes itself in its `metadata_props`:
+- `voxid`: the checkpoint's meta JSON (labels, feature and audio config, threshold,
+  `model_fingerprint`, ...), plus `onnx_precision` ("fp32" or "int8").
+- `voxid_class_weights`: the AAM-softmax class-weight bank of the training speakers, as
+  base64 of a float32 `.npy` `(C, D)` (absent for classifiers), so training speakers can
+  be verified without enrolment, as with the torch backend.
+
+An int8 file (dynamic quantisation of MatMul/Gemm weights) gets the fingerprint
+`<fp32 fingerprint>-int8`: its embeddings are close to, not equal to, the fp32 ones, so
+a registry enrolled with one refuses the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxid.backends import Backend
+from voxid.errors import ModelError
+
+OPSET = 17
+META_KEY = "voxid"
+WEIGHTS_KEY = "voxid_class_weights"
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and how closely the ONNX model matches torch."""
+
+    path: str
+    precision: str
+    opset: int
+    exporter: str
+    size_mb: float
+    max_abs_diff: float
+    min_cosine: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def _encode_array(x: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _decode_array(text: str, source: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{source}: corrupt class-weight bank in metadata ({exc})") from None
+
+
+def _export_module(model: Any):
+    import torch
+
+    class _Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, wav: torch.Tensor):
+            emb = self.model.encoder(self.model.frontend(wav))
+            return emb, self.model.head(emb)
+
+    return model.export_module() if model.is_embedding_model else _Classifier()
+
+
+@contextlib.contextmanager
+def _real_valued_stft() -> Iterator[None]:
+    """Make `torch.stft` traceable by the TorchScript ONNX exporter, for this block only.
+
+    The front-ends compute `view_as_real(stft(..., return_complex=True))`; that exporter maps
+    only the real-valued form to ONNX's STFT op, and refuses complex tensors. Inside this
+    block `stft` returns that real form (centre padding done explicitly, as the op has no
+    `center`), and `view_as_real` passes it through: the same numbers, an exportable graph.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    stft, view_as_real = torch.stft, torch.view_as_real
+
+    def real_stft(
+        x,
+        n_fft,
+        hop_length=None,
+        win_length=None,
+        window=None,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=None,
+        return_complex=None,
+        **_: Any,
+    ):
+        if center:
+            x = F.pad(x.unsqueeze(1), (n_fft // 2, n_fft // 2), mode=pad_mode).squeeze(1)
+        return stft(
+            x,
+            n_fft,
+            hop_length,
+            win_length,
+            window,
+            center=False,
+            normalized=normalized,
+            onesided=onesided,
+            return_complex=False,
+        )
+
+    torch.stft, torch.view_as_real = real_stft, lambda x: x
+    try:
+        yield
+    finally:
+        torch.stft, torch.view_as_real = stft, view_as_real
+
+
+def _torch_export(module: Any, example: Any, path: Path, outputs: list[str]) -> str:
+    import torch
+
+    axes = {"waveform": {0: "batch", 1: "samples"}, **{o: {0: "batch"} for o in outputs}}
+    # The TorchScript-based exporter handles GRUs and dynamic time axes reliably (torch
+    # 2.13's dynamo exporter fails to decompose a bidirectional multi-layer GRU); dynamo is
+    # the fallback for modules TorchScript cannot trace.
+    errors = []
+    try:
+        with _real_valued_stft():
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=["waveform"],
+                output_names=outputs,
+                opset_version=OPSET,
+                dynamo=False,
+                dynamic_axes=axes,
+            )
+        return "torchscript"
+    except Exception as exc:  # the exporters raise a zoo of types
+        errors.append(f"torchscript: {str(exc).splitlines()[0][:200]}")
+    finally:
+        module.eval()  # the exporter restores the wrapper's train flag onto the children
+    try:
+        dim = torch.export.Dim
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["waveform"],
+            output_names=outputs,
+            opset_version=18,
+            dynamo=True,
+            dynamic_shapes=({0: dim("batch"), 1: dim("samples")},),
+        )
+        return "dynamo"
+    except Exception as exc:
+        errors.append(f"dynamo: {str(exc).splitlines()[0][:200]}")
+    finally:
+        module.eval()
+    raise ModelError(f"ONNX export failed ({'; '.join(errors)})")
+
+
+def export_onnx(
+    run: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    int8: bool = False,
+    check_seconds: float = 3.0,
+) -> ExportReport:
+    """Export a run (folder, `.ckpt` or `model.pt`) to a self-describing ONNX file.
+
+    Arguments:
+        run: the checkpoint to export.
+        out: the `.onnx` file to write (atomically).
+        int8: apply onnxruntime dynamic int8 quantisation to the weights.
+        check_seconds: length of the random waveforms torch and ONNX are compared on.
+    """
+    import onnx
+    import torch
+
+    from voxid.checkpoint import load_checkpoint, model_fingerprint
+
+    meta, model = load_checkpoint(run)
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"{run}: only neural models can be exported to ONNX")
+    model.eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sr = int(
+        (meta.get("audio_config") or {}).get("sample_rate") or meta["feature_config"]["sample_rate"]
+    )
+    outputs = ["embedding"] if model.is_embedding_model else ["embedding", "logits"]
+    module = _export_module(model).eval()
+    example = torch.randn(2, int(sr * check_seconds)) * 0.1
+    fingerprint = model_fingerprint(model.state_dict())
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        exporter = _torch_export(module, example, fp32, outputs)
+        proto = onnx.load(str(fp32))
+        description = {
+            **meta,
+            "model_fingerprint": fingerprint + ("-int8" if int8 else ""),
+            "onnx_precision": "int8" if int8 else "fp32",
+            "onnx_outputs": outputs,
+        }
+        props = {META_KEY: json.dumps(description)}
+        head = getattr(model, "head", None)
+        if model.is_embedding_model and hasattr(head, "cosine"):
+            props[WEIGHTS_KEY] = _encode_array(head.weight.detach().cpu().numpy())
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            proto.metadata_props.add(key=key, value=value)
+        final = Path(tmp) / "final.onnx"
+        onnx.save(proto, str(final))
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # The front-end's mel matrix stays fp32: quantising it would perturb every
+            # feature, while the encoder's weights tolerate int8 well.
+            frontend = [n.name for n in proto.graph.node if n.name.startswith("/frontend")]
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # quantize_dynamic warns on every untyped tensor
+            try:
+                quantize_dynamic(
+                    str(final),
+                    str(Path(tmp) / "int8.onnx"),
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=frontend,
+                )
+            finally:
+                root.setLevel(level)
+            quantised = onnx.load(str(Path(tmp) / "int8.onnx"))
+            del quantised.metadata_props[:]
+            for key, value in props.items():
+                quantised.metadata_props.add(key=key, value=value)
+            onnx.save(quantised, str(final))
+        os.replace(final, out)
+    with torch.inference_mode():
+        want = module(
+            torch.randn(3, int(sr * check_seconds), generator=torch.Generator().manual_seed(0))
+            * 0.1
+        )
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
+    probe = torch.randn(3, int(sr * check_seconds), generator=torch.Generator().manual_seed(0))
+    got = OnnxBackend(out)._embed((probe * 0.1).numpy())
+    cos = np.sum(want * got, 1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1))
+    return ExportReport(
+        str(out),
+        "int8" if int8 else "fp32",
+        OPSET,
+        exporter,
+        round(out.stat().st_size / 2**20, 2),
+        float(np.abs(want - got).max()),
+        float(cos.min()),
+    )
+
+
+def session_options(threads: int | None = None) -> Any:
+    """onnxruntime options for low-latency CPU inference: full graph optimisation, and
+    intra-op threads = physical cores (oversubscribing them costs more than it gains)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+class OnnxBackend(Backend):
+    """A self-describing voxid ONNX file run with onnxruntime (no torch at inference)."""
+
+    kind = "onnx"
+
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such ONNX file")
+        providers = ["CPUExecutionProvider"]
+        if (
+            str(device).startswith("cuda")
+            and "CUDAExecutionProvider" in ort.get_available_providers()
+        ):
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), session_options(threads), providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own unexported error types
+            reason = (
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelError(f"{path}: not a readable ONNX model ({reason})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise ModelError(f"{path}: not a voxid ONNX export (no '{META_KEY}' metadata)")
+        try:
+            meta = json.loads(props[META_KEY])
+        except ValueError as exc:
+            raise ModelError(f"{path}: corrupt voxid metadata ({exc})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        if "embedding" not in names:
+            raise ModelError(f"{path}: ONNX model has no 'embedding' output")
+        is_embedding = "logits" not in names
+        bank = _decode_array(props[WEIGHTS_KEY], str(path)) if WEIGHTS_KEY in props else None
+        dim = int(meta.get("embedding_dim") or self.session.get_outputs()[0].shape[-1])
+        super().__init__(
+            str(path), meta, str(meta.get("model_fingerprint", "")), is_embedding, dim, bank
+        )
+
+    def _embed(self, chunks: np.ndarray) -> np.ndarray:
+        return self.session.run(["embedding"], {"waveform": chunks})[0]
+
+    def _logits(self, chunks: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"waveform": chunks})[0]

@@ -1,0 +1,371 @@
+"""The public API: `Recognizer.load(model).embed / enroll / verify / identify`.
+
+One object wraps a model (torch checkpoint or self-describing ONNX file) and a speaker
+registry. Audio of any length becomes one embedding the way the model was trained on it:
+decode at the model's rate, drop silence with the training VAD, cut the speech into chunks
+of the training length (half-overlapping), embed every chunk in one batch, and average the
+L2-normalised chunk embeddings (renormalised). Scores are cosine similarities.
+
+>>> from voxid import Recognizer            # doctest: +SKIP
+>>> rec = Recognizer.load("runs/crnn", registry="speakers.db")  # doctest: +SKIP
+>>> rec.enroll("alice", ["a1.wav", "a2.wav"])  # doctest: +SKIP
+>>> rec.verify("alice", "unknown.wav").accepted  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from voxid.audio import AudioError
+from voxid.backends import Backend, load_backend, prepare_chunks
+from voxid.errors import ConfigError, ModelError, RegistryError
+from voxid.registry import Registry, SpeakerRecord, mean_embedding, validate_name
+
+#: Threshold on cosine scores when the model has no calibrated one (`voxid calibrate`).
+DEFAULT_COSINE_THRESHOLD = 0.5
+#: Threshold on class probabilities for pure classifiers without a stored one.
+DEFAULT_PROBABILITY_THRESHOLD = 0.5
+UNKNOWN = "unknown"
+
+AudioInput = str | os.PathLike | bytes | np.ndarray
+
+
+class Candidate(NamedTuple):
+    """One ranked answer of `identify`: unpacks as `(name, score)`."""
+
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The answer of `verify`: `accepted` is `score >= threshold`.
+
+    `source` is "enrolled" or "training" (a training speaker's AAM class weight);
+    `std` is the spread of the score over MC-dropout samples (None when deterministic).
+    """
+
+    name: str
+    score: float
+    threshold: float
+    accepted: bool
+    source: str
+    std: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The answer of `identify`: best match or "unknown", and the ranked candidates.
+
+    `name` is the best candidate when its score reaches `threshold` (open set), else
+    "unknown"; `candidates` are the top-k `(name, score)` pairs, best first, whatever the
+    threshold; `sources` maps each candidate to "enrolled", "training" or "class";
+    `stds` holds MC-dropout spreads (empty when deterministic).
+    """
+
+    name: str
+    score: float
+    threshold: float
+    accepted: bool
+    candidates: list[Candidate]
+    sources: dict[str, str] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (candidates as a list of {name, score, source[, std]})."""
+        out = asdict(self)
+        out["candidates"] = [
+            {
+                "name": c.name,
+                "score": c.score,
+                "source": self.sources.get(c.name, ""),
+                **({"std": self.stds[c.name]} if c.name in self.stds else {}),
+            }
+            for c in self.candidates
+        ]
+        del out["sources"], out["stds"]
+        return out
+
+
+@dataclass(frozen=True)
+class SpeakerInfo:
+    """One speaker the recogniser knows: `source` "enrolled" (registry) or "training"."""
+
+    name: str
+    source: str
+    n_utterances: int = 0
+    created: float | None = None
+    updated: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Recognizer:
+    """Embed, enrol, verify and identify speakers with one model and one registry.
+
+    Build it with `Recognizer.load`. Deterministic unless `mc_samples > 0`, in which case
+    verify/identify scores are means over that many Monte-Carlo-dropout passes, with their
+    standard deviation (torch backend only; enrolment stays deterministic).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: Registry | str | os.PathLike | None = None,
+        *,
+        threshold: float | None = None,
+        mc_samples: int = 0,
+    ) -> None:
+        if not isinstance(mc_samples, int) or mc_samples < 0:
+            raise ConfigError(f"mc_samples: must be a non-negative integer, got {mc_samples!r}")
+        if mc_samples and not backend.supports_mc:
+            raise ModelError(f"{backend.source}: mc_samples needs the torch backend (dropout)")
+        self.backend = backend
+        self.meta = backend.meta
+        self.mc_samples = mc_samples
+        self._registry_arg = registry
+        self._registry: Registry | None = registry if isinstance(registry, Registry) else None
+        self.threshold = self._pick_threshold(threshold)
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint_or_onnx: str | os.PathLike,
+        registry: Registry | str | os.PathLike | None = "speakers.db",
+        *,
+        threshold: float | None = None,
+        device: str = "cpu",
+        mc_samples: int = 0,
+    ) -> Recognizer:
+        """Load a run folder, `.ckpt`, `model.pt` or `.onnx` file and a registry.
+
+        Arguments:
+            checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime).
+            registry: SQLite file of enrolled speakers (opened on first use), a `Registry`,
+                or None for a recogniser that only knows training speakers.
+            threshold: decision threshold overriding the calibrated one stored with the model.
+            device: torch device ("cpu", "cuda"); ONNX uses CUDA when asked and available.
+            mc_samples: MC-dropout passes for probabilistic scores (0: deterministic).
+        """
+        return cls(
+            load_backend(checkpoint_or_onnx, device=device),
+            registry,
+            threshold=threshold,
+            mc_samples=mc_samples,
+        )
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def model_fingerprint(self) -> str:
+        """Short hash of the model weights; the registry refuses other models' embeddings."""
+        return self.backend.fingerprint
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate audio is decoded at."""
+        return self.backend.sample_rate
+
+    @property
+    def registry(self) -> Registry:
+        """The speaker registry (opened on first use, so `embed` alone creates no file)."""
+        if self._registry is None:
+            if self._registry_arg is None:
+                raise RegistryError("no registry: load the recogniser with registry=PATH")
+            self._registry = Registry(self._registry_arg, self.model_fingerprint)
+        elif self._registry.model_fingerprint != self.model_fingerprint:
+            raise RegistryError(
+                f"{self._registry.path}: opened for model "
+                f"{self._registry.model_fingerprint}, this model is "
+                f"{self.model_fingerprint}"
+            )
+        return self._registry
+
+    def _pick_threshold(self, threshold: float | None) -> float:
+        if threshold is not None:
+            if not np.isfinite(threshold):
+                raise ConfigError(f"threshold: must be a finite number, got {threshold!r}")
+            return float(threshold)
+        stored = self.meta.get("threshold")
+        if stored is not None:
+            return float(stored)
+        if self.backend.is_embedding_model:
+            return DEFAULT_COSINE_THRESHOLD
+        return DEFAULT_PROBABILITY_THRESHOLD
+
+    def _require_embeddings(self, what: str) -> None:
+        if not self.backend.is_embedding_model:
+            raise ModelError(
+                f"{self.backend.source}: {self.meta.get('model_name')} is a pure classifier "
+                f"without speaker embeddings; {what} needs an embedding model (crnn, ecapa, "
+                f"resnet34); use identify() for its training speakers"
+            )
+
+    # -- embeddings --------------------------------------------------------------------
+    def embed(self, audio: AudioInput, sr: int | None = None) -> np.ndarray:
+        """One L2-normalised embedding `(D,)` of `audio` (path, bytes, or array with `sr`).
+
+        Raises an AudioError for unreadable audio or less than about 0.5 s of speech.
+        """
+        chunks = prepare_chunks(self.backend, audio, sr)
+        return mean_embedding(self.backend.embed(chunks))
+
+    def embed_many(
+        self,
+        paths: Sequence[AudioInput],
+        batch_size: int = 64,
+        *,
+        progress: bool | None = None,
+        errors: list[tuple[str, str]] | None = None,
+    ) -> np.ndarray:
+        """Embeddings `(N, D)` of many files, chunks of several files batched together.
+
+        Arguments:
+            paths: audio files (or bytes).
+            batch_size: chunks per forward pass.
+            progress: show a rich progress bar (default: when stderr is a terminal).
+            errors: when a list is given, unreadable files are appended as `(path, message)`
+                and get a NaN row instead of raising.
+        """
+        from voxid.backends import embed_batched
+
+        return embed_batched(
+            self.backend, list(paths), batch_size, progress=progress, errors=errors
+        )
+
+    def _samples(self, audio: AudioInput, sr: int | None) -> np.ndarray:
+        """Query embeddings `(K, D)`: one deterministic row, or `mc_samples` MC-dropout rows."""
+        chunks = prepare_chunks(self.backend, audio, sr)
+        if not self.mc_samples:
+            return mean_embedding(self.backend.embed(chunks))[None]
+        return np.stack([mean_embedding(e) for e in self.backend.embed_mc(chunks, self.mc_samples)])
+
+    # -- registry ----------------------------------------------------------------------
+    def enroll(
+        self,
+        name: str,
+        audios: AudioInput | Iterable[AudioInput],
+        *,
+        replace: bool = False,
+        metadata: dict[str, Any] | None = None,
+        sr: int | None = None,
+    ) -> SpeakerRecord:
+        """Enrol `name` from one or several utterances; returns the stored record.
+
+        Each utterance is embedded on its own and stored; the speaker's reference is the
+        mean of the L2-normalised utterance embeddings, renormalised, so every utterance
+        weighs the same whatever its length and the reference lies on the unit sphere the
+        cosine scorer compares on. Enrolling a known name adds these utterances to the
+        stored ones (the reference is recomputed from all); `replace=True` starts afresh.
+        """
+        self._require_embeddings("enrol")
+        name = validate_name(name)
+        if isinstance(audios, (str, os.PathLike, bytes, np.ndarray)):
+            audios = [audios]
+        embs = [self.embed(a, sr) for a in audios]
+        if not embs:
+            raise ConfigError(f"enroll {name!r}: no audio given")
+        return self.registry.add(name, np.stack(embs), replace=replace, metadata=metadata)
+
+    def remove(self, name: str) -> None:
+        """Remove an enrolled speaker (RegistryError if not enrolled)."""
+        self.registry.remove(name)
+
+    def speakers(self) -> list[SpeakerInfo]:
+        """Enrolled speakers, then training speakers not enrolled under the same name (those
+        with an AAM class weight, or a pure classifier's classes, which identify answers)."""
+        out = []
+        if self._registry_arg is not None or self._registry is not None:
+            out = [
+                SpeakerInfo(r.name, "enrolled", r.n_utterances, r.created, r.updated, r.metadata)
+                for r in self.registry.speakers()
+            ]
+        enrolled = {s.name for s in out}
+        listed = self.backend.has_class_bank or not self.backend.is_embedding_model
+        return out + [
+            SpeakerInfo(n, "training") for n in self.backend.labels if listed and n not in enrolled
+        ]
+
+    def _references(self) -> tuple[list[str], np.ndarray, list[str]]:
+        names, refs = [], []
+        if self._registry_arg is not None or self._registry is not None:
+            names, refs = self.registry.centroids()
+            refs = list(refs)
+        sources = ["enrolled"] * len(names)
+        if self.backend.has_class_bank:
+            known = set(names)
+            for label, w in zip(self.backend.labels, self.backend.class_weights, strict=True):
+                if label not in known:
+                    names.append(label), refs.append(w), sources.append("training")
+        dim = self.backend.embedding_dim
+        return names, np.stack(refs) if refs else np.zeros((0, dim), np.float32), sources
+
+    # -- decisions ---------------------------------------------------------------------
+    def verify(self, name: str, audio: AudioInput, sr: int | None = None) -> Verification:
+        """Is `audio` spoken by `name`? Scores against the enrolled reference, or, for a
+        speaker seen in training and not enrolled, against its AAM class weight."""
+        self._require_embeddings("verify")
+        names, refs, sources = self._references()
+        clean = str(name).strip()
+        if clean not in names:
+            raise RegistryError(f"speaker {clean!r}: not enrolled and not a training speaker")
+        i = names.index(clean)
+        scores = self._samples(audio, sr) @ refs[i]
+        score = float(scores.mean())
+        return Verification(
+            clean,
+            score,
+            self.threshold,
+            score >= self.threshold,
+            sources[i],
+            float(scores.std()) if self.mc_samples else None,
+        )
+
+    def identify(self, audio: AudioInput, top_k: int = 5, sr: int | None = None) -> Identification:
+        """Rank known speakers for `audio`: enrolled and training speakers by cosine score, or
+        a pure classifier's classes by softmax probability; "unknown" when none passes."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k: must be a positive integer, got {top_k!r}")
+        if self.backend.is_embedding_model:
+            names, refs, sources = self._references()
+            if not names:
+                raise RegistryError("identify: no enrolled or training speakers to compare with")
+            scores = self._samples(audio, sr) @ refs.T  # (K, N)
+        else:
+            chunks = prepare_chunks(self.backend, audio, sr)
+            k = self.mc_samples
+            probs = (
+                [self.backend.classify(chunks)] if not k else self.backend.classify_mc(chunks, k)
+            )
+            scores = np.stack([p.mean(axis=0) for p in probs])
+            names, sources = list(self.backend.labels), ["class"] * len(self.backend.labels)
+        mean, std = scores.mean(axis=0), scores.std(axis=0)
+        order = np.argsort(-mean, kind="stable")[:top_k]
+        cands = [Candidate(names[i], float(mean[i])) for i in order]
+        best = cands[0]
+        accepted = best.score >= self.threshold
+        return Identification(
+            best.name if accepted else UNKNOWN,
+            best.score,
+            self.threshold,
+            accepted,
+            cands,
+            {names[i]: sources[i] for i in order},
+            {names[i]: float(std[i]) for i in order} if self.mc_samples else {},
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Recognizer({self.backend.source}, backend={self.backend.kind}, "
+            f"threshold={self.threshold:.3f})"
+        )
+
+
+__all__ = ["AudioError", "Candidate", "Identification", "Recognizer", "SpeakerInfo", "Verification"]

@@ -1,0 +1,118 @@
+"""The recogniser commands, run through the real typer app and a real `voxid` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from test_recognizer import make_model
+from voxid.cli import app
+
+
+def run(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("cli") / "model.pt")
+
+
+def test_enroll_verify_identify_speakers(model, speech_corpus, tmp_path):
+    db = str(tmp_path / "speakers.db")
+    alice = sorted((speech_corpus / "alice").glob("*.wav"))
+    env = {"VOXID_MODEL": str(model), "VOXID_REGISTRY": db}
+    out = json.loads(run("enroll", "alice", str(alice[0]), str(alice[1]), "--json", env=env))
+    assert out["n_utterances"] == 2 and out["registry"] == db
+    out = json.loads(run("enroll", "alice", str(alice[2]), "--json", env=env))
+    assert out["n_utterances"] == 3
+
+    v = json.loads(run("verify", "alice", str(alice[3]), "--json", "--threshold", "0.2", env=env))
+    assert v["name"] == "alice" and v["threshold"] == 0.2 and v["accepted"] == (v["score"] >= 0.2)
+    assert "score" in run("verify", "alice", str(alice[3]), env=env)
+
+    ident = json.loads(run("identify", str(alice[4]), str(alice[5]), "-k", "2", "--json", env=env))
+    assert set(ident) == {str(alice[4]), str(alice[5])}
+    assert all(len(r["candidates"]) == 2 for r in ident.values())
+
+    listed = json.loads(run("speakers", "list", "--json", "--registry", db))
+    assert [(s["name"], s["n_utterances"]) for s in listed] == [("alice", 3)]
+    with_training = json.loads(run("speakers", "list", "--json", env=env))
+    assert {s["source"] for s in with_training} == {"enrolled", "training"}
+    run("speakers", "remove", "alice", "--registry", db)
+    assert json.loads(run("speakers", "--json", "--registry", db)) == []
+
+
+def test_embed_skips_bad_files(model, speech_corpus, tmp_path):
+    files = sorted((speech_corpus / "chloe").glob("*.wav"))[:2]
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"not audio at all")
+    out_path = tmp_path / "emb.npy"
+    out = json.loads(
+        run(
+            "embed",
+            str(files[0]),
+            str(bad),
+            str(files[1]),
+            "-o",
+            str(out_path),
+            "--model",
+            str(model),
+            "--json",
+        )
+    )
+    embs = np.load(out_path)
+    assert out["shape"] == [3, 32] and embs.shape == (3, 32)
+    assert np.isnan(embs[1]).all() and np.isfinite(embs[[0, 2]]).all()
+    assert out["skipped"][0]["file"] == str(bad)
+
+
+def test_export_and_calibrate(model, speech_corpus, tmp_path):
+    import shutil
+
+    from voxid.data import assign_splits, load_corpus
+    from voxid.data.store import PrepareConfig, prepare
+
+    onnx = tmp_path / "m.onnx"
+    rep = json.loads(run("export", str(model), "--onnx", str(onnx), "--json"))
+    assert onnx.is_file() and rep["max_abs_diff"] <= 1e-4
+
+    store = tmp_path / "store.h5"
+    corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.5, 0.0))
+    prepare(corpus, store, PrepareConfig(), workers=1)
+    run_copy = tmp_path / "run.pt"
+    shutil.copy(model, run_copy)
+    cal = json.loads(
+        run("calibrate", str(run_copy), "--data", str(store), "--split", "val", "--eer", "--json")
+    )
+    assert cal["kind"] == "cosine:eer" and cal["n_speakers"] == 4
+    assert 0 <= cal["far"] <= 1 and 0 <= cal["frr"] <= 1
+    from voxid.recognizer import Recognizer
+
+    assert Recognizer.load(run_copy, None).threshold == pytest.approx(cal["threshold"])
+    cal = json.loads(
+        run("calibrate", str(run_copy), "--data", str(store), "--far", "0.25", "--json")
+    )
+    assert cal["kind"] == "cosine:far=0.25" and cal["far"] <= 0.25
+
+
+def test_errors_exit_1_with_one_line(model, tmp_path, speech_wav):
+    env = {**os.environ, "VOXID_MODEL": str(model), "VOXID_REGISTRY": str(tmp_path / "s.db")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxid", "verify", "nobody", str(speech_wav)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "error: speaker 'nobody': not enrolled and not a training speaker"
+    )

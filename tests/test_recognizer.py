@@ -1,0 +1,287 @@
+"""The Recognizer API on real (espeak-ng) speech with small real models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from voxid.audio import AudioError
+from voxid.backends import NotEnoughSpeech, speech_chunks
+from voxid.errors import ConfigError, ModelError, RegistryError
+from voxid.recognizer import Recognizer
+from voxid.vad import VadConfig
+
+SMALL = {
+    "crnn": dict(
+        conv_channels=(8, 16, 16),
+        gru_hidden=32,
+        attention_channels=16,
+        mlp_hidden=64,
+        embedding_dim=32,
+    ),
+    "ecapa": dict(
+        channels=32, mfa_channels=96, se_channels=8, attention_channels=16, embedding_dim=24
+    ),
+    "seed_cnn": dict(hidden=16),
+}
+TRAIN_LABELS = ["tr_a", "tr_b", "tr_c"]
+
+
+def make_model(path: Path, name: str = "crnn", seed: int = 0, **meta_kw) -> Path:
+    """A random-init model written as a real inference file (deterministic per seed)."""
+    from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(name, n_classes=len(TRAIN_LABELS), **SMALL[name])
+    audio = {
+        "sample_rate": model.feature_config.sample_rate,
+        "vad": VadConfig().to_dict(),
+        "chunk": {"seconds": 1.0},
+    }
+    meta = make_meta(model, TRAIN_LABELS, audio_config=audio, **meta_kw)
+    save_inference_file(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crnn_file(tmp_path_factory) -> Path:
+    return make_model(tmp_path_factory.mktemp("models") / "crnn.pt")
+
+
+@pytest.fixture
+def rec(crnn_file, tmp_path) -> Recognizer:
+    return Recognizer.load(crnn_file, registry=tmp_path / "speakers.db")
+
+
+def _files(corpus: Path, speaker: str) -> list[Path]:
+    return sorted((corpus / speaker).glob("*.wav"))
+
+
+def test_embed_inputs_agree(rec, speech_wav):
+    by_path = rec.embed(speech_wav)
+    assert by_path.shape == (32,) and by_path.dtype == np.float32
+    assert abs(np.linalg.norm(by_path) - 1) < 1e-5
+    np.testing.assert_array_equal(rec.embed(str(speech_wav)), by_path)  # deterministic
+    np.testing.assert_array_equal(rec.embed(speech_wav.read_bytes()), by_path)
+    wav, sr = sf.read(speech_wav, dtype="float32")
+    assert sr != rec.sample_rate  # 22.05 kHz file, resampled to the model's 16 kHz
+    np.testing.assert_allclose(rec.embed(wav, sr=sr), by_path, atol=1e-4)
+    flac = speech_wav.with_suffix(".flac")
+    sf.write(flac, wav, sr)
+    assert np.dot(rec.embed(flac), by_path) > 0.999
+
+
+def test_speech_chunks_cover_long_audio():
+    sr = 16000
+    wav = np.sin(np.arange(int(3.3 * sr)) / 3.0).astype(np.float32)
+    chunks = speech_chunks(wav, sr, VadConfig(enabled=False), 1.0)
+    # short speech: back-to-back 1-s windows, the last one aligned to the end
+    assert chunks.shape == (4, sr)
+    np.testing.assert_array_equal(chunks[2], wav[2 * sr : 3 * sr])
+    np.testing.assert_array_equal(chunks[-1], wav[-sr:])
+    long = np.tile(wav, 3)  # 9.9 s: half-overlapping windows
+    chunks = speech_chunks(long, sr, VadConfig(enabled=False), 1.0)
+    assert chunks.shape == (19, sr)
+    np.testing.assert_array_equal(chunks[1], long[sr // 2 : sr // 2 + sr])
+    np.testing.assert_array_equal(chunks[-1], long[-sr:])
+    short = speech_chunks(wav[: int(0.6 * sr)], sr, VadConfig(enabled=False), 1.0)
+    assert short.shape == (1, sr)  # repeated to one window, not zero-padded
+    assert np.count_nonzero(short) > 0.99 * sr
+
+
+def test_long_file_embeds(rec, speech_corpus, tmp_path):
+    parts = [sf.read(f, dtype="float32")[0] for f in _files(speech_corpus, "bruno")[:5]]
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate(parts), 22050)
+    emb = rec.embed(long)
+    assert abs(np.linalg.norm(emb) - 1) < 1e-5
+    assert np.dot(emb, rec.embed(_files(speech_corpus, "bruno")[0])) > 0.5
+
+
+def test_bad_audio(rec, tmp_path, write_wav):
+    from conftest import tone
+
+    short = np.concatenate([tone(0.3), np.zeros(16000, np.float32)])
+    with pytest.raises(NotEnoughSpeech, match=r"short.wav: only 0\.\d+ s of speech"):
+        rec.embed(write_wav("short.wav", short))
+    with pytest.raises(AudioError, match=r"junk.wav"):
+        junk = tmp_path / "junk.wav"
+        junk.write_bytes(b"RIFF not really a wave file" * 10)
+        rec.embed(junk)
+    with pytest.raises(AudioError, match=r"missing.wav"):
+        rec.embed(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="digital silence"):
+        rec.embed(np.zeros(16000, np.float32), sr=16000)
+    with pytest.raises(AudioError, match="NaN"):
+        rec.embed(np.full(16000, np.nan, np.float32), sr=16000)
+    with pytest.raises(ConfigError, match="sr"):
+        rec.embed(tone(1.0))
+    with pytest.raises(ConfigError, match="expected a path"):
+        rec.embed(12345)
+
+
+def test_enroll_verify_identify_remove(rec, speech_corpus):
+    alice, bruno = _files(speech_corpus, "alice"), _files(speech_corpus, "bruno")
+    record = rec.enroll("alice", alice[:2])
+    assert record.n_utterances == 2
+    expected = rec.embed(alice[0]) + rec.embed(alice[1])
+    np.testing.assert_allclose(record.centroid, expected / np.linalg.norm(expected), atol=1e-5)
+    again = rec.enroll("alice", alice[2])  # a repeated enrolment adds utterances
+    assert again.n_utterances == 3
+    np.testing.assert_allclose(rec.registry.embeddings("alice")[2], rec.embed(alice[2]), atol=1e-6)
+    assert rec.enroll("alice", alice[:1], replace=True).n_utterances == 1
+    rec.enroll("bruno", bruno[:2])
+
+    v = rec.verify("alice", alice[3])
+    assert v.source == "enrolled" and v.threshold == rec.threshold and v.std is None
+    assert v.accepted == (v.score >= v.threshold)
+    assert abs(v.score - float(rec.embed(alice[3]) @ rec.registry.get("alice").centroid)) < 1e-5
+
+    ident = rec.identify(bruno[4], top_k=3)
+    assert len(ident.candidates) == 3
+    scores = [c.score for c in ident.candidates]
+    assert scores == sorted(scores, reverse=True)
+    name, score = ident.candidates[0]  # candidates unpack as (name, score)
+    assert (ident.name, ident.accepted) == (
+        (name, True) if score >= rec.threshold else ("unknown", False)
+    )
+    assert {ident.sources[n] for n, _ in ident.candidates} <= {"enrolled", "training"}
+
+    strict = Recognizer.load(rec.backend.source, rec.registry, threshold=1.01)
+    assert strict.identify(bruno[4]).name == "unknown"  # open set: nobody passes
+
+    names = {(s.name, s.source) for s in rec.speakers()}
+    assert names == {
+        ("alice", "enrolled"),
+        ("bruno", "enrolled"),
+        *((t, "training") for t in TRAIN_LABELS),
+    }
+    rec.remove("bruno")
+    assert "bruno" not in {s.name for s in rec.speakers()}
+    with pytest.raises(RegistryError, match="'bruno': not enrolled"):
+        rec.remove("bruno")
+    with pytest.raises(RegistryError, match="'nobody': not enrolled and not a training"):
+        rec.verify("nobody", alice[3])
+    with pytest.raises(RegistryError, match="speaker name"):
+        rec.enroll("../../etc", alice[:1])
+    with pytest.raises(ConfigError, match="top_k"):
+        rec.identify(alice[3], top_k=0)
+
+
+def test_training_speakers_use_the_class_bank(rec, crnn_file, speech_wav):
+    from voxid.checkpoint import load_checkpoint
+
+    _, model = load_checkpoint(crnn_file)
+    v = rec.verify("tr_b", speech_wav)
+    assert v.source == "training"
+    weight = model.head.weight[1].detach().numpy()
+    expected = float(rec.embed(speech_wav) @ (weight / np.linalg.norm(weight)))
+    assert abs(v.score - expected) < 1e-5
+
+
+def test_other_model_is_refused(rec, tmp_path, speech_wav):
+    rec.enroll("alice", speech_wav)
+    other = make_model(tmp_path / "other.pt", seed=1)
+    other_rec = Recognizer.load(other, registry=tmp_path / "speakers.db")
+    with pytest.raises(
+        RegistryError,
+        match=f"model {rec.model_fingerprint}.*this model is {other_rec.model_fingerprint}",
+    ):
+        other_rec.enroll("bob", speech_wav)
+
+
+def test_stored_threshold_and_override(tmp_path, speech_wav):
+    path = make_model(tmp_path / "m.pt", threshold=0.42, threshold_kind="cosine:eer")
+    assert Recognizer.load(path, None).threshold == 0.42
+    assert Recognizer.load(path, None, threshold=0.7).threshold == 0.7
+    with pytest.raises(RegistryError, match="no registry"):
+        Recognizer.load(path, None).enroll("alice", speech_wav)
+    # an authentication model's classes (member / outsider) are not speakers
+    auth = Recognizer.load(make_model(tmp_path / "auth.pt", mode="authenticate"), None)
+    assert auth.speakers() == []
+
+
+def test_mc_dropout_gives_a_spread(crnn_file, tmp_path, speech_corpus):
+    alice = _files(speech_corpus, "alice")
+    rec = Recognizer.load(crnn_file, tmp_path / "s.db", mc_samples=6)
+    rec.enroll("alice", alice[:2])
+    v1, v2 = rec.verify("alice", alice[3]), rec.verify("alice", alice[3])
+    assert v1.std is not None and v1.std > 0
+    assert v1.score != v2.score  # sampled, unlike the deterministic default
+    ident = rec.identify(alice[3])
+    assert set(ident.stds) == {c.name for c in ident.candidates}
+    # enrolment stays deterministic under MC dropout
+    det = Recognizer.load(crnn_file, None)
+    np.testing.assert_allclose(rec.embed(alice[0]), det.embed(alice[0]), atol=1e-6)
+    with pytest.raises(ConfigError, match="mc_samples"):
+        Recognizer.load(crnn_file, None, mc_samples=-1)
+
+
+def test_pure_classifier(tmp_path, speech_corpus):
+    rec = Recognizer.load(make_model(tmp_path / "cnn.pt", "seed_cnn"), tmp_path / "s.db")
+    wav = _files(speech_corpus, "chloe")[0]
+    ident = rec.identify(wav, top_k=3)
+    assert [c.name for c in ident.candidates] and {
+        ident.sources[c.name] for c in ident.candidates
+    } == {"class"}
+    total = sum(c.score for c in ident.candidates)
+    assert 0 < total <= 1 + 1e-5  # softmax probabilities over the training classes
+    assert [(s.name, s.source) for s in rec.speakers()] == [(t, "training") for t in TRAIN_LABELS]
+    for call in (lambda: rec.enroll("alice", wav), lambda: rec.verify("tr_a", wav)):
+        with pytest.raises(ModelError, match="pure classifier"):
+            call()
+
+
+def test_embed_many_batches_and_skips(rec, speech_corpus, tmp_path):
+    files = _files(speech_corpus, "david")[:3]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"nope")
+    errors: list = []
+    embs = rec.embed_many([files[0], bad, files[1], files[2]], batch_size=4, errors=errors)
+    assert embs.shape == (4, 32) and np.isnan(embs[1]).all()
+    assert len(errors) == 1 and "bad.wav" in errors[0][0]
+    for row, f in zip(embs[[0, 2, 3]], files, strict=True):
+        np.testing.assert_allclose(row, rec.embed(f), atol=1e-5)
+    with pytest.raises(AudioError):
+        rec.embed_many([bad])
+
+
+def test_no_lightning_on_import():
+    code = (
+        "import sys, voxid.recognizer, voxid.export, voxid.registry; "
+        "print(any(m in sys.modules for m in ('lightning', 'pytorch_lightning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _trained(request) -> Path:
+    try:
+        return Path(request.getfixturevalue("trained_model"))
+    except pytest.FixtureLookupError:
+        pytest.skip("trained_model fixture not available")
+
+
+@pytest.mark.slow
+def test_trained_model_tells_voices_apart(request, speech_corpus, tmp_path):
+    rec = Recognizer.load(_trained(request), tmp_path / "s.db")
+    enrolled = ["alice", "bruno", "chloe"]
+    for name in enrolled:
+        rec.enroll(name, _files(speech_corpus, name)[:3])
+    hits = [
+        rec.identify(f).candidates[0].name == name
+        for name in enrolled
+        for f in _files(speech_corpus, name)[5:]
+    ]
+    assert np.mean(hits) >= 0.8
+    # a never-enrolled voice scores lower against the others than they do against themselves
+    own = np.mean([rec.verify(n, _files(speech_corpus, n)[6]).score for n in enrolled])
+    stranger = max(rec.verify(n, _files(speech_corpus, "david")[6]).score for n in enrolled)
+    assert stranger < own

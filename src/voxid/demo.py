@@ -29,6 +29,14 @@ VOICES: tuple[tuple[str, str, str, int, int], ...] = (
     ("jonas", "en-gb-x-gbcwmd", "m4", 40, 190),
     ("karen", "en-us", "f1", 90, 155),
     ("louis", "en-gb", "m6", 52, 135),
+    ("mateo", "es", "pablo", 45, 160),
+    ("nadia", "en-us", "Annie", 60, 170),
+    ("oliver", "en-gb-x-rp", "robert", 38, 150),
+    ("priya", "en-029", "Andy", 70, 165),
+    ("quentin", "fr", "michel", 42, 155),
+    ("ruth", "en-gb", "linda", 75, 145),
+    ("simon", "en-gb-scotland", "paul", 30, 175),
+    ("tessa", "en-us", "steph", 85, 160),
 )
 
 _SUBJECTS = ("The old captain", "A quiet student", "My neighbour", "The young doctor",
@@ -60,7 +68,7 @@ class DemoCorpus:
     files_per_speaker: int
 
 
-def synthesize_corpus(out: str | Path, n_speakers: int = 12, n_sentences: int = 40,
+def synthesize_corpus(out: str | Path, n_speakers: int = 20, n_sentences: int = 30,
                       *, offset: int = 0) -> DemoCorpus:
     """Speak `n_sentences` sentences with each of `n_speakers` voices into `out/<speaker>/`.
 

@@ -209,8 +209,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo-corpus")
     def demo_corpus(
         out: Path = typer.Argument(..., help="Output folder."),
-        speakers: int = typer.Option(12, help="Number of voices (1-12)."),
-        sentences: int = typer.Option(40, help="Sentences per voice."),
+        speakers: int = typer.Option(20, help="Number of voices (1-20)."),
+        sentences: int = typer.Option(30, help="Sentences per voice."),
     ) -> None:
         """Synthesise a small multi-speaker corpus with espeak-ng (for demos and tests)."""
         from voxid.demo import synthesize_corpus

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make demo`: the whole voxid pipeline end to end, on the built-in espeak-ng corpus or on
+# DATA=path/to/speaker/folders. Prepare, EDA, train, evaluate, calibrate, export to ONNX,
+# enrol two voices that the model never saw, identify a third utterance of one of them, and
+# reject a voice that was never enrolled. Everything lands in $DEMO_OUT (default demo/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+OUT=${DEMO_OUT:-demo}
+MODEL=${DEMO_MODEL:-crnn}
+MINUTES=${DEMO_MINUTES:-4}          # training time cap
+EPOCHS=${DEMO_EPOCHS:-12}
+case "$MODEL" in
+  crnn) FEATURES=logmel ;; ecapa|resnet34) FEATURES=fbank ;; seed_cnn) FEATURES=image ;;
+  gmm) FEATURES=mfcc ;; *) echo "demo: unknown DEMO_MODEL=$MODEL" >&2; exit 2 ;;
+esac
+start=$SECONDS
+step() { printf '\n\033[1;34m[%3ds] %s\033[0m\n' $((SECONDS - start)) "$*"; }
+mkdir -p "$OUT"
+
+if [ -z "${DATA:-}" ]; then
+  DATA=$OUT/data
+  step "Synthesising the demo corpus: 20 espeak-ng voices x 30 sentences -> $DATA"
+  voxid demo-corpus "$DATA" --speakers 20 --sentences 30
+fi
+[ -d "$DATA" ] || { echo "demo: DATA=$DATA is not a folder" >&2; exit 2; }
+
+# Three speakers stay out of training: two are enrolled later (no retraining), one is a
+# stranger who must come out as "unknown".
+eval "$(python scripts/demo_pick.py "$DATA")"
+step "Held out of training: enrol $ENROL_A and $ENROL_B, stranger $STRANGER"
+
+step "Preparing $DATA -> $OUT/store.h5 ($FEATURES features, 1-s chunks, 70/15/15 split)"
+voxid prepare "$DATA" -o "$OUT/store.h5" --features "$FEATURES" --split 0.7,0.15,0.15 \
+  --exclude-speakers "$ENROL_A,$ENROL_B,$STRANGER" --workers 2
+
+step "Exploring the corpus -> $OUT/report/eda"
+voxid eda "$DATA" -o "$OUT/report/eda" --max-files 300
+
+step "Training $MODEL (at most $MINUTES min) -> $OUT/runs/$MODEL"
+rm -rf "$OUT/runs/$MODEL"
+voxid train "$MODEL" --data "$OUT/store.h5" -o "$OUT/runs/$MODEL" \
+  epochs="$EPOCHS" max_minutes="$MINUTES"
+
+step "Evaluating on the test split -> $OUT/report/eval"
+voxid evaluate "$OUT/runs/$MODEL" --data "$OUT/store.h5" --split test -o "$OUT/report/eval"
+
+MODEL_FILE="$OUT/runs/$MODEL"
+if [ "$MODEL" != gmm ] && [ "$MODEL" != seed_cnn ]; then
+  step "Calibrating the verification threshold on the val split (FAR 1%)"
+  voxid calibrate "$OUT/runs/$MODEL" --data "$OUT/store.h5" --split val --far 0.01
+
+  step "Exporting to ONNX -> $OUT/model.onnx"
+  voxid export "$OUT/runs/$MODEL" --onnx "$OUT/model.onnx"
+  MODEL_FILE="$OUT/model.onnx"
+
+  step "Enrolling $ENROL_A and $ENROL_B (two utterances each) into $OUT/speakers.db"
+  rm -f "$OUT/speakers.db"
+  voxid enroll "$ENROL_A" "${FILES_A[0]}" "${FILES_A[1]}" -m "$MODEL_FILE" -r "$OUT/speakers.db"
+  voxid enroll "$ENROL_B" "${FILES_B[0]}" "${FILES_B[1]}" -m "$MODEL_FILE" -r "$OUT/speakers.db"
+
+  step "Identifying a third utterance of $ENROL_A, and the stranger $STRANGER"
+  voxid identify "${FILES_A[2]}" -m "$MODEL_FILE" -r "$OUT/speakers.db" --json > "$OUT/id_known.json"
+  voxid identify "$STRANGER_FILE" -m "$MODEL_FILE" -r "$OUT/speakers.db" --json > "$OUT/id_stranger.json"
+  voxid verify "$ENROL_A" "${FILES_A[2]}" -m "$MODEL_FILE" -r "$OUT/speakers.db" --json > "$OUT/verify.json"
+fi
+
+step "Summary ($((SECONDS - start)) s)"
+python scripts/demo_summary.py "$OUT" "$MODEL" "${ENROL_A}" "${STRANGER}"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import quick, write_result  # noqa: E402
+from common import quick, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work"
@@ -52,8 +52,17 @@ def prepare(name: str, sources: list[Path], features: str, *extra: str) -> Path:
     """Prepare (once) a store bench/work/<name>_<features>.h5."""
     out = WORK / f"{name}_{features}.h5"
     if not out.exists():
-        voxid("prepare", *map(str, sources), "-o", str(out), "--features", features,
-              "--workers", "2", *extra)
+        voxid(
+            "prepare",
+            *map(str, sources),
+            "-o",
+            str(out),
+            "--features",
+            features,
+            "--workers",
+            "2",
+            *extra,
+        )
     return out
 
 
@@ -66,8 +75,18 @@ def train(run: str, model: str, store: Path, minutes: float, *overrides: str) ->
 
             shutil.rmtree(out)
         extra = ["epochs=3", "max_minutes=1"] if quick() else [f"max_minutes={minutes}"]
-        voxid("train", model, "--data", str(store), "-o", str(out), "-q", *extra, *overrides,
-              log=WORK / "logs" / f"{run}.log")
+        voxid(
+            "train",
+            model,
+            "--data",
+            str(store),
+            "-o",
+            str(out),
+            "-q",
+            *extra,
+            *overrides,
+            log=WORK / "logs" / f"{run}.log",
+        )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -108,19 +127,37 @@ def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
     for model in models:
         feats = FEATURES[model]
         chunking = ["--no-chunk"] if feats == "image" else ["--no-vad", "--chunk", "1.0"]
-        store = prepare("pa", [data / "asc30"], feats, "--split-rule", SPLIT_PA,
-                        "--val-from-train", "0.1", *chunking)
+        store = prepare(
+            "pa",
+            [data / "asc30"],
+            feats,
+            "--split-rule",
+            SPLIT_PA,
+            "--val-from-train",
+            "0.1",
+            *chunking,
+        )
         metrics = train(f"pa_{model}", model, store, minutes)
         summ = evaluate(f"pa_{model}", store, "--split", "test")["summary"]
-        rows.append({"model": model, "top1": summ.get("top1_accuracy"),
-                     "top5": summ.get("top5_accuracy"), "macro_f1": summ.get("macro_f1"),
-                     **_speed(metrics)})
+        rows.append(
+            {
+                "model": model,
+                "top1": summ.get("top1_accuracy"),
+                "top5": summ.get("top5_accuracy"),
+                "macro_f1": summ.get("macro_f1"),
+                **_speed(metrics),
+            }
+        )
     rows += [
         {"model": "reference: MFCC + GMM (issue)", "top1": 0.908},
         {"model": "reference: Resemblyzer nearest centroid (issue)", "top1": 0.859},
     ]
-    write_result("pa", "P-A: closed-set identification, asc30 (30 speakers, test on take 04)",
-                 rows, notes=_notes(models, minutes, "pa"))
+    write_result(
+        "pa",
+        "P-A: closed-set identification, asc30 (30 speakers, test on take 04)",
+        rows,
+        notes=_notes(models, minutes, "pa"),
+    )
 
 
 def protocol_pb(data: Path, models: list[str], minutes: float) -> None:
@@ -128,20 +165,50 @@ def protocol_pb(data: Path, models: list[str], minutes: float) -> None:
     rows = []
     for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
         feats = FEATURES[model]
-        store = prepare("pb", [data / "asc30"], feats, "--split-rule", SPLIT_PA,
-                        "--val-from-train", "0.1", "--unseen-speakers", UNSEEN,
-                        "--no-vad", "--chunk", "1.0")
+        store = prepare(
+            "pb",
+            [data / "asc30"],
+            feats,
+            "--split-rule",
+            SPLIT_PA,
+            "--val-from-train",
+            "0.1",
+            "--unseen-speakers",
+            UNSEEN,
+            "--no-vad",
+            "--chunk",
+            "1.0",
+        )
         members = ",".join(f"{i:08d}" for i in range(1, 6))
-        metrics = train(f"pb_{model}", model, store, minutes, "mode=authenticate",
-                        f"members=[{members}]")
+        metrics = train(
+            f"pb_{model}", model, store, minutes, "mode=authenticate", f"members=[{members}]"
+        )
         summ = evaluate(f"pb_{model}", store, "--split", "test")["summary"]
-        rows.append({"model": model, **{k: summ.get(k) for k in (
-            "eer", "far", "far_seen", "far_unseen", "frr", "accuracy")},
-            "threshold": metrics.get("threshold"), **_speed(metrics)})
-    rows.append({"model": "reference: CNN-RNN paper (all outsiders seen)", "eer": 0.038,
-                 "far": 0.002, "frr": 0.074})
-    write_result("pb", "P-B: authentication, asc30 (members 01-05; outsiders seen 06-20, "
-                 "never seen 21-30)", rows, notes=_notes(models, minutes, "pb"))
+        rows.append(
+            {
+                "model": model,
+                **{
+                    k: summ.get(k)
+                    for k in ("eer", "far", "far_seen", "far_unseen", "frr", "accuracy")
+                },
+                "threshold": metrics.get("threshold"),
+                **_speed(metrics),
+            }
+        )
+    rows.append(
+        {
+            "model": "reference: CNN-RNN paper (all outsiders seen)",
+            "eer": 0.038,
+            "far": 0.002,
+            "frr": 0.074,
+        }
+    )
+    write_result(
+        "pb",
+        "P-B: authentication, asc30 (members 01-05; outsiders seen 06-20, never seen 21-30)",
+        rows,
+        notes=_notes(models, minutes, "pb"),
+    )
 
 
 def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
@@ -149,34 +216,68 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
     rows = []
     for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
         feats = FEATURES[model]
-        train_store = prepare("pc_train", [data / d for d in ("librispeech-100", "fsdd",
-                              "voxforge", "asc30")], feats, "--exclude-speakers", UNSEEN,
-                              "--split", "0.9,0.1,0")
-        eval_store = prepare("pc_eval", [data / "asc30"], feats, "--speakers", UNSEEN,
-                             "--split-rule", "take:01,02,03=enroll;04=test", "--no-vad",
-                             "--chunk", "1.0")
+        train_store = prepare(
+            "pc_train",
+            [data / d for d in ("librispeech-100", "fsdd", "voxforge", "asc30")],
+            feats,
+            "--exclude-speakers",
+            UNSEEN,
+            "--split",
+            "0.9,0.1,0",
+        )
+        eval_store = prepare(
+            "pc_eval",
+            [data / "asc30"],
+            feats,
+            "--speakers",
+            UNSEEN,
+            "--split-rule",
+            "take:01,02,03=enroll;04=test",
+            "--no-vad",
+            "--chunk",
+            "1.0",
+        )
         metrics = train(f"pc_{model}", model, train_store, minutes)
-        report = evaluate(f"pc_{model}", eval_store, "--verify", "--enroll-split", "enroll",
-                          "--test-split", "test")
+        report = evaluate(
+            f"pc_{model}",
+            eval_store,
+            "--verify",
+            "--enroll-split",
+            "enroll",
+            "--test-split",
+            "test",
+        )
         summ = report["summary"]
-        rows.append({"model": model, "eer": summ.get("eer"),
-                     "min_dcf_0.01": summ.get("min_dcf_0.01"),
-                     "trials": _find(report, "n_trials"), "targets": _find(report, "n_target"),
-                     **_speed(metrics)})
+        rows.append(
+            {
+                "model": model,
+                "eer": summ.get("eer"),
+                "min_dcf_0.01": summ.get("min_dcf_0.01"),
+                "trials": _find(report, "n_trials"),
+                "targets": _find(report, "n_target"),
+                **_speed(metrics),
+            }
+        )
     rows += [
         {"model": "reference: Resemblyzer pretrained (issue)", "eer": 0.133},
         {"model": "reference: MFCC + GMM, cohort-normalised (issue)", "eer": 0.098},
     ]
-    write_result("pc", "P-C: verification of speakers never seen in training (asc30 21-30)",
-                 rows, notes=_notes(models, minutes, "pc"))
+    write_result(
+        "pc",
+        "P-C: verification of speakers never seen in training (asc30 21-30)",
+        rows,
+        notes=_notes(models, minutes, "pc"),
+    )
 
 
 def _notes(models: list[str], minutes: float, name: str) -> str:
     logs = WORK / "logs"
-    return (f"Each model trained with `max_minutes={minutes}` on the 2-core CPU; the exact "
-            f"prepare/train/evaluate commands are printed by the script and logged under "
-            f"{logs.relative_to(ROOT)}/{name}_*.log. Reference rows are the figures quoted in "
-            "the project's issues for the same clips, not re-measured here.")
+    return (
+        f"Each model trained with `max_minutes={minutes}` on the 2-core CPU; the exact "
+        f"prepare/train/evaluate commands are printed by the script and logged under "
+        f"{logs.relative_to(ROOT)}/{name}_*.log. Reference rows are the figures quoted in "
+        "the project's issues for the same clips, not re-measured here."
+    )
 
 
 def main() -> int:

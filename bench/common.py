@@ -51,8 +51,14 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
     return statistics.median(times)
 
 
-def write_result(name: str, title: str, rows: list[dict[str, Any]], *,
-                 notes: str = "", command: str | None = None) -> Path:
+def write_result(
+    name: str,
+    title: str,
+    rows: list[dict[str, Any]],
+    *,
+    notes: str = "",
+    command: str | None = None,
+) -> Path:
     """Write bench/results/<name>.json: a table (list of row dicts) with its provenance."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {

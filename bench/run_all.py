@@ -55,8 +55,9 @@ def table(rows: list[dict]) -> str:
 
 def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md") -> Path:
     """Write BENCHMARKS.md: one section per result file, each figure with its command."""
-    order = {name: i for i, name in enumerate(["prepare", "pa", "pb", "pc", "train",
-                                                "embed", "service"])}
+    order = {
+        name: i for i, name in enumerate(["prepare", "pa", "pb", "pc", "train", "embed", "service"])
+    }
     files = sorted(results_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 99), p.stem))
     parts = [
         "# voxid benchmarks\n",

@@ -44,25 +44,36 @@ def main(out: str, model: str, enrolled: str, stranger: str) -> int:
         row("test top-1 (whole files)", f"{summary['file_top1_accuracy']:.3f}")
     metrics = _load(root / "runs" / model / "metrics.json")
     if metrics:
-        row("training time", f"{metrics.get('train_seconds', 0):.0f} s, "
-            f"{metrics.get('epochs_run', '?')} epochs")
+        row(
+            "training time",
+            f"{metrics.get('train_seconds', 0):.0f} s, {metrics.get('epochs_run', '?')} epochs",
+        )
     known = next(iter(_load(root / "id_known.json").values()), None)
     if known is not None:
-        row(f"identify a new utterance of {enrolled}",
+        row(
+            f"identify a new utterance of {enrolled}",
             f"{known['name']} (score {known['score']:.2f}, threshold {known['threshold']:.2f})",
-            known["name"] == enrolled)
+            known["name"] == enrolled,
+        )
         verify = _load(root / "verify.json")
         if verify:
-            row(f"verify {enrolled}", f"score {verify['score']:.2f}: "
-                f"{'accepted' if verify['accepted'] else 'rejected'}", verify["accepted"])
+            row(
+                f"verify {enrolled}",
+                f"score {verify['score']:.2f}: {'accepted' if verify['accepted'] else 'rejected'}",
+                verify["accepted"],
+            )
         odd = next(iter(_load(root / "id_stranger.json").values()))
-        row(f"identify the stranger {stranger}",
+        row(
+            f"identify the stranger {stranger}",
             f"{odd['name']} (nearest {odd['candidates'][0]['name']} at {odd['score']:.2f}, "
             f"threshold {odd['threshold']:.2f})",
-            odd["name"] == "unknown")
+            odd["name"] == "unknown",
+        )
     console.print(table)
-    console.print(f"Reports: {root / 'report'} (eda/report.md, eval/report.md); model: "
-                  f"{root / 'runs' / model}; registry: {root / 'speakers.db'}")
+    console.print(
+        f"Reports: {root / 'report'} (eda/report.md, eval/report.md); model: "
+        f"{root / 'runs' / model}; registry: {root / 'speakers.db'}"
+    )
     return 0 if ok else 1
 
 

@@ -38,8 +38,9 @@ def speech_wav(speech_corpus) -> Path:
     return sorted((speech_corpus / "alice").glob("*.wav"))[0]
 
 
-def tone(seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, amp: float = 0.5,
-         seed: int = 0) -> np.ndarray:
+def tone(
+    seconds: float = 1.0, sr: int = 16000, freq: float = 220.0, amp: float = 0.5, seed: int = 0
+) -> np.ndarray:
     """A harmonic tone with a little noise: speech-like enough for VAD and features."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
@@ -57,6 +58,34 @@ def write_wav(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module, as `voxid serve`/`listen` run.
+
+    Tests use tiny models: a second OpenMP thread gains nothing there, and on a busy 2-core
+    machine two spinning threads make each step many times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def random_model_file(tmp_path_factory) -> Path:
+    """A full-size crnn with random weights in a model.pt: deterministic embeddings, enough
+    for protocol, gating and timing tests (identical audio still scores ~1 against itself)."""
+    from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.models import build_model
+
+    model = build_model("crnn", n_classes=2).eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_inference_file(path, model, make_meta(model, ["train_a", "train_b"]))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +116,14 @@ def trained_run(speech_corpus, tmp_path_factory) -> Path:
             "num_workers=0",
         ],
     )
-    train(cfg, work / "store.h5", work / "run", progress=False)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is as fast and immune to contention
+    try:
+        train(cfg, work / "store.h5", work / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
     return work / "run"
 
 

@@ -16,6 +16,8 @@ from voxid.features import FeatureConfig
 from voxid.models import AAMSoftmax, build_model, count_parameters, default_feature_config
 from voxid.models.layers import AttentiveStatsPool, StatsPool
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {
     "seed_cnn": {},
     "crnn": dict(
@@ -35,15 +37,6 @@ TINY = {
     ),
     "resnet34": dict(base_channels=4, blocks=(1, 1, 1, 1), embedding_dim=16),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: a second intra-op thread only adds contention on a busy CI box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(name: str, n_classes: int = 4):

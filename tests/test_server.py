@@ -22,6 +22,8 @@ from voxid.registry import Registry
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer, free_port
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 KEY = "test-key-0123456789"
 #: A reference that would make the page load something from another host.
 EXTERNAL = re.compile(
@@ -30,34 +32,10 @@ EXTERNAL = re.compile(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as `voxid serve`/`listen` run: on a busy 2-core machine a
-    spinning second OpenMP thread makes each forward pass ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """A small crnn with random weights: identical audio still scores ~1 against itself."""
-    from voxid.checkpoint import make_meta, save_inference_file
-    from voxid.models import build_model
-
-    model = build_model("crnn", n_classes=2).eval()
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_inference_file(path, model, make_meta(model, ["train_a", "train_b"]))
-    return path
-
-
 @pytest.fixture
-def server(model_file, tmp_path):
+def server(random_model_file, tmp_path):
     """A fresh registry and a live server with an API key and a 2 MB upload limit."""
-    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
     app = create_app(rec, api_key=KEY, max_upload_mb=2)
     with BackgroundServer(app) as srv:
         srv.registry = tmp_path / "speakers.db"
@@ -161,7 +139,7 @@ def test_trained_model_tells_voices_apart(trained_model, speech_corpus, tmp_path
         assert ident.json()["name"] == "bruno", ident.json()
 
 
-def test_mutations_need_the_key(server, speech_wav, model_file, tmp_path):
+def test_mutations_need_the_key(server, speech_wav, random_model_file, tmp_path):
     files = _files([speech_wav])
     with httpx.Client(base_url=server.url, timeout=60) as http:
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
@@ -170,7 +148,7 @@ def test_mutations_need_the_key(server, speech_wav, model_file, tmp_path):
             assert http.delete("/speakers/eve", headers=headers).status_code == 401
     assert _enrolled(server.registry) == []
     # A server started without a key refuses every mutation, even with a header.
-    rec = Recognizer.load(model_file, registry=tmp_path / "other.db")
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "other.db")
     with BackgroundServer(create_app(rec)) as srv, httpx.Client(base_url=srv.url) as http:
         r = http.post("/enroll", data={"name": "eve"}, files=files, headers={"X-API-Key": KEY})
         assert r.status_code == 401 and "no API key" in r.json()["detail"]
@@ -251,8 +229,8 @@ def test_bad_input_gets_4xx_with_the_cause(server, speech_wav, write_wav):
     assert _enrolled(server.registry) == []
 
 
-def test_unexpected_errors_are_a_generic_500(model_file, tmp_path):
-    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+def test_unexpected_errors_are_a_generic_500(random_model_file, tmp_path):
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
     app = create_app(rec, api_key=KEY)
 
     def broken() -> None:
@@ -266,7 +244,7 @@ def test_unexpected_errors_are_a_generic_500(model_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_server_keeps_committed_enrolments(model_file, speech_corpus, tmp_path):
+def test_killed_server_keeps_committed_enrolments(random_model_file, speech_corpus, tmp_path):
     db = tmp_path / "speakers.db"
     port = free_port()
     # No key given: `voxid serve` generates one and prints it for whoever started it.
@@ -277,7 +255,7 @@ def test_killed_server_keeps_committed_enrolments(model_file, speech_corpus, tmp
             "-m",
             "voxid",
             "serve",
-            str(model_file),
+            str(random_model_file),
             "--registry",
             str(db),
             "--port",
@@ -362,11 +340,12 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise AssertionError("server did not start")
 
 
-def test_service_never_imports_lightning(model_file, tmp_path):
+def test_service_never_imports_lightning(random_model_file, tmp_path):
     code = (
         "import sys; from voxid.recognizer import Recognizer; from voxid.server import create_app;"
         "import voxid.stream, voxid.cli.serve_cmds;"
-        f"create_app(Recognizer.load({str(model_file)!r}, registry={str(tmp_path / 'r.db')!r}));"
+        f"create_app(Recognizer.load({str(random_model_file)!r}, "
+        f"registry={str(tmp_path / 'r.db')!r}));"
         "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

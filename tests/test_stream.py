@@ -22,31 +22,9 @@ from voxid.server import create_app
 from voxid.server.background import BackgroundServer
 from voxid.stream import SILENCE, LiveIdentifier, SlidingWindow, StreamConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SR = 16000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as `voxid serve`/`listen` run: on a busy 2-core machine a
-    spinning second OpenMP thread makes each forward pass ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """A small crnn with random weights (enough for gating, timing and protocol tests)."""
-    from voxid.checkpoint import make_meta, save_inference_file
-    from voxid.models import build_model
-
-    model = build_model("crnn", n_classes=2).eval()
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_inference_file(path, model, make_meta(model, ["train_a", "train_b"]))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +69,9 @@ def test_stream_config_rejects_bad_values(bad):
         StreamConfig(**bad)
 
 
-def test_silence_is_gated_and_speech_is_identified(model_file, conversation, tmp_path):
+def test_silence_is_gated_and_speech_is_identified(random_model_file, conversation, tmp_path):
     path, gap_start, gap_end = conversation
-    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
     ident = LiveIdentifier(rec, StreamConfig(smoothing=1))
     wav = load_audio(path, sr=SR)
     decisions = []
@@ -121,9 +99,9 @@ def test_who_speaks_when(trained_model, conversation, speech_corpus, tmp_path):
     assert last.count("bruno") >= 0.8 * len(last), last
 
 
-def test_websocket_streams_decisions(model_file, conversation, tmp_path):
+def test_websocket_streams_decisions(random_model_file, conversation, tmp_path):
     path, _gap_start, gap_end = conversation
-    rec = Recognizer.load(model_file, registry=tmp_path / "speakers.db")
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
     pcm = (load_audio(path, sr=SR)[: int(gap_end * SR)] * 32767).astype("<i2").tobytes()
     with BackgroundServer(create_app(rec)) as srv:
         url = srv.url.replace("http", "ws") + "/ws/live"
@@ -170,9 +148,9 @@ def _listen(model: Path, db: Path, wav: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_listen_fast_prints_every_decision(model_file, conversation, tmp_path):
+def test_listen_fast_prints_every_decision(random_model_file, conversation, tmp_path):
     path, _gap_start, _gap_end = conversation
-    proc = _listen(model_file, tmp_path / "speakers.db", path, "--fast", "--json")
+    proc = _listen(random_model_file, tmp_path / "speakers.db", path, "--fast", "--json")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     decisions = [json.loads(line) for line in out.splitlines()]
@@ -183,9 +161,9 @@ def test_listen_fast_prints_every_decision(model_file, conversation, tmp_path):
 
 
 @pytest.mark.slow
-def test_listen_stops_cleanly_on_ctrl_c(model_file, conversation, tmp_path):
+def test_listen_stops_cleanly_on_ctrl_c(random_model_file, conversation, tmp_path):
     path, _, _ = conversation
-    proc = _listen(model_file, tmp_path / "speakers.db", path)  # real-time pacing
+    proc = _listen(random_model_file, tmp_path / "speakers.db", path)  # real-time pacing
     try:
         first = proc.stdout.readline()  # blocks until the first decision (~1.5 s of audio)
         assert "latency" in first and "ms" in first, first

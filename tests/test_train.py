@@ -15,20 +15,13 @@ from voxid.checkpoint import load_checkpoint, read_checkpoint
 from voxid.config import PACKAGED, TrainConfig, apply_overrides, load_config
 from voxid.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.conv_channels=[4,8,8]", "model.gru_hidden=16", "model.gru_layers=1",
         "model.mlp_hidden=16", "model.attention_channels=8", "model.embedding_dim=16",
         "batch_size=8", "lr=0.005", "model.margin=0.0", "model.scale=10", "model.dropout=0.1",
         "augment.spec_augment=false"]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two threads on two shared cores spin against each other; tiny models run faster on one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

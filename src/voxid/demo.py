@@ -39,14 +39,37 @@ VOICES: tuple[tuple[str, str, str, int, int], ...] = (
     ("tessa", "en-us", "steph", 85, 160),
 )
 
-_SUBJECTS = ("The old captain", "A quiet student", "My neighbour", "The young doctor",
-             "Every farmer", "The tall engineer", "Our teacher", "A curious child")
+_SUBJECTS = (
+    "The old captain",
+    "A quiet student",
+    "My neighbour",
+    "The young doctor",
+    "Every farmer",
+    "The tall engineer",
+    "Our teacher",
+    "A curious child",
+)
 _VERBS = ("carried", "painted", "found", "counted", "opened", "described", "repaired", "sold")
-_OBJECTS = ("seven green boxes", "the broken window", "a map of the river", "three warm loaves",
-            "the silver bicycle", "an empty basket", "the heavy wooden door", "twelve letters")
-_ENDINGS = ("before the storm arrived.", "near the railway station.", "on a cold winter morning.",
-            "without saying a word.", "while the band was playing.", "at the edge of town.",
-            "for the second time today.", "under the bright yellow lamp.")
+_OBJECTS = (
+    "seven green boxes",
+    "the broken window",
+    "a map of the river",
+    "three warm loaves",
+    "the silver bicycle",
+    "an empty basket",
+    "the heavy wooden door",
+    "twelve letters",
+)
+_ENDINGS = (
+    "before the storm arrived.",
+    "near the railway station.",
+    "on a cold winter morning.",
+    "without saying a word.",
+    "while the band was playing.",
+    "at the edge of town.",
+    "for the second time today.",
+    "under the bright yellow lamp.",
+)
 
 
 def sentence(i: int) -> str:
@@ -55,8 +78,10 @@ def sentence(i: int) -> str:
     >>> sentence(0)
     'The old captain carried seven green boxes before the storm arrived.'
     """
-    return (f"{_SUBJECTS[i % 8]} {_VERBS[(i // 8 + i) % 8]} "
-            f"{_OBJECTS[(i * 3 + i // 8) % 8]} {_ENDINGS[(i * 5 + i // 3) % 8]}")
+    return (
+        f"{_SUBJECTS[i % 8]} {_VERBS[(i // 8 + i) % 8]} "
+        f"{_OBJECTS[(i * 3 + i // 8) % 8]} {_ENDINGS[(i * 5 + i // 3) % 8]}"
+    )
 
 
 @dataclass(frozen=True)
@@ -68,8 +93,9 @@ class DemoCorpus:
     files_per_speaker: int
 
 
-def synthesize_corpus(out: str | Path, n_speakers: int = 20, n_sentences: int = 30,
-                      *, offset: int = 0) -> DemoCorpus:
+def synthesize_corpus(
+    out: str | Path, n_speakers: int = 20, n_sentences: int = 30, *, offset: int = 0
+) -> DemoCorpus:
     """Speak `n_sentences` sentences with each of `n_speakers` voices into `out/<speaker>/`.
 
     Files are 16-bit WAV at espeak-ng's 22,050 Hz. Existing files are kept (the output is
@@ -97,9 +123,21 @@ def synthesize_corpus(out: str | Path, n_speakers: int = 20, n_sentences: int = 
                 tmp_path = Path(tmp.name)
             try:
                 subprocess.run(
-                    [exe, "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(wpm),
-                     "-w", str(tmp_path), sentence(i)],
-                    check=True, capture_output=True, timeout=60,
+                    [
+                        exe,
+                        "-v",
+                        f"{voice}+{variant}",
+                        "-p",
+                        str(pitch),
+                        "-s",
+                        str(wpm),
+                        "-w",
+                        str(tmp_path),
+                        sentence(i),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=60,
                 )
                 tmp_path.replace(target)
             finally:

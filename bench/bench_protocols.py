@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -300,7 +301,11 @@ def _notes(models: list[str], minutes: float, name: str) -> str:
 def main() -> int:
     """Run the chosen protocols."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("VOXID_SHARED_DATA", ROOT.parent / "shared" / "data")),
+    )
     ap.add_argument("--protocols", default="pa,pb,pc")
     ap.add_argument("--models", default="crnn,ecapa,seed_cnn,gmm")
     ap.add_argument("--minutes", type=float, default=20.0)

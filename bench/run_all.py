@@ -106,10 +106,12 @@ def main() -> int:
             if needs_data and not have_data:
                 print(f"[bench] {name}: skipped, {args.data} not present")
                 continue
-            cmd = [sys.executable, str(BENCH / script), "--data", str(args.data)]
+            # Every script reads the data folder from VOXID_SHARED_DATA.
+            cmd = [sys.executable, str(BENCH / script)]
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOXID_SHARED_DATA": str(args.data)}
             print(f"[bench] {name}: {' '.join(cmd)}", flush=True)
             start = time.time()
-            proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(cmd, cwd=ROOT, env=env)
             print(f"[bench] {name}: exit {proc.returncode} in {time.time() - start:.0f} s")
             if proc.returncode:
                 failed.append(name)

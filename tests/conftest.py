@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# As the CLI does: idle OpenMP threads sleep rather than spin (see voxid/cli/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 import soundfile as sf

@@ -39,9 +39,12 @@ def test_enroll_verify_identify_speakers(model, speech_corpus, tmp_path):
     assert v["name"] == "alice" and v["threshold"] == 0.2 and v["accepted"] == (v["score"] >= 0.2)
     assert "score" in run("verify", "alice", str(alice[3]), env=env)
 
-    ident = json.loads(run("identify", str(alice[4]), str(alice[5]), "-k", "2", "--json", env=env))
+    args = ("identify", str(alice[4]), str(alice[5]), "-k", "2", "--json")
+    ident = json.loads(run(*args, "--include-training", env=env))
     assert set(ident) == {str(alice[4]), str(alice[5])}
     assert all(len(r["candidates"]) == 2 for r in ident.values())
+    enrolled_only = json.loads(run(*args, env=env))  # default: only enrolled speakers compete
+    assert all([c["name"] for c in r["candidates"]] == ["alice"] for r in enrolled_only.values())
 
     listed = json.loads(run("speakers", "list", "--json", "--registry", db))
     assert [(s["name"], s["n_utterances"]) for s in listed] == [("alice", 3)]

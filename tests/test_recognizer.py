@@ -144,7 +144,9 @@ def test_enroll_verify_identify_remove(rec, speech_corpus):
     assert v.accepted == (v.score >= v.threshold)
     assert abs(v.score - float(rec.embed(alice[3]) @ rec.registry.get("alice").centroid)) < 1e-5
 
-    ident = rec.identify(bruno[4], top_k=3)
+    only_enrolled = rec.identify(bruno[4], top_k=3)  # the default: enrolled speakers only
+    assert {c.name for c in only_enrolled.candidates} == {"alice", "bruno"}
+    ident = rec.identify(bruno[4], top_k=3, include_training=True)
     assert len(ident.candidates) == 3
     scores = [c.score for c in ident.candidates]
     assert scores == sorted(scores, reverse=True)

@@ -293,13 +293,13 @@ class Recognizer:
             SpeakerInfo(n, "training") for n in self.backend.labels if listed and n not in enrolled
         ]
 
-    def _references(self) -> tuple[list[str], np.ndarray, list[str]]:
+    def _references(self, training: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
         names, refs = [], []
         if self._registry_arg is not None or self._registry is not None:
             names, refs = self.registry.centroids()
             refs = list(refs)
         sources = ["enrolled"] * len(names)
-        if self.backend.has_class_bank:
+        if training and self.backend.has_class_bank:
             known = set(names)
             for label, w in zip(self.backend.labels, self.backend.class_weights, strict=True):
                 if label not in known:
@@ -328,15 +328,33 @@ class Recognizer:
             float(scores.std()) if self.mc_samples else None,
         )
 
-    def identify(self, audio: AudioInput, top_k: int = 5, sr: int | None = None) -> Identification:
-        """Rank known speakers for `audio`: enrolled and training speakers by cosine score, or
-        a pure classifier's classes by softmax probability; "unknown" when none passes."""
+    def identify(
+        self,
+        audio: AudioInput,
+        top_k: int = 5,
+        sr: int | None = None,
+        include_training: bool | None = None,
+    ) -> Identification:
+        """Rank the enrolled speakers for `audio` by cosine score; "unknown" when none passes.
+
+        The threshold is calibrated on embedding-to-enrolment scores, so once anyone is
+        enrolled only enrolled speakers compete (a stranger must not be matched to a training
+        speaker's class weight, whose scores run on another scale). With nobody enrolled, the
+        speakers seen in training (the AAM weight bank) are used, so a freshly trained model
+        identifies out of the box. `include_training` True or False forces either choice. A
+        pure classifier ranks its classes by softmax probability.
+        """
         if not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k: must be a positive integer, got {top_k!r}")
         if self.backend.is_embedding_model:
-            names, refs, sources = self._references()
+            if include_training is None:
+                include_training = not self._references(training=False)[0]
+            names, refs, sources = self._references(training=include_training)
             if not names:
-                raise RegistryError("identify: no enrolled or training speakers to compare with")
+                raise RegistryError(
+                    "identify: no enrolled speakers to compare with"
+                    + ("" if include_training else " (include_training adds training speakers)")
+                )
             scores = self._samples(audio, sr) @ refs.T  # (K, N)
         else:
             chunks = prepare_chunks(self.backend, audio, sr)

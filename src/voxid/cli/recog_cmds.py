@@ -114,11 +114,20 @@ def identify(
     registry: RegistryOpt = Path("speakers.db"),
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
     threshold: ThresholdOpt = None,
+    include_training: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-training/--enrolled-only",
+            help="Also rank the speakers seen in training (default: only when nobody is enrolled).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Name the speaker of each FILE, or "unknown" when no known speaker passes."""
+    """Name the enrolled speaker of each FILE, or "unknown" when nobody passes."""
     rec = _recognizer(model, registry, threshold)
-    results = {str(f): rec.identify(str(f), top_k=top_k) for f in files}
+    results = {
+        str(f): rec.identify(str(f), top_k=top_k, include_training=include_training) for f in files
+    }
     if as_json:
         print(json.dumps({path: r.to_dict() for path, r in results.items()}))
         return

@@ -132,6 +132,36 @@ def test_authentication_report(speakers, store, tmp_path):
     assert (tmp_path / "report" / "det_roc_chunk.png").is_file()
 
 
+def test_authentication_report_by_speaker_cosine(speakers, store, tmp_path):
+    from voxid.models import build_model
+
+    torch.manual_seed(2)
+    labels = speakers[:3]  # speakers[0] is the member, 1-2 seen outsiders, 3 never seen
+    model = build_model("crnn", n_classes=3, **TINY_CRNN).eval()
+    ckpt = _save(model, tmp_path / "auth.pt", labels, mode="authenticate",
+                 members=[speakers[0]], auth_scoring="speakers", threshold=0.2,
+                 threshold_kind="member_cosine", train_speakers=labels)  # fmt: skip
+    rep = evaluate(ckpt, store, tmp_path / "report", EvalOptions(split="test"))
+    # Independently: cosine of each item's embedding with the member's class weight.
+    from voxid.data.loader import StoreDataset
+
+    ds = StoreDataset(store, "test", include_augmented=False)
+    with torch.inference_mode():
+        emb = torch.cat([model.encoder(ds[i][0][None]) for i in range(len(ds))])
+    cos = torch.nn.functional.cosine_similarity(emb, model.head.weight[0][None]).detach().numpy()
+    names = np.array(ds.info.speakers)[ds.labels]
+    chunk = rep["authentication"]["chunk"]
+    assert rep["authentication"]["score"].startswith("highest cosine")
+    member = names == speakers[0]
+    assert chunk["frr"] == pytest.approx(np.mean(cos[member] < 0.2))
+    assert chunk["far_unseen"] == pytest.approx(np.mean(cos[names == speakers[3]] >= 0.2))
+    assert chunk["far"] == pytest.approx(np.mean(cos[~member] >= 0.2))
+    at = chunk["at_frr"]  # the operating point that lets 98 % of the member's items in
+    assert at["frr"] <= 0.02 and at["target_frr"] == 0.02
+    assert at["far_unseen"] == pytest.approx(np.mean(cos[names == speakers[3]] >= at["threshold"]))
+    assert rep["summary"]["far_unseen_at_frr_0.02"] == at["far_unseen"]
+
+
 def test_verification_from_store_with_asnorm(crnn_ckpt, store, tmp_path):
     opts = EvalOptions(verify=True, enroll_split="enroll", test_split="test",
                        cohort_split="train", asnorm_top=5)  # fmt: skip

@@ -188,6 +188,18 @@ def test_threshold_at_far_bounds_the_far():
     assert vm.threshold_at_far(non, 1.0) == non.min()
 
 
+def test_threshold_at_frr_bounds_the_frr():
+    rng = np.random.default_rng(5)
+    tar = rng.normal(2, 1, 500)
+    for frr in (0.0, 0.002, 0.02, 0.1, 0.5):
+        t = vm.threshold_at_frr(tar, frr)
+        assert np.mean(tar < t) <= frr
+        # The next target score above must push FRR over the target.
+        assert np.mean(tar < tar[tar >= t].min() + 1e-12) > frr
+    assert vm.threshold_at_frr(tar, 0.0) == tar.min()
+    assert np.mean(tar >= vm.threshold_at_frr(tar, 1.0)) == 0.0
+
+
 def test_far_frr_accepts_at_equality():
     assert vm.far_frr([0.5], [0.5], 0.5) == (1.0, 0.0)
 

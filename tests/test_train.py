@@ -148,6 +148,37 @@ def test_authenticate_on_waveforms_stores_threshold(stores, tmp_path):
     assert val_far <= 0.1  # the threshold meets the target FAR where it was chosen
 
 
+def test_authenticate_by_speakers_scores_member_cosine(stores, tmp_path):
+    # N-way over alice, bruno, chloe; alice is the member; david is never trained on.
+    result = _train(
+        stores, tmp_path / "auth", "mode=authenticate", "members=[alice]",
+        "auth_scoring=speakers", "speakers=[alice,bruno,chloe]", "epochs=2", "target_far=0.1",
+    )  # fmt: skip
+    meta, _ = load_checkpoint(result.out_dir / "model.pt")
+    assert meta["labels"] == ["alice", "bruno", "chloe"] and meta["auth_scoring"] == "speakers"
+    assert meta["threshold_kind"] == "member_cosine" and -1.0 <= result.threshold <= 1.0
+    test = result.metrics["test"]
+    auth = test["authentication"]
+    assert auth["n_outsiders_unseen"] > 0  # david's items are scored...
+    assert test["n"] == auth["n_members"] + auth["n_outsiders_seen"]  # ...but are no class
+    assert result.metrics["val"]["authentication"]["far"] <= 0.1
+    # The member's class weight verifies alice without enrolment, as the weight bank does.
+    from voxid.backends import load_backend
+
+    assert load_backend(result.out_dir / "model.pt").has_class_bank
+
+
+def test_authenticate_by_speakers_needs_a_cosine_head():
+    from voxid.models import build_model
+    from voxid.train import check_auth_scoring
+
+    cfg = load_config("seed_cnn", ["mode=authenticate", "members=[alice]",
+                                   "auth_scoring=speakers"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"auth_scoring: 'speakers'.*seed_cnn"):
+        check_auth_scoring(cfg, build_model("seed_cnn", n_classes=3))
+    check_auth_scoring(apply_overrides(cfg, ["auth_scoring=binary"]), None)  # the paper's head
+
+
 def test_gmm_through_the_cli(stores, tmp_path):
     from typer.testing import CliRunner
 
@@ -256,6 +287,7 @@ def test_overrides_reach_nested_sections_with_yaml_types():
         ("augment.colour=1", "augment.colour: unknown key"),
         ("model.channels=8", "model.channels: not a setting of crnn"),
         ("mode=authenticate", "members: authenticate mode needs"),
+        ("auth_scoring=cosine", "auth_scoring: must be one of binary, speakers"),
         ("target_far=2", "target_far: must be in"),
         ("monitor=val_eer", "monitor: must be one of"),
         ("augment.noise_snr=[30,10]", "augment.noise_snr: must be"),

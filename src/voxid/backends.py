@@ -76,10 +76,14 @@ class Backend:
     @property
     def has_class_bank(self) -> bool:
         """True when training speakers can be scored against their AAM class weights (not for
-        an authentication model, whose classes are "member"/"outsider", not speakers)."""
+        a binary authentication model, whose classes are "member"/"outsider", not speakers)."""
+        binary = (
+            self.meta.get("mode", "identify") == "authenticate"
+            and self.meta.get("auth_scoring") != "speakers"
+        )
         return (
             self.is_embedding_model
-            and self.meta.get("mode", "identify") != "authenticate"
+            and not binary
             and self.class_weights is not None
             and len(self.class_weights) == len(self.labels) > 0
         )

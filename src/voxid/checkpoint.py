@@ -79,6 +79,7 @@ def make_meta(
     *,
     mode: str = "identify",
     members: Iterable[str] = (),
+    auth_scoring: str | None = None,
     threshold: float | None = None,
     threshold_kind: str | None = None,
     data_fingerprint: str | None = None,
@@ -90,7 +91,10 @@ def make_meta(
 
     Arguments:
         model: the `SpeakerModel` (name, feature config and embedding size are read from it).
-        labels: speaker names by class index (`["outsider", "member"]` to authenticate).
+        labels: speaker names by class index (`["outsider", "member"]` for the binary
+            authentication head).
+        auth_scoring: how an authentication model scores members (`binary` or `speakers`,
+            see `TrainConfig`); None to identify.
         hparams: the keyword arguments `build_model` needs; defaults to `model.hparams`.
         train_speakers: every speaker seen in training, so evaluation can tell seen from
             never-seen outsiders.
@@ -109,6 +113,7 @@ def make_meta(
         "labels": labels,
         "mode": mode,
         "members": list(members),
+        "auth_scoring": auth_scoring,
         "threshold": None if threshold is None else float(threshold),
         "threshold_kind": threshold_kind,
         "data_fingerprint": data_fingerprint,

@@ -26,6 +26,7 @@ from voxid.errors import ConfigError
 
 PACKAGED = Path(__file__).resolve().parent / "configs"
 MODES = ("identify", "authenticate")
+AUTH_SCORINGS = ("binary", "speakers")
 MONITORS = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
@@ -56,6 +57,13 @@ class AugmentConfig:
 class TrainConfig:
     """Everything one training run needs besides the data and the output folder.
 
+    `mode: authenticate` scores members against outsiders in one of two ways
+    (`auth_scoring`): `binary`, the CNN-RNN paper's two-class head, whose score is
+    P(member); or `speakers`, an N-way AAM-softmax over every training speaker, whose score
+    is the highest cosine between the input's embedding and a member's class weight. The
+    binary head learns what the seen outsiders are not; the speaker head learns what the
+    members are, which is what transfers to outsiders never seen in training.
+
     >>> cfg = TrainConfig(model="crnn", mode="authenticate", members=["alice"])
     >>> apply_overrides(cfg, ["batch_size=8", "model.dropout=0.1"]).hparams
     {'dropout': 0.1}
@@ -66,6 +74,7 @@ class TrainConfig:
     features: dict[str, Any] | None = None
     mode: str = "identify"
     members: list[str] = field(default_factory=list)
+    auth_scoring: str = "binary"
     speakers: list[str] | None = None
     batch_size: int = 32
     epochs: int = 30
@@ -102,6 +111,11 @@ class TrainConfig:
         _check(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}")
         if self.mode == "authenticate":
             _check(bool(self.members), "members", "authenticate mode needs a list of members")
+        _check(
+            self.auth_scoring in AUTH_SCORINGS,
+            "auth_scoring",
+            f"must be one of {', '.join(AUTH_SCORINGS)}",
+        )
         _check(_str_list(self.members), "members", "must be a list of speaker names")
         _check(self.speakers is None or _str_list(self.speakers), "speakers", "must be a list")
         for key in ("batch_size", "epochs", "num_nodes", "log_every_n_steps"):

@@ -150,9 +150,11 @@ def train(
     task = open_task(cfg, data, feature_config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, len(task.labels), feature_config, **cfg.hparams)
+    check_auth_scoring(cfg, model)
     meta = {
         "mode": cfg.mode,
         "members": cfg.members,
+        "auth_scoring": cfg.auth_scoring if cfg.mode == "authenticate" else None,
         "data_fingerprint": task.info.fingerprint,
         "audio_config": task.info.audio_config,
         "train_speakers": task.train_speakers,
@@ -237,6 +239,17 @@ def train(
     return _finish(cfg, task, out, best, device, fit)
 
 
+def check_auth_scoring(cfg: TrainConfig, model: Any) -> None:
+    """Refuse `auth_scoring: speakers` for a model without embeddings and cosine class weights."""
+    if cfg.mode != "authenticate" or cfg.auth_scoring != "speakers":
+        return
+    if not getattr(model, "is_embedding_model", False) or not hasattr(model.head, "cosine"):
+        raise ConfigError(
+            f"auth_scoring: 'speakers' scores by cosine to class weights, and {cfg.model} is a "
+            "plain softmax classifier; use auth_scoring=binary"
+        )
+
+
 def _finish(
     cfg: TrainConfig, task: Any, out: Path, best: Path, device: str, fit: dict
 ) -> RunResult:
@@ -253,12 +266,13 @@ def _finish(
     metrics: dict[str, Any] = {"model": cfg.model, "mode": cfg.mode, "monitor": cfg.monitor,
                                "best_epoch": int(raw.get("epoch", -1)), **fit}  # fmt: skip
     n = len(task.labels)
+    threshold_kind = "member_cosine" if cfg.auth_scoring == "speakers" else "p_member"
     val = predict(model, task, "val", cfg, device)
     metrics["val"] = classification_metrics(val, n)
     threshold = None
     if cfg.mode == "authenticate":
         threshold = choose_threshold(val, cfg.target_far)
-        meta.update(threshold=threshold, threshold_kind="p_member")
+        meta.update(threshold=threshold, threshold_kind=threshold_kind)
         metrics.update(threshold=threshold, target_far=cfg.target_far)
         metrics["val"]["authentication"] = authentication_metrics(
             val, threshold, task.train_speakers
@@ -272,7 +286,7 @@ def _finish(
             )
     model_path = save_inference_file(out / "model.pt", model.cpu(), meta)
     if threshold is not None:
-        save_threshold(best, threshold, "p_member")
+        save_threshold(best, threshold, threshold_kind)
     metrics["model_fingerprint"] = read_checkpoint(model_path)["voxid"]["model_fingerprint"]
     text = json.dumps(metrics, indent=2)
     atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(text))

@@ -3,8 +3,9 @@
 A member trial is a test item of a speaker in the checkpoint's `members`; every other item
 is an outsider trial, "seen" when the speaker is in the checkpoint's `train_speakers` and
 "unseen" otherwise. Speakers are matched by name, never by the store's label index.
-The score of an item is the model's probability of the member class; a trial is accepted
-when score >= threshold.
+The score of an item is the model's probability of the member class (the binary head), or
+the highest cosine between its embedding and a member's class weight (`auth_scoring:
+speakers`); a trial is accepted when score >= threshold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from voxid.errors import ModelError
 from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
 
 P_TARGETS = (0.01, 0.001)
+#: The operating point of the CNN-RNN report's question "how many outsiders get in when
+#: almost every member does": FAR by kind of outsider at this FRR.
+FRR_POINT = 0.02
 
 
 def member_index(labels: list[str]) -> int:
@@ -31,8 +35,49 @@ def member_index(labels: list[str]) -> int:
     return labels.index("member") if "member" in labels else 1
 
 
+def member_scores(
+    probs: np.ndarray | None,
+    embeddings: np.ndarray,
+    meta: dict[str, Any],
+    class_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each item's member score, as the checkpoint's `auth_scoring` defines it.
+
+    >>> meta = {"auth_scoring": "speakers", "labels": ["a", "b", "c"], "members": ["a", "c"]}
+    >>> w = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> member_scores(None, np.array([[2.0, 0.0], [0.0, 3.0]]), meta, w).round(3).tolist()
+    [1.0, 0.0]
+    """
+    labels = list(meta["labels"])
+    if meta.get("auth_scoring") != "speakers":
+        return probs[:, member_index(labels)]
+    if class_weights is None:
+        raise ModelError("auth_scoring 'speakers' needs the model's class weights")
+    members = set(meta.get("members") or [])
+    rows = [i for i, name in enumerate(labels) if name in members]
+    if not rows:
+        raise ModelError("none of the checkpoint's members is one of its classes")
+    w = class_weights[rows] / np.linalg.norm(class_weights[rows], axis=1, keepdims=True)
+    e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return (e @ w.T).max(axis=1)
+
+
 def _rate(mask: np.ndarray, accepted: np.ndarray) -> float | None:
     return float(np.mean(accepted[mask])) if mask.any() else None
+
+
+def _at_frr(scores: np.ndarray, kind: np.ndarray, member: np.ndarray) -> dict[str, Any]:
+    """FAR (all, seen, never seen) at the highest threshold whose FRR is <= `FRR_POINT`."""
+    threshold = metrics.threshold_at_frr(scores[member], FRR_POINT)
+    accepted = scores >= threshold
+    return {
+        "target_frr": FRR_POINT,
+        "threshold": threshold,
+        "frr": float(np.mean(~accepted[member])),
+        "far": float(np.mean(accepted[~member])),
+        "far_seen": _rate(kind == "seen", accepted),
+        "far_unseen": _rate(kind == "unseen", accepted),
+    }
 
 
 def _level(
@@ -73,6 +118,7 @@ def _level(
         "eer": value,
         "eer_threshold": eer_threshold,
         "min_dcf": {str(p): metrics.min_dcf(tar, non, p) for p in P_TARGETS},
+        "at_frr": _at_frr(scores, kind, member),
         "most_accepted_outsiders": per_outsider[:10],
     }
 
@@ -80,7 +126,7 @@ def _level(
 def authentication_report(
     speaker_names: np.ndarray,
     sources: np.ndarray,
-    probs: np.ndarray,
+    scores: np.ndarray,
     meta: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Member/outsider metrics at chunk and file level.
@@ -89,8 +135,8 @@ def authentication_report(
     ---------
     speaker_names : (N,) true speaker name of each item.
     sources : (N,) source file of each item (file score = mean of its chunks' scores).
-    probs : (N, 2) class probabilities in the order of ``meta["labels"]``.
-    meta : the checkpoint description (`labels`, `members`, `threshold`, `train_speakers`).
+    scores : (N,) member score of each item (`member_scores`).
+    meta : the checkpoint description (`members`, `threshold`, `train_speakers`).
 
     Returns the JSON-ready report and, per level, the (target, non-target) scores.
     """
@@ -102,7 +148,6 @@ def authentication_report(
     kind = np.array(
         ["member" if n in members else "seen" if n in seen else "unseen" for n in names]
     )
-    scores = probs[:, member_index(list(meta["labels"]))]
     stored = meta.get("threshold")
     if stored is None:
         threshold = metrics.threshold_at_eer(scores[kind == "member"], scores[kind != "member"])
@@ -115,7 +160,11 @@ def authentication_report(
     file_kind = first_by_group(kind, inverse, len(files))
     file = _level(file_scores, file_kind, threshold, first_by_group(names, inverse, len(files)))
     report = {
-        "score": "probability of the member class",
+        "score": (
+            "highest cosine to a member's class weight"
+            if meta.get("auth_scoring") == "speakers"
+            else "probability of the member class"
+        ),
         "threshold_source": source,
         "members": sorted(members),
         "chunk": chunk,

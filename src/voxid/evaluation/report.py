@@ -29,6 +29,7 @@ SUMMARY_KEYS = (
     "far_seen",
     "far_unseen",
     "frr",
+    "far_unseen_at_frr_0.02",
     "eer",
     "min_dcf_0.01",
     "min_dcf_0.001",
@@ -67,6 +68,9 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         c, f = report["authentication"]["chunk"], report["authentication"]["file"]
         s.update({k: c[k] for k in ("accuracy", "far", "far_seen", "far_unseen", "frr", "eer")})
         s.update({f"min_dcf_{p}": v for p, v in c["min_dcf"].items()}, file_eer=f["eer"])
+        at = c.get("at_frr") or {}
+        if at:
+            s[f"far_unseen_at_frr_{at['target_frr']}"] = at["far_unseen"]
     if "verification" in report:
         v = report["verification"]
         main = v.get("file") or v.get("chunk")

@@ -165,9 +165,16 @@ def _closed_set(
         },
     }
     if mode == "authenticate":
-        from voxid.evaluation.authentication import authentication_report, member_index
+        from voxid.evaluation.authentication import (
+            authentication_report,
+            member_index,
+            member_scores,
+        )
 
-        auth, curves = authentication_report(names, sources, outputs.probs, meta)
+        by_speaker = meta.get("auth_scoring") == "speakers"
+        weights = model.head.weight.detach().double().numpy() if by_speaker else None
+        scores = member_scores(outputs.probs, outputs.embeddings, meta, weights)
+        auth, curves = authentication_report(names, sources, scores, meta)
         section["authentication"] = auth
         for level, (tar, non) in curves.items():
             figures[f"det_roc_{level}"] = plots.det_roc_png(
@@ -181,10 +188,15 @@ def _closed_set(
                 title=f"member and outsider scores, {level} level",
             ).name
         members = set(auth["members"])
-        y = np.array(
-            [member_index(labels) if n in members else 1 - member_index(labels) for n in names]
-        )
-        known = np.ones(len(names), dtype=bool)
+        if by_speaker:  # MC uncertainty over the speaker classes, as in identification
+            index = {n: i for i, n in enumerate(labels)}
+            y = np.array([index.get(n, -1) for n in names])
+            known = y >= 0
+        else:
+            y = np.array(
+                [member_index(labels) if n in members else 1 - member_index(labels) for n in names]
+            )
+            known = np.ones(len(names), dtype=bool)
     else:
         from voxid.evaluation.identification import identification_report
 

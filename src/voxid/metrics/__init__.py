@@ -30,6 +30,7 @@ from voxid.metrics.detection import (
     roc_curve,
     threshold_at_eer,
     threshold_at_far,
+    threshold_at_frr,
 )
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "roc_curve",
     "threshold_at_eer",
     "threshold_at_far",
+    "threshold_at_frr",
     "topk_accuracy",
 ]

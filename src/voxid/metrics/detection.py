@@ -132,6 +132,30 @@ def threshold_at_far(non: np.ndarray, far: float) -> float:
     return float((rejected + above[-1]) / 2.0)
 
 
+def threshold_at_frr(tar: np.ndarray, frr: float) -> float:
+    """The highest operating threshold whose FRR on `tar` does not exceed `frr`.
+
+    The mirror of `threshold_at_far`: the midpoint between the highest rejected and the
+    lowest accepted target score. ``frr=0`` accepts every target score.
+
+    >>> round(threshold_at_frr([0.1, 0.2, 0.3, 0.4], 0.25), 6)
+    0.15
+    >>> threshold_at_frr([0.1, 0.2, 0.3, 0.4], 0.0)
+    0.1
+    """
+    t = np.sort(scores_1d(tar, "target scores"))  # ascending
+    rate = probability(frr, "frr")
+    # Up to k target scores may be rejected; the tolerance absorbs frr*n round-off.
+    k = int(np.floor(rate * t.size + 1e-9))
+    if k >= t.size:
+        return float(np.nextafter(t[-1], np.inf))
+    accepted = t[k]  # the lowest score that must be accepted
+    below = t[:k][t[:k] < accepted]
+    if below.size == 0:
+        return float(accepted)
+    return float((accepted + below[-1]) / 2.0)
+
+
 def _dcf_points(
     tar: np.ndarray, non: np.ndarray, p_target: float, c_miss: float, c_fa: float
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """The data side of a training run: which speakers, which classes, which items (no Lightning).
 
 A store's labels are its speakers; a run's classes are either the training speakers
-(`identify`) or `["outsider", "member"]` (`authenticate`). `TaskData` opens the splits,
+(`identify`, and `authenticate` with `auth_scoring: speakers`) or `["outsider", "member"]`
+(`authenticate` with the binary head). `TaskData` opens the splits,
 checks the store against the model, and maps store labels to class indices.
 """
 
@@ -28,13 +29,21 @@ class MappedDataset(Dataset):
         base: a `StoreDataset`.
         mapping: store label -> class index (-1: not part of this run).
         speaker_names: store label -> speaker name.
+        allow_unknown: keep items whose class is -1 (outsiders never seen in training, in
+            the test split of an authentication run by speakers).
     """
 
-    def __init__(self, base: Any, mapping: np.ndarray, speaker_names: list[str]):
+    def __init__(
+        self,
+        base: Any,
+        mapping: np.ndarray,
+        speaker_names: list[str],
+        allow_unknown: bool = False,
+    ):
         self.base = base
         self.store_labels = np.asarray(base.labels, dtype=np.int64)
         self.labels = mapping[self.store_labels]
-        if (self.labels < 0).any():
+        if not allow_unknown and (self.labels < 0).any():
             raise DataError("internal: an item of a speaker outside this run was selected")
         self.speakers = [speaker_names[i] for i in self.store_labels]
 
@@ -150,18 +159,22 @@ def open_task(cfg: TrainConfig, store: str | Path, feature_config: Any) -> TaskD
     train_speakers = sorted(set(wanted) | set(cfg.members))
     index = {name: i for i, name in enumerate(names)}
     mapping = np.full(len(names), -1, dtype=np.int64)
-    if cfg.mode == "identify":
+    by_speaker = cfg.mode == "identify" or cfg.auth_scoring == "speakers"
+    if by_speaker:
         labels = train_speakers
         for i, name in enumerate(labels):
             mapping[index[name]] = i
         test_speakers = train_speakers  # closed set: a test speaker must be a class
-    else:
+    if cfg.mode == "authenticate":
+        if len(train_speakers) == len(cfg.members):
+            raise ConfigError("members: every training speaker is a member; outsiders needed")
+        # Outsiders never seen in training are the point of the test.
+        test_speakers = names
+        mapping_test = mapping.copy()
+    if cfg.mode == "authenticate" and not by_speaker:
         labels = list(AUTH_LABELS)
         for name in train_speakers:
             mapping[index[name]] = int(name in cfg.members)
-        if len(train_speakers) == len(cfg.members):
-            raise ConfigError("members: every training speaker is a member; outsiders needed")
-        test_speakers = names  # outsiders never seen in training are the point of the test
         mapping_test = np.array([int(n in cfg.members) for n in names], dtype=np.int64)
 
     def split(name: str, speakers: list[str], table: np.ndarray) -> MappedDataset | None:
@@ -172,7 +185,8 @@ def open_task(cfg: TrainConfig, store: str | Path, feature_config: Any) -> TaskD
             store, split=name, speakers=[index[s] for s in speakers], cache=cfg.cache,
             include_augmented=name == cfg.train_split,
         )  # fmt: skip
-        return MappedDataset(base, table, names) if len(base) else None
+        unknown = name == cfg.test_split and cfg.mode == "authenticate"
+        return MappedDataset(base, table, names, allow_unknown=unknown) if len(base) else None
 
     train = split(cfg.train_split, train_speakers, mapping)
     val = split(cfg.val_split, train_speakers, mapping)
@@ -183,7 +197,7 @@ def open_task(cfg: TrainConfig, store: str | Path, feature_config: Any) -> TaskD
         )
     test_map = mapping if cfg.mode == "identify" else mapping_test
     test = split(cfg.test_split, test_speakers, test_map)
-    if cfg.mode == "authenticate" and len(np.unique(val.labels)) < 2:
+    if cfg.mode == "authenticate" and len({s in cfg.members for s in val.speakers}) < 2:
         raise DataError(
             f"{store}: the '{cfg.val_split}' split needs members and outsiders to choose the "
             "authentication threshold"

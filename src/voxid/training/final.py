@@ -1,8 +1,8 @@
 """After training: score the best weights on validation and test, pick the threshold.
 
 Plain torch, run once on the main process: the authentication threshold comes from the
-validation outsiders' P(member) at the target FAR, and the test split (when present) gives
-the headline numbers that go into `metrics.json`.
+validation outsiders' member scores at the target FAR, and the test split (when present)
+gives the headline numbers that go into `metrics.json`.
 """
 
 from __future__ import annotations
@@ -21,30 +21,46 @@ from voxid.training.data import TaskData
 
 @dataclass
 class Predictions:
-    """Scores of one split: `probs (N, C)`, class labels `y`, per-item speaker names, the
-    mean cross-entropy `loss`, and MC-dropout predictions `mc (N, S)` (S may be 0)."""
+    """Scores of one split: `probs (N, C)`, class labels `y` (-1: a speaker who is no class),
+    per-item speaker names, the mean cross-entropy `loss` (over items with a class), and
+    MC-dropout predictions `mc (N, S)` (S may be 0). Authentication runs also give
+    `member_score (N,)` and `member (N,)`, True for the members' items."""
 
     probs: np.ndarray
     y: np.ndarray
     speakers: list[str]
     loss: float
     mc: np.ndarray
+    member_score: np.ndarray | None = None
+    member: np.ndarray | None = None
+
+    @property
+    def known(self) -> np.ndarray:
+        """Items whose speaker is one of the run's classes."""
+        return self.y >= 0
 
 
 @torch.no_grad()
 def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: str) -> Predictions:
-    """Softmax scores (no margin) of `model` on every item of `split` (`val` or `test`)."""
+    """Softmax scores (no margin) of `model` on every item of `split` (`val` or `test`),
+    and each item's member score in an authentication run."""
     data = task.val if split == "val" else task.test
     inputs = InputPipeline(model, cfg, task.waveform)
     model.to(device).eval()
     loader = task.loader(split, cfg)
-    probs, mc, losses = [], [], []
+    by_speaker = cfg.mode == "authenticate" and cfg.auth_scoring == "speakers"
+    member_rows = [i for i, name in enumerate(task.labels) if name in set(cfg.members)]
+    probs, mc, losses, member_scores = [], [], [], []
     for x, lengths, y in loader:
         x, lengths, y = x.to(device), lengths.to(device), y.to(device)
         feats, flen = inputs(x, lengths, train=False)
-        logits = model(feats, None, flen).float()
-        losses.append(F.cross_entropy(logits, y, reduction="sum").item())
+        embeddings = model.encoder(feats, flen)
+        logits = model.head(embeddings).float()
+        losses.append(F.cross_entropy(logits, y, reduction="sum", ignore_index=-1).item())
         probs.append(logits.softmax(1).cpu())
+        if by_speaker:
+            cosine = model.head.cosine(embeddings).float()
+            member_scores.append(cosine[:, member_rows].amax(1).cpu())
         if cfg.mc_samples:
             model.set_mc_dropout(True)
             try:
@@ -54,25 +70,35 @@ def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: st
             mc.append(torch.stack(passes, 1))
     n = len(data)
     mc_arr = torch.cat(mc).numpy() if mc else np.zeros((n, 0), dtype=np.int64)
-    return Predictions(torch.cat(probs).numpy(), data.labels.copy(), data.speakers,
-                       sum(losses) / max(n, 1), mc_arr)  # fmt: skip
+    probs_arr = torch.cat(probs).numpy()
+    pred = Predictions(probs_arr, data.labels.copy(), data.speakers,
+                       sum(losses) / max(int((data.labels >= 0).sum()), 1), mc_arr)  # fmt: skip
+    if cfg.mode == "authenticate":
+        pred.member = np.array([s in set(cfg.members) for s in data.speakers])
+        pred.member_score = torch.cat(member_scores).numpy() if by_speaker else probs_arr[:, 1]
+    return pred
 
 
 def classification_metrics(pred: Predictions, n_classes: int) -> dict[str, Any]:
-    """Loss, top-1 accuracy and macro P/R/F1 (with MC-dropout mean and spread when sampled)."""
-    values = summarize(pred.y, pred.probs.argmax(1), n_classes)
-    out = {"n": len(pred.y), "loss": float(pred.loss), "top1": values["accuracy"],
+    """Loss, top-1 accuracy and macro P/R/F1 (with MC-dropout mean and spread when sampled),
+    over the items whose speaker is a class."""
+    known = pred.known
+    if not known.any():
+        return {"n": 0}
+    y = pred.y[known]
+    values = summarize(y, pred.probs[known].argmax(1), n_classes)
+    out = {"n": int(known.sum()), "loss": float(pred.loss), "top1": values["accuracy"],
            "precision": values["precision"], "recall": values["recall"],
            "macro_f1": values["f1"]}  # fmt: skip
-    out.update(mc_spread(pred.y, pred.mc, n_classes))
+    out.update(mc_spread(y, pred.mc[known], n_classes))
     return out
 
 
 def choose_threshold(val: Predictions, target_far: float) -> float:
-    """The P(member) threshold whose FAR on validation outsiders is at most `target_far`."""
+    """The member-score threshold whose FAR on validation outsiders is at most `target_far`."""
     from voxid.metrics import threshold_at_far
 
-    return float(threshold_at_far(val.probs[val.y == 0, 1], target_far))
+    return float(threshold_at_far(val.member_score[~val.member], target_far))
 
 
 def authentication_metrics(
@@ -81,13 +107,13 @@ def authentication_metrics(
     """FAR (all, seen and never-seen outsiders), FRR and accuracy at `threshold`."""
     from voxid.metrics import eer, far_frr
 
-    score = pred.probs[:, 1]
-    member = pred.y == 1
+    score, member = pred.member_score, pred.member
     seen = np.array([s in set(train_speakers) for s in pred.speakers])
     tar, non = score[member], score[~member]
     out: dict[str, Any] = {
         "threshold": threshold,
         "accuracy": float(np.mean((score >= threshold) == member)),
+        "n_members": int(member.sum()),
     }
     if tar.size and non.size:
         far, frr = far_frr(tar, non, threshold)

@@ -1,17 +1,21 @@
 """Protocols P-A, P-B and P-C of ../shared/data/README.md, every model through the same CLI.
 
     python bench/bench_protocols.py --data ../shared/data [--protocols pa,pb,pc]
-        [--models crnn,ecapa,seed_cnn,gmm] [--minutes 20]
+        [--models crnn,ecapa,ecapa_small,seed_cnn,gmm] [--auth-scoring speakers,binary]
+        [--minutes 20]
 
-Each protocol is a handful of `voxid prepare / train / evaluate` commands (printed, and
-quoted in BENCHMARKS.md), so a user can run the very same thing by hand. Results go to
-bench/results/pa.json, pb.json and pc.json; runs and stores to bench/work/ (ignored by git).
-BENCH_QUICK=1 trains for a minute on a subset, for a smoke run.
+A "model" is a recipe name (`configs/<name>.yaml`): `ecapa_small` is ECAPA-TDNN at 256
+channels. Each protocol is a handful of `voxid prepare / train / evaluate` commands (printed,
+and quoted in BENCHMARKS.md), so a user can run the very same thing by hand. Results go to
+bench/results/pa.json, pb.json and pc.json, one row per model (rows of models not run this
+time are kept, with the date they were measured); runs and stores to bench/work/ (ignored by
+git). BENCH_QUICK=1 trains for a minute on a subset, for a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shlex
@@ -21,17 +25,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import quick, write_result
+from common import RESULTS, quick, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work"
 VOXID = [sys.executable, "-m", "voxid"]
-FEATURES = {"crnn": "logmel", "ecapa": "fbank", "resnet34": "fbank", "seed_cnn": "image",
-            "gmm": "mfcc"}  # fmt: skip
+FEATURES = {"crnn": "logmel", "ecapa": "fbank", "ecapa_small": "fbank", "resnet34": "fbank",
+            "seed_cnn": "image", "gmm": "mfcc"}  # fmt: skip
 #: Epochs per model that fit the time cap on 2 cores, so the cosine schedule anneals fully
 #: (a run cut short by max_minutes would stop at a high learning rate).
-EPOCHS = {"crnn": 12, "ecapa": 6, "resnet34": 4, "seed_cnn": 15}
-EPOCHS_PC = {"crnn": 5, "ecapa": 3, "resnet34": 2}
+EPOCHS = {"crnn": 12, "ecapa": 6, "ecapa_small": 15, "resnet34": 4, "seed_cnn": 15}
+EPOCHS_PC = {"crnn": 5, "ecapa": 3, "ecapa_small": 6, "resnet34": 2}
 MEMBERS = "00000001-00000005"
 UNSEEN = "00000021-00000030"
 SPLIT_PA = "take:01,02,03=train;04=test"
@@ -159,22 +163,29 @@ def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
                 **_speed(metrics),
             }
         )
-    rows += [
+    references = [
         {"model": "reference: MFCC + GMM (issue)", "top1": 0.908},
         {"model": "reference: Resemblyzer nearest centroid (issue)", "top1": 0.859},
     ]
     write_result(
         "pa",
         "P-A: closed-set identification, asc30 (30 speakers, test on take 04)",
-        rows,
+        merge_rows("pa", rows, references),
         notes=_notes(models, minutes, "pa"),
     )
 
 
-def protocol_pb(data: Path, models: list[str], minutes: float) -> None:
-    """P-B: authentication; members 01-05, seen outsiders 06-20, unseen outsiders 21-30."""
+def protocol_pb(
+    data: Path, models: list[str], minutes: float, scorings: tuple[str, ...] = ("speakers",)
+) -> None:
+    """P-B: authentication; members 01-05, seen outsiders 06-20, unseen outsiders 21-30.
+
+    `scorings`: `binary` is the CNN-RNN paper's member/outsider head; `speakers` trains
+    N-way over the 20 training speakers and scores the best cosine to a member's weight.
+    """
     rows = []
-    for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
+    runs = [(m, s) for m in models if m not in ("gmm", "seed_cnn") for s in scorings]
+    for model, scoring in runs:
         feats = FEATURES[model]
         store = prepare(
             "pb",
@@ -192,39 +203,40 @@ def protocol_pb(data: Path, models: list[str], minutes: float) -> None:
         )
         # Quoted: the override is YAML, where 00000001 would be read as the integer 1.
         members = ",".join(f"'{i:08d}'" for i in range(1, 6))
+        run = f"pb_{model}" if scoring == "binary" else f"pb_{model}_{scoring}"
         metrics = train(
-            f"pb_{model}",
+            run,
             model,
             store,
             minutes,
             "mode=authenticate",
             f"members=[{members}]",
+            f"auth_scoring={scoring}",
             epochs=EPOCHS.get(model),
         )
-        summ = evaluate(f"pb_{model}", store, "--split", "test")["summary"]
+        summ = evaluate(run, store, "--split", "test")["summary"]
+        keys = ("eer", "far", "far_seen", "far_unseen", "frr", "accuracy",
+                "far_unseen_at_frr_0.02")  # fmt: skip
         rows.append(
             {
-                "model": model,
-                **{
-                    k: summ.get(k)
-                    for k in ("eer", "far", "far_seen", "far_unseen", "frr", "accuracy")
-                },
+                "model": f"{model} ({scoring})",
+                **{k: summ.get(k) for k in keys},
                 "threshold": metrics.get("threshold"),
                 **_speed(metrics),
             }
         )
-    rows.append(
+    references = [
         {
             "model": "reference: CNN-RNN paper (all outsiders seen)",
             "eer": 0.038,
             "far": 0.002,
             "frr": 0.074,
         }
-    )
+    ]
     write_result(
         "pb",
         "P-B: authentication, asc30 (members 01-05; outsiders seen 06-20, never seen 21-30)",
-        rows,
+        merge_rows("pb", rows, references),
         notes=_notes(models, minutes, "pb"),
     )
 
@@ -276,16 +288,41 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
                 **_speed(metrics),
             }
         )
-    rows += [
+    references = [
         {"model": "reference: Resemblyzer pretrained (issue)", "eer": 0.133},
         {"model": "reference: MFCC + GMM, cohort-normalised (issue)", "eer": 0.098},
     ]
     write_result(
         "pc",
         "P-C: verification of speakers never seen in training (asc30 21-30)",
-        rows,
+        merge_rows("pc", rows, references),
         notes=_notes(models, minutes, "pc"),
     )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def merge_rows(name: str, rows: list[dict], references: list[dict]) -> list[dict]:
+    """This run's rows, then the earlier rows of models not run this time, then references.
+
+    A model's earlier row keeps the date it was measured (`measured`), so one table can
+    gather models trained in separate sessions without passing them off as one run.
+    """
+    now = _now()
+    fresh = [{**row, "measured": now} for row in rows]
+    seen = {row["model"] for row in fresh}
+    old = RESULTS / f"{name}.json"
+    kept = []
+    if old.is_file() and not quick():
+        payload = json.loads(old.read_text())
+        for row in payload.get("rows", []):
+            model = str(row.get("model", ""))
+            if model in seen or model.startswith("reference:"):
+                continue
+            kept.append({**row, "measured": row.get("measured") or payload.get("date")})
+    return fresh + kept + references
 
 
 def _notes(models: list[str], minutes: float, name: str) -> str:
@@ -307,11 +344,21 @@ def main() -> int:
         default=Path(os.environ.get("VOXID_SHARED_DATA", ROOT.parent / "shared" / "data")),
     )
     ap.add_argument("--protocols", default="pa,pb,pc")
-    ap.add_argument("--models", default="crnn,ecapa,seed_cnn,gmm")
+    ap.add_argument("--models", default="crnn,ecapa,ecapa_small,seed_cnn,gmm")
+    ap.add_argument(
+        "--auth-scoring",
+        default="speakers,binary",
+        help="P-B variants: speakers (N-way, cosine to members) and/or binary (the paper's)",
+    )
     ap.add_argument("--minutes", type=float, default=20.0)
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
-    table = {"pa": protocol_pa, "pb": protocol_pb, "pc": protocol_pc}
+    scorings = tuple(s for s in args.auth_scoring.split(",") if s)
+    table = {
+        "pa": protocol_pa,
+        "pb": lambda d, m, t: protocol_pb(d, m, t, scorings),
+        "pc": protocol_pc,
+    }
     WORK.mkdir(parents=True, exist_ok=True)
     for name in args.protocols.split(","):
         table[name](args.data.resolve(), models, args.minutes)

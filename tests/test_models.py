@@ -191,6 +191,23 @@ def test_padded_batch_embeds_each_item_as_alone(name):
         torch.testing.assert_close(padded[0], model.embed(full)[0], atol=1e-5, rtol=1e-4)
 
 
+def test_crnn_mean_norm_ignores_a_fixed_channel_and_padding():
+    from voxid.features import FeatureConfig
+
+    torch.manual_seed(0)
+    model = build_model("crnn", 4, FeatureConfig.logmel(), **TINY["crnn"], mean_norm=True).eval()
+    x = torch.randn(1, 30, 64)
+    tilt = torch.linspace(-6.0, 6.0, 64)  # a microphone's colouring: an offset per band
+    padded = torch.cat([x, torch.full((1, 10, 64), 9.0)], dim=1)
+    with torch.no_grad():
+        ref = model.embed(x)
+        torch.testing.assert_close(model.embed(x + tilt), ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model.embed(padded, torch.tensor([30])), ref,
+                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+        plain = build_model("crnn", 4, FeatureConfig.logmel(), **TINY["crnn"]).eval()
+        assert not torch.allclose(plain.embed(x + tilt), plain.embed(x), atol=1e-3)
+
+
 def test_overfits_one_batch():
     torch.manual_seed(0)
     model = tiny("ecapa")

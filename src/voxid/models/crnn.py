@@ -8,6 +8,9 @@ max-pooling over frequency only) keep every frame and give ``(B, T, 128 * 8 = 10
 (Linear, BatchNorm, ReLU, Linear) projects to a 256-d L2-normalised embedding. Dropout 0.3
 after the CNN and after pooling doubles as Monte-Carlo dropout for uncertainty; the
 AAM-softmax head (margin 0.25, scale 30) is used in training only.
+
+`mean_norm=True` (not in the paper) subtracts each mel band's mean over the utterance
+before the CNN, as ECAPA's fbank front-end does.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class CRNNEncoder(nn.Module):
     mlp_hidden : hidden width of the projection MLP.
     embedding_dim : output size.
     dropout : (MC) dropout after the CNN and after pooling.
+    mean_norm : subtract each band's mean over the valid frames first.
 
     >>> enc = CRNNEncoder(n_mels=64, conv_channels=(4, 8, 8), gru_hidden=16,
     ...                   attention_channels=8, mlp_hidden=32, embedding_dim=16).eval()
@@ -82,8 +86,10 @@ class CRNNEncoder(nn.Module):
         mlp_hidden: int = 512,
         embedding_dim: int = 256,
         dropout: float = 0.3,
+        mean_norm: bool = False,
     ):
         super().__init__()
+        self.mean_norm = bool(mean_norm)
         blocks, in_ch, freq = [], 1, n_mels
         for out_ch in conv_channels:
             blocks.append(ConvSEBlock(in_ch, out_ch))
@@ -113,6 +119,12 @@ class CRNNEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, n_mels)`` (+ valid frames ``(B,)``) -> ``(B, embedding_dim)``."""
+        if self.mean_norm:
+            # A fixed channel (microphone, room colouring) is an offset per band in the log
+            # domain: removing the band means keeps the model from learning the session.
+            mask = length_mask(lengths, features.shape[1], features).transpose(1, 2)
+            mean = (features * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
+            features = (features - mean) * mask
         x = features.unsqueeze(1)
         if lengths is not None:
             x = x * length_mask(lengths, x.shape[2], x).unsqueeze(-1)
@@ -186,6 +198,7 @@ def build_crnn(
     mlp_hidden: int = 512,
     embedding_dim: int = 256,
     dropout: float = 0.3,
+    mean_norm: bool = False,
     margin: float = 0.25,
     scale: float = 30.0,
 ) -> SpeakerModel:
@@ -218,6 +231,7 @@ def build_crnn(
         mlp_hidden,
         embedding_dim,
         dropout,
+        mean_norm,
     )
     head = AAMSoftmax(embedding_dim, n_classes, margin=margin, scale=scale)
     return SpeakerModel("crnn", encoder, head, feature_config, embedding_dim, n_classes)

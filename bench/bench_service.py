@@ -7,10 +7,12 @@ the event loop stays responsive. Reports throughput, p50/p99 latency and failure
 0), checks that the registry is intact afterwards (same names, same embeddings), and times
 `voxid listen`'s code path on a file without real-time pacing (`--fast`).
 
-    .venv/bin/python bench/bench_service.py [--model PATH] [--clients 8] [--requests 200]
+    .venv/bin/python bench/bench_service.py [--model PATH | --recipes ecapa,ecapa_small,crnn]
+        [--clients 8] [--requests 200]
 
-Default model: a full-size ECAPA-TDNN (untrained weights: speed does not depend on them),
-exported to ONNX when `voxid.export` can, else served from its model.pt.
+Default: one run per recipe (`configs/<name>.yaml`: full-size ECAPA-TDNN, ECAPA at 256
+channels, the CNN-RNN), each model with untrained weights (speed does not depend on them)
+and exported to ONNX when `voxid.export` can, else served from its model.pt.
 BENCH_QUICK=1 makes a smaller run.
 """
 
@@ -36,22 +38,25 @@ KEY = "bench-key"
 VOICES = ("alice", "bruno", "chloe", "david")
 
 
-def default_model(folder: Path) -> tuple[Path, str]:
-    """A full-size ECAPA with random weights, as ONNX when the exporter works."""
+def recipe_model(recipe: str, folder: Path) -> tuple[Path, str]:
+    """The model of a recipe with random weights, as ONNX when the exporter works."""
     from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.config import load_config
     from voxid.models import build_model
 
-    model = build_model("ecapa", n_classes=len(VOICES)).eval()
+    cfg = load_config(recipe)
+    model = build_model(cfg.model, len(VOICES), **cfg.hparams).eval()
+    folder.mkdir(parents=True, exist_ok=True)
     pt = save_inference_file(folder / "model.pt", model, make_meta(model, list(VOICES)))
     try:
         from voxid.export import export_onnx
 
         onnx = folder / "model.onnx"
         export_onnx(pt, onnx)
-        return onnx, "ecapa (full size, untrained), ONNX Runtime"
+        return onnx, f"{recipe} (untrained), ONNX Runtime"
     except Exception as exc:  # any exporter failure: fall back to torch, and say so
         print(f"ONNX export failed ({exc}); serving model.pt", file=sys.stderr)
-        return pt, "ecapa (full size, untrained), torch"
+        return pt, f"{recipe} (untrained), torch"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -154,6 +159,8 @@ def main() -> None:
     """Run the benchmark and write bench/results/service.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="run folder, model.pt or .onnx")
+    parser.add_argument("--recipes", default="ecapa,ecapa_small,crnn",
+                        help="without --model: one untrained model per recipe")  # fmt: skip
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
         "--requests",
@@ -163,75 +170,28 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from voxid.audio import load_audio
     from voxid.demo import synthesize_corpus
-    from voxid.registry import Registry
-    from voxid.server.background import free_port
 
+    rows: list[dict] = []
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model, model_desc = (args.model, str(args.model)) if args.model else default_model(tmp)
         synthesize_corpus(tmp / "speech", n_speakers=len(VOICES), n_sentences=6)
         files = {v: sorted((tmp / "speech" / v).glob("*.wav")) for v in VOICES}
-        db, port = tmp / "speakers.db", free_port()
-        server_log = (tmp / "server.log").open("wb")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voxid",
-                "serve",
-                str(model),
-                "--registry",
-                str(db),
-                "--port",
-                str(port),
-            ],
-            env={**os.environ, "VOXID_API_KEY": KEY},
-            stdout=subprocess.DEVNULL,
-            # A file, not a pipe: nobody reads a pipe during the run, and a full one blocks.
-            stderr=server_log,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_up(url, server, tmp / "server.log")
-            with httpx.Client(base_url=url, timeout=120, headers={"X-API-Key": KEY}) as http:
-                for v in VOICES:
-                    r = http.post(
-                        "/enroll",
-                        data={"name": v},
-                        files=[
-                            ("files", (p.name, p.read_bytes(), "audio/wav")) for p in files[v][:3]
-                        ],
-                    )
-                    r.raise_for_status()
-            before = snapshot(Registry(db, None))
-            clips = [(v, p.read_bytes()) for v in VOICES for p in files[v][3:]]
-            clip_s = [sf.info(p).duration for v in VOICES for p in files[v][3:]]
-            asyncio.run(load(url, "verify", clips, args.clients, 2 * args.clients))  # warm-up
-            # One client first: the service time itself, without queueing.
-            single = max(10, args.requests // 10)
-            rows = [asyncio.run(load(url, "verify", clips, 1, single))]
-            rows += [
-                asyncio.run(load(url, kind, clips, args.clients, args.requests))
-                for kind in ("verify", "identify")
-            ]
-            intact = snapshot(Registry(db, None)) == before
-        finally:
-            server.terminate()
-            server.wait(30)
-            server_log.close()
-        conv = tmp / "conversation.wav"
-        speech = [load_audio(p) for v in VOICES for p in files[v][3:5]]
-        sf.write(conv, np.concatenate(speech), 16000, subtype="PCM_16")
-        rows.append(listen_rtf(model, db, conv))
-
-    for row in rows[:3]:
-        row["registry_intact"] = intact
+        if args.model:
+            models = [(args.model, str(args.model))]
+        else:
+            recipes = [r for r in args.recipes.split(",") if r]
+            models = [recipe_model(r, tmp / r) for r in recipes]
+        for i, (model, desc) in enumerate(models):
+            found, intact = serve_and_load(model, files, tmp / f"run{i}", args)
+            rows += [{"model": desc, **row} for row in found]
+            ok = ok and intact and not any(r.get("failed") for r in found)
+        clip_s = [sf.info(p).duration for v in VOICES for p in files[v][3:]]
     notes = (
-        f"Model: {model_desc}. Server: `voxid serve` in its own process, one inference "
-        "thread (torch: 1 intra-op thread; ONNX Runtime: voxid.export's session default); "
-        "clients: httpx asyncio on the same machine. Requests carry one espeak-ng sentence "
+        "Server: `voxid serve` in its own process, one inference thread (torch: 1 intra-op "
+        "thread; ONNX Runtime: voxid.export's session default); clients: httpx asyncio on "
+        "the same machine. Requests carry one espeak-ng sentence "
         f"({min(clip_s):.1f}-{max(clip_s):.1f} s of 22.05 kHz WAV). "
         "health_* is the latency of GET /health polled during the load. Target: p99 "
         "verify latency < 200 ms with 8 clients on 2 cores."
@@ -239,9 +199,76 @@ def main() -> None:
     out = write_result("service", "Service under load (loopback) and live RTF", rows, notes=notes)
     for row in rows:
         print(row)
-    print(f"registry intact: {intact}; wrote {out}")
-    if any(r.get("failed") for r in rows) or not intact:
+    print(f"wrote {out}")
+    if not ok:
         sys.exit(1)
+
+
+def serve_and_load(
+    model: Path, files: dict[str, list[Path]], tmp: Path, args: argparse.Namespace
+) -> tuple[list[dict], bool]:
+    """Serve `model`, enrol the voices, run the load, then `listen --fast` on a file.
+
+    Returns the rows and whether the registry came out of the load unchanged.
+    """
+    from voxid.audio import load_audio
+    from voxid.registry import Registry
+    from voxid.server.background import free_port
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    db, port = tmp / "speakers.db", free_port()
+    server_log = (tmp / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxid",
+            "serve",
+            str(model),
+            "--registry",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "VOXID_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        # A file, not a pipe: nobody reads a pipe during the run, and a full one blocks.
+        stderr=server_log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, server, tmp / "server.log")
+        with httpx.Client(base_url=url, timeout=120, headers={"X-API-Key": KEY}) as http:
+            for v in VOICES:
+                r = http.post(
+                    "/enroll",
+                    data={"name": v},
+                    files=[("files", (p.name, p.read_bytes(), "audio/wav")) for p in files[v][:3]],
+                )
+                r.raise_for_status()
+        before = snapshot(Registry(db, None))
+        clips = [(v, p.read_bytes()) for v in VOICES for p in files[v][3:]]
+        asyncio.run(load(url, "verify", clips, args.clients, 2 * args.clients))  # warm-up
+        # One client first: the service time itself, without queueing.
+        single = max(10, args.requests // 10)
+        rows = [asyncio.run(load(url, "verify", clips, 1, single))]
+        rows += [
+            asyncio.run(load(url, kind, clips, args.clients, args.requests))
+            for kind in ("verify", "identify")
+        ]
+        intact = snapshot(Registry(db, None)) == before
+    finally:
+        server.terminate()
+        server.wait(30)
+        server_log.close()
+    conv = tmp / "conversation.wav"
+    speech = [load_audio(p) for v in VOICES for p in files[v][3:5]]
+    sf.write(conv, np.concatenate(speech), 16000, subtype="PCM_16")
+    rows.append(listen_rtf(model, db, conv))
+
+    for row in rows[:3]:
+        row["registry_intact"] = intact
+    return rows, intact
 
 
 def snapshot(reg) -> dict[str, bytes]:

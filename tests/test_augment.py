@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import tone
@@ -160,3 +161,34 @@ def test_bad_parameters():
         add_gaussian_noise(np.zeros(100, np.float32), 10.0, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="freq_mask"):
         SpecAugment(freq_mask=-1)
+
+
+def test_training_mixes_real_noise_into_waveforms_at_the_snr(tmp_path):
+    from voxid.config import TrainConfig
+    from voxid.features import FeatureConfig
+    from voxid.models import build_model
+    from voxid.training.batch import InputPipeline
+
+    noise_dir = tmp_path / "noise"
+    noise_dir.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(noise_dir / "hum.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
+    cfg = TrainConfig(model="crnn")
+    cfg.augment.real_noise_dir, cfg.augment.real_noise_prob = str(noise_dir), 1.0
+    cfg.augment.real_noise_snr = [10.0, 10.0]
+    tiny = {"conv_channels": (4, 8, 8), "gru_hidden": 8, "attention_channels": 8,
+            "mlp_hidden": 8, "embedding_dim": 8}  # fmt: skip
+    model = build_model("crnn", 2, FeatureConfig.logmel(), **tiny)
+    pipe = InputPipeline(model, cfg, waveform=True)
+    clean = torch.from_numpy(np.stack([tone(1.0, seed=1), tone(1.0, freq=300, seed=2)]))
+    lengths = torch.tensor([16000, 12000])
+    noisy = pipe._mix_real_noise(clean, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        added = (noisy[i, :n] - clean[i, :n]).numpy()
+        snr = 10 * np.log10(np.mean(clean[i, :n].numpy() ** 2) / np.mean(added**2))
+        assert abs(snr - 10.0) < 0.1
+    assert torch.equal(noisy[1, 12000:], clean[1, 12000:])  # padding stays untouched
+    feats, _ = pipe(clean, lengths, train=False)  # validation and test stay clean
+    torch.testing.assert_close(feats, pipe(clean, lengths, train=False)[0])
+    with pytest.raises(ConfigError, match=r"augment\.real_noise_dir: .*waveform store"):
+        InputPipeline(model, cfg, waveform=False)

@@ -42,6 +42,10 @@ class AugmentConfig:
         noise_snr: `[low, high]` dB: Gaussian noise at an SNR drawn per example, added to
             the waveform (waveform stores) or to the feature map (feature stores).
         noise_prob: share of examples that get noise.
+        real_noise_dir: a folder of noise recordings mixed into training waveforms (waveform
+            stores only): a model that hears the same backgrounds behind every speaker
+            cannot use the background of a recording session to tell speakers apart.
+        real_noise_snr, real_noise_prob: SNR range (dB) and share of examples for it.
     """
 
     spec_augment: bool = False
@@ -51,6 +55,9 @@ class AugmentConfig:
     n_time: int = 2
     noise_snr: list[float] | None = None
     noise_prob: float = 0.5
+    real_noise_dir: str | None = None
+    real_noise_snr: list[float] = field(default_factory=lambda: [5.0, 30.0])
+    real_noise_prob: float = 0.5
 
 
 @dataclass
@@ -154,11 +161,21 @@ class TrainConfig:
         aug = self.augment
         for key in ("freq_mask", "time_mask", "n_freq", "n_time"):
             _check(_int(getattr(aug, key)) and getattr(aug, key) >= 0, f"augment.{key}", ">= 0")
-        _check(_num(aug.noise_prob) and 0 <= aug.noise_prob <= 1, "augment.noise_prob", "[0, 1]")
-        if aug.noise_snr is not None:
-            ok = isinstance(aug.noise_snr, list) and len(aug.noise_snr) == 2
-            ok = ok and all(_num(v) for v in aug.noise_snr) and aug.noise_snr[0] <= aug.noise_snr[1]
-            _check(ok, "augment.noise_snr", "must be [low, high] in dB with low <= high")
+        for key in ("noise_prob", "real_noise_prob"):
+            value = getattr(aug, key)
+            _check(_num(value) and 0 <= value <= 1, f"augment.{key}", "must be in [0, 1]")
+        for key in ("noise_snr", "real_noise_snr"):
+            snr = getattr(aug, key)
+            if snr is None:
+                continue
+            ok = isinstance(snr, list) and len(snr) == 2
+            ok = ok and all(_num(v) for v in snr) and snr[0] <= snr[1]
+            _check(ok, f"augment.{key}", "must be [low, high] in dB with low <= high")
+        _check(
+            aug.real_noise_dir is None or isinstance(aug.real_noise_dir, str),
+            "augment.real_noise_dir",
+            "must be a folder path",
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:

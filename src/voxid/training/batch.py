@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from voxid.config import TrainConfig
+from voxid.errors import ConfigError
 
 
 def add_noise(
@@ -62,6 +64,17 @@ class InputPipeline:
         self.model = model
         self.augment = cfg.augment
         self.waveform = waveform
+        self.noise_bank = None
+        if cfg.augment.real_noise_dir:
+            if not waveform:
+                raise ConfigError(
+                    "augment.real_noise_dir: recordings are mixed into waveforms; train on a "
+                    "waveform store (voxid prepare --features waveform)"
+                )
+            from voxid.augment import NoiseBank
+
+            self.noise_bank = NoiseBank(cfg.augment.real_noise_dir)
+            self.rng = np.random.default_rng(cfg.seed)
         self.spec_augment = None
         if cfg.augment.spec_augment:
             from voxid.augment import SpecAugment
@@ -73,6 +86,8 @@ class InputPipeline:
         self, x: torch.Tensor, lengths: torch.Tensor | None, train: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model inputs and their valid frame counts (None for fixed-size images)."""
+        if train and self.noise_bank is not None:
+            x = self._mix_real_noise(x, lengths)
         noise = tuple(self.augment.noise_snr) if train and self.augment.noise_snr else None
         if noise:
             mask = length_mask(lengths, x.shape[1], x.shape[0], x.device)
@@ -89,6 +104,19 @@ class InputPipeline:
         if train and self.spec_augment is not None:
             feats = self.spec_augment(feats)
         return feats, lengths
+
+    def _mix_real_noise(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Mix a random excerpt of a noise recording into a share of the waveforms."""
+        a, sr = self.augment, self.model.feature_config.sample_rate
+        out = x.clone()
+        for i in range(x.shape[0]):
+            if self.rng.random() >= a.real_noise_prob:
+                continue
+            n = int(lengths[i]) if lengths is not None else x.shape[1]
+            wav = x[i, :n].detach().cpu().float().numpy()
+            mixed = self.noise_bank.mix(wav, tuple(a.real_noise_snr), self.rng, sr=sr)
+            out[i, :n] = torch.from_numpy(mixed).to(x)
+        return out
 
     def _frames(self, samples: torch.Tensor | None, feats: torch.Tensor) -> torch.Tensor | None:
         if samples is None or feats.dim() != 3:

@@ -20,6 +20,10 @@ test-fast: setup
 	$(PY) -m pytest -q -x -m "not slow and not browser"
 
 bench: setup
+	@# The peer encoder (Resemblyzer) for the comparison rows; --no-deps keeps pip from
+	@# swapping the CPU torch for a CUDA build. webrtcvad-wheels provides its webrtcvad.
+	@$(PY) -c "import resemblyzer" 2>/dev/null || \
+		($(VENV)/bin/pip install -q webrtcvad-wheels && $(VENV)/bin/pip install -q --no-deps resemblyzer)
 	$(PY) bench/run_all.py --data $(SHARED)
 
 lint: setup

@@ -1,7 +1,8 @@
 """Embedding speed: x real time, verify latency and peak memory, torch vs ONNX vs Resemblyzer.
 
-For the full-size ECAPA-TDNN and CRNN (untrained weights: speed does not depend on
-training; or any `--model` given), on the same real speech files:
+For the models of the recipes `ecapa` (full size, 512 channels), `ecapa_small` (256) and
+`crnn` (untrained weights: speed does not depend on training; or any `--model` given), on
+the same real speech files:
 - batched 1-s clips: model only (pre-decoded, 64 per batch) and end to end from files
   (`embed_many`: decode, VAD, chunk, embed);
 - 15-s files, one `embed` per file (VAD, half-overlapping 1-s chunks batched);
@@ -78,14 +79,19 @@ def speech_files(root: Path) -> tuple[list[Path], list[Path], Path]:
     return clips, longs, three
 
 
-def full_size_models(root: Path) -> list[Path]:
-    """Untrained full-size ECAPA-TDNN (C=512) and CRNN, written as inference files."""
+RECIPES = ("ecapa", "ecapa_small", "crnn")
+
+
+def recipe_models(root: Path) -> list[Path]:
+    """The untrained model of each recipe in `RECIPES`, written as inference files."""
     from voxid.checkpoint import make_meta, save_inference_file
+    from voxid.config import load_config
     from voxid.models import build_model
 
     out = []
-    for name in ("ecapa", "crnn"):
-        model = build_model(name, n_classes=100)
+    for name in RECIPES:
+        cfg = load_config(name)
+        model = build_model(cfg.model, n_classes=100, **cfg.hparams)
         audio = {"sample_rate": SR, "chunk": {"seconds": 1.0}}
         meta = make_meta(model, [f"spk{i:03d}" for i in range(100)], audio_config=audio)
         out.append(save_inference_file(root / f"{name}.pt", model, meta))
@@ -159,7 +165,7 @@ def bench_voxid(model: Path, clips, longs, three, root: Path, repeats: int) -> d
     p50, p95 = latency(lambda: rec.verify("probe", three), 10 if quick() else 30)
     rss = peak_rss(RSS_CODE, str(model), str(root / f"rss-{model.stem}.db"), str(three))
     return {
-        "model": rec.meta["model_name"],
+        "model": model.stem if model.stem in RECIPES else rec.meta["model_name"],
         "backend": rec.backend.kind,
         "file": model.name,
         "x_rt_1s_batched_model": round(len(clips) / t_model, 1),
@@ -235,7 +241,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clips, longs, three = speech_files(root)
-        models = args.model or full_size_models(root)
+        models = args.model or recipe_models(root)
         rows = []
         for model in models:
             if model.suffix != ".onnx":
@@ -247,10 +253,13 @@ def main() -> None:
             print(rows[-2:] if len(rows) > 1 else rows, flush=True)
         rows.append(bench_resemblyzer(clips, longs, three, repeats))
         print(rows[-1], flush=True)
-    ref = rows[-1].get("x_rt_1s_batched_model")
-    for row in rows:
-        if ref and row.get("x_rt_1s_batched_model"):
-            row["vs_resemblyzer_1s_batched"] = round(row["x_rt_1s_batched_model"] / ref, 2)
+    # Two ratios: the models alone, and end to end from files (decode, VAD, features too).
+    for key, ratio in (("x_rt_1s_batched_model", "vs_resemblyzer_model"),
+                       ("x_rt_1s_files", "vs_resemblyzer_files")):  # fmt: skip
+        ref = rows[-1].get(key)
+        for row in rows:
+            if ref and row.get(key):
+                row[ratio] = round(row[key] / ref, 2)
     notes = (
         f"{len(clips)} one-second clips and {len(longs)} 15-s files of real speech "
         f"(asc30, librispeech-100 where present), 16 kHz. x_rt = seconds of audio per "

@@ -366,14 +366,42 @@ def merge_rows(name: str, rows: list[dict], references: list[dict]) -> list[dict
     return fresh + kept + references
 
 
+#: What each table needs said beside its numbers.
+FINDINGS = {
+    "pa": (
+        "ecapa_small and crnn_mn train from waveform stores with the two background-noise "
+        "recordings of ../shared/data/noise mixed into half the clips (5-30 dB): the test "
+        "take of some speakers has another noise floor (00000004: -47 dB against -69 dB in "
+        "takes 01-03), and without the noise a model names whoever's recordings had that "
+        "background (ecapa_small on fbank stores: 95.5 %; those speakers are right now). "
+        "Validation, carved from takes 01-03, reaches 99 % or more for every network: the "
+        "rest of the gap is the new take itself (00000015 is still half wrong)."
+    ),
+    "pb": (
+        "`(binary)`: the CNN-RNN paper's member/outsider head, score P(member). `(speakers)`: "
+        "N-way AAM-softmax over the 20 training speakers, score = highest cosine to a "
+        "member's class weight. Threshold: 1 % FAR on validation outsiders (all seen ones), "
+        "which lets in far more never-seen outsiders; far_unseen_at_frr_0.02 reads the DET "
+        "curve where 98 % of the members' clips pass. Twenty training speakers are too few "
+        "for embeddings that keep strangers out: unseen 00000021-00000023 are accepted at "
+        "most operating points."
+    ),
+    "pc": (
+        "asnorm_*: adaptive S-norm (top 100) against a cohort of the training store's "
+        "validation clips (training speakers only, as P-C allows)."
+    ),
+}
+
+
 def _notes(models: list[str], minutes: float, name: str) -> str:
     logs = WORK / "logs"
     return (
         f"Each model trained with `max_minutes={minutes}` on the 2-core CPU; the exact "
         f"prepare/train/evaluate commands are printed by the script and logged under "
-        f"{logs.relative_to(ROOT)}/{name}_*.log. Reference rows are the figures quoted in "
-        "the project's issues for the same clips, not re-measured here."
-    )
+        f"{logs.relative_to(ROOT)}/{name}_*.log. Rows keep the date they were measured. "
+        "Reference rows are the figures quoted in the project's issues for the same clips, "
+        "not re-measured here. " + FINDINGS.get(name, "")
+    ).strip()
 
 
 def main() -> int:

@@ -178,6 +178,19 @@ def test_masked_pooling_ignores_padding():
         torch.testing.assert_close(out[1], pool(x[1:])[0])
 
 
+def test_global_context_attention_equals_the_papers_concatenation():
+    """Projecting the utterance statistics once equals convolving them at every frame."""
+    torch.manual_seed(0)
+    pool = AttentiveStatsPool(6, 4, global_context=True)
+    x, steps = torch.randn(2, 6, 15), 15
+    mean, std = x.mean(-1, keepdim=True), x.std(-1, unbiased=False, keepdim=True)
+    stacked = torch.cat([x, mean.expand(-1, -1, steps), std.expand(-1, -1, steps)], dim=1)
+    weights = torch.softmax(pool.attention(stacked), dim=-1)
+    mean_w = (x * weights).sum(-1)
+    std_w = ((x - mean_w[..., None]) ** 2 * weights).sum(-1).sqrt()
+    torch.testing.assert_close(pool(x), torch.cat([mean_w, std_w], dim=1), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["crnn", "ecapa"])
 def test_padded_batch_embeds_each_item_as_alone(name):
     torch.manual_seed(0)

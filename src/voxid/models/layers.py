@@ -110,24 +110,30 @@ class AttentiveStatsPool(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Pool ``x`` ``(B, C, T)`` to ``(B, 2C)``, ignoring frames at or beyond ``lengths``."""
         mask = length_mask(lengths, x.shape[-1], x)
-        attn_in = x
         if self.global_context:
-            mean, std = masked_mean_std(x, mask)
-            steps = x.shape[-1]
-            attn_in = torch.cat(
-                [
-                    x,
-                    mean.unsqueeze(-1).expand(-1, -1, steps),
-                    std.unsqueeze(-1).expand(-1, -1, steps),
-                ],
-                dim=1,
-            )
-        scores = self.attention(attn_in)
+            scores = self.attention[2](self.attention[1](self._context_hidden(x, mask)))
+        else:
+            scores = self.attention(x)
         # A large negative (not -inf) keeps fully padded rows finite in ONNX and fp16.
         scores = scores.masked_fill(mask == 0, -1e4)
         weights = torch.softmax(scores, dim=-1)
         mean, std = masked_mean_std(x, weights)
         return torch.cat([mean, std], dim=1)
+
+    def _context_hidden(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The first attention layer on ``[x; mean; std]``, with the statistics projected once.
+
+        Appending the utterance statistics to every frame and convolving the ``3C`` channels
+        is what the paper describes; but the statistics are the same at every frame, so
+        their share of the 1 x 1 convolution is one matrix-vector product per utterance.
+        That is the same result (and the same weights) for a third of the layer's work,
+        about 7 % of the whole ECAPA-TDNN's.
+        """
+        conv, c = self.attention[0], x.shape[1]
+        mean, std = masked_mean_std(x, mask)
+        weight = conv.weight.squeeze(-1)
+        context = weight[:, c : 2 * c] @ mean.unsqueeze(-1) + weight[:, 2 * c :] @ std.unsqueeze(-1)
+        return F.conv1d(x, conv.weight[:, :c], conv.bias) + context
 
 
 class SEBlock(nn.Module):

@@ -46,6 +46,13 @@ NOISY_TRAINING = {"ecapa_small", "crnn_mn"}
 MEMBERS = "00000001-00000005"
 UNSEEN = "00000021-00000030"
 SPLIT_PA = "take:01,02,03=train;04=test"
+#: Set by --vad: every store keeps only speech (energy VAD) in variable-length chunks, as
+#: the recogniser embeds audio, instead of whole 1-s clips with their silences.
+VAD = False
+#: The P-C training corpora; --vad leaves out fsdd (6 speakers, 3,000 digits at 8 kHz), a
+#: third of each epoch spent on six voices.
+PC_CORPORA = ("librispeech-100", "fsdd", "voxforge", "asc30")
+PC_CORPORA_VAD = ("librispeech-100", "voxforge", "asc30")
 
 
 def voxid(*args: str, log: Path | None = None) -> tuple[float, str]:
@@ -64,9 +71,21 @@ def voxid(*args: str, log: Path | None = None) -> tuple[float, str]:
     return elapsed, proc.stdout
 
 
+def clip_chunking(min_tail: float = 0.1) -> list[str]:
+    """`voxid prepare` options for 1-s clips: whole, or (--vad) their speech alone."""
+    if VAD:
+        return ["--chunk", "1.0", "--tail", "keep", "--min-tail", str(min_tail)]
+    return ["--no-vad", "--chunk", "1.0"]
+
+
+def tag(name: str) -> str:
+    """A store or run name, marked when --vad changes how it was made."""
+    return f"{name}_vad" if VAD else name
+
+
 def prepare(name: str, sources: list[Path], features: str, *extra: str) -> Path:
     """Prepare (once) a store bench/work/<name>_<features>.h5."""
-    out = WORK / f"{name}_{features}.h5"
+    out = WORK / f"{tag(name)}_{features}.h5"
     if not out.exists():
         voxid(
             "prepare",
@@ -159,7 +178,7 @@ def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
     rows = []
     for model in models:
         feats = store_kind(model)
-        chunking = ["--no-chunk"] if feats == "image" else ["--no-vad", "--chunk", "1.0"]
+        chunking = ["--no-chunk"] if feats == "image" else clip_chunking()
         store = prepare(
             "pa",
             [data / "asc30"],
@@ -170,18 +189,14 @@ def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
             "0.1",
             *chunking,
         )
+        run = tag(f"pa_{model}")
         metrics = train(
-            f"pa_{model}",
-            model,
-            store,
-            minutes,
-            *noise_overrides(model, data),
-            epochs=EPOCHS.get(model),
+            run, model, store, minutes, *noise_overrides(model, data), epochs=EPOCHS.get(model)
         )
-        summ = evaluate(f"pa_{model}", store, "--split", "test")["summary"]
+        summ = evaluate(run, store, "--split", "test")["summary"]
         rows.append(
             {
-                "model": model,
+                "model": label(model),
                 "top1": summ.get("top1_accuracy"),
                 "top5": summ.get("top5_accuracy"),
                 "macro_f1": summ.get("macro_f1"),
@@ -222,13 +237,11 @@ def protocol_pb(
             "0.1",
             "--unseen-speakers",
             UNSEEN,
-            "--no-vad",
-            "--chunk",
-            "1.0",
+            *clip_chunking(),
         )
         # Quoted: the override is YAML, where 00000001 would be read as the integer 1.
         members = ",".join(f"'{i:08d}'" for i in range(1, 6))
-        run = f"pb_{model}" if scoring == "binary" else f"pb_{model}_{scoring}"
+        run = tag(f"pb_{model}" if scoring == "binary" else f"pb_{model}_{scoring}")
         metrics = train(
             run,
             model,
@@ -245,7 +258,7 @@ def protocol_pb(
                 "far_unseen_at_frr_0.02")  # fmt: skip
         rows.append(
             {
-                "model": f"{model} ({scoring})",
+                "model": f"{label(model)} ({scoring})",
                 **{k: summ.get(k) for k in keys},
                 "threshold": metrics.get("threshold"),
                 **_speed(metrics),
@@ -274,12 +287,13 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
         feats = FEATURES[model]
         train_store = prepare(
             "pc_train",
-            [data / d for d in ("librispeech-100", "fsdd", "voxforge", "asc30")],
+            [data / d for d in (PC_CORPORA_VAD if VAD else PC_CORPORA)],
             store_kind(model),
             "--exclude-speakers",
             UNSEEN,
             "--split",
             "0.9,0.1,0",
+            *(["--tail", "keep", "--min-tail", "0.3"] if VAD else []),
         )
         eval_store = prepare(
             "pc_eval",
@@ -289,12 +303,11 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
             UNSEEN,
             "--split-rule",
             "take:01,02,03=enroll;04=test",
-            "--no-vad",
-            "--chunk",
-            "1.0",
+            *clip_chunking(),
         )
+        run = tag(f"pc_{model}")
         metrics = train(
-            f"pc_{model}",
+            run,
             model,
             train_store,
             minutes,
@@ -302,7 +315,7 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
             epochs=EPOCHS_PC.get(model),
         )
         report = evaluate(
-            f"pc_{model}",
+            run,
             eval_store,
             "--verify",
             "--enroll-split",
@@ -319,7 +332,7 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
         summ = report["summary"]
         rows.append(
             {
-                "model": model,
+                "model": label(model),
                 "eer": summ.get("eer"),
                 "min_dcf_0.01": summ.get("min_dcf_0.01"),
                 "asnorm_eer": summ.get("asnorm_eer"),
@@ -341,6 +354,11 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
     )
 
 
+def label(model: str) -> str:
+    """A model's row name: `+vad` where its stores kept speech only."""
+    return f"{model} +vad" if VAD else model
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -352,7 +370,8 @@ def merge_rows(name: str, rows: list[dict], references: list[dict]) -> list[dict
     gather models trained in separate sessions without passing them off as one run.
     """
     now = _now()
-    fresh = [{**row, "measured": now} for row in rows]
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    fresh = [{**row, "measured": now, "_command": command} for row in rows]
     seen = {row["model"] for row in fresh}
     old = RESULTS / f"{name}.json"
     kept = []
@@ -420,7 +439,18 @@ def main() -> int:
         help="P-B variants: speakers (N-way, cosine to members) and/or binary (the paper's)",
     )
     ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument(
+        "--vad",
+        action="store_true",
+        help="stores of speech only (VAD, variable-length chunks), as the recogniser embeds",
+    )
+    ap.add_argument("--epochs", type=int, help="train this many epochs (default: per model)")
     args = ap.parse_args()
+    global VAD
+    VAD = args.vad
+    if args.epochs:
+        EPOCHS.update(dict.fromkeys(args.models.split(","), args.epochs))
+        EPOCHS_PC.update(dict.fromkeys(args.models.split(","), args.epochs))
     models = [m for m in args.models.split(",") if m]
     scorings = tuple(s for s in args.auth_scoring.split(",") if s)
     table = {

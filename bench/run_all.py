@@ -47,7 +47,8 @@ def table(rows: list[dict]) -> str:
         return "_no rows_\n"
     cols: list[str] = []
     for row in rows:
-        cols += [c for c in row if c not in cols]
+        # Keys starting with "_" are provenance, listed under the table (see `render`).
+        cols += [c for c in row if c not in cols and not c.startswith("_")]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -79,6 +80,12 @@ def render(results_dir: Path = RESULTS, out: Path = ROOT / "BENCHMARKS.md") -> P
             + "\n"
         )
         parts.append(table(res.get("rows", [])))
+        other = [
+            r for r in res.get("rows", []) if r.get("_command") not in (None, res.get("command"))
+        ]
+        if other:
+            parts.append("\nRows measured by an earlier command (kept from that run):\n")
+            parts += [f"- {r.get('model')}: `{r['_command']}` ({r.get('measured')})" for r in other]
         if res.get("notes"):
             parts.append("\n" + res["notes"].strip() + "\n")
     tmp = out.with_suffix(".md.tmp")

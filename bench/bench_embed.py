@@ -152,6 +152,44 @@ def latency(fn, n: int) -> tuple[float, float]:
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
+def gemm_peak_gflops(threads: int, size: int = 2048, repeats: int = 15) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s), the best of `repeats` runs.
+
+    A dense GEMM is as fast as the CPU's float arithmetic gets (MKL/oneDNN at ~90 % of the
+    FMA units' peak), so no network built of convolutions can beat it.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e9
+
+
+def model_gflop_per_second_of_audio(model: Path) -> float | None:
+    """Forward GFLOP of a model file's encoder for one second of 16 kHz audio (torch files)."""
+    if model.suffix == ".onnx":
+        return None
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from voxid.checkpoint import load_checkpoint
+
+    _, net = load_checkpoint(model)
+    net.eval()
+    with torch.inference_mode():
+        feats = net.frontend(torch.zeros(1, SR))
+        with FlopCounterMode(display=False) as counter:
+            net.encoder(feats)
+    return counter.get_total_flops() / 1e9
+
+
 def bench_voxid(model: Path, clips, longs, three, root: Path, repeats: int) -> dict:
     """Speed figures of one model file with its own backend."""
     from voxid.recognizer import Recognizer
@@ -164,6 +202,7 @@ def bench_voxid(model: Path, clips, longs, three, root: Path, repeats: int) -> d
     rec.enroll("probe", three)
     p50, p95 = latency(lambda: rec.verify("probe", three), 10 if quick() else 30)
     rss = peak_rss(RSS_CODE, str(model), str(root / f"rss-{model.stem}.db"), str(three))
+    gflop = model_gflop_per_second_of_audio(model)
     return {
         "model": model.stem if model.stem in RECIPES else rec.meta["model_name"],
         "backend": rec.backend.kind,
@@ -174,6 +213,7 @@ def bench_voxid(model: Path, clips, longs, three, root: Path, repeats: int) -> d
         "verify_3s_p50_ms": round(p50, 1),
         "verify_3s_p95_ms": round(p95, 1),
         "peak_rss_mb": round(rss, 1),
+        "gflop_per_audio_s": None if gflop is None else round(gflop, 3),
     }
 
 
@@ -236,7 +276,9 @@ def main() -> None:
 
     from voxid.export import export_onnx
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = os.cpu_count() or 1
+    peak = gemm_peak_gflops(threads)
+    torch.set_num_threads(threads)
     repeats = 2 if quick() else 5
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -253,6 +295,11 @@ def main() -> None:
             print(rows[-2:] if len(rows) > 1 else rows, flush=True)
         rows.append(bench_resemblyzer(clips, longs, three, repeats))
         print(rows[-1], flush=True)
+    # The compute bound: no implementation runs a model faster than the GEMM peak allows.
+    flops = {r["model"]: r.get("gflop_per_audio_s") for r in rows if r.get("gflop_per_audio_s")}
+    for row in rows:
+        if flops.get(row["model"]):
+            row["bound_x_rt"] = round(peak / flops[row["model"]], 1)
     # Two ratios: the models alone, and end to end from files (decode, VAD, features too).
     for key, ratio in (("x_rt_1s_batched_model", "vs_resemblyzer_model"),
                        ("x_rt_1s_files", "vs_resemblyzer_files")):  # fmt: skip
@@ -265,7 +312,12 @@ def main() -> None:
         f"(asc30, librispeech-100 where present), 16 kHz. x_rt = seconds of audio per "
         f"second of wall time; targets: ecapa ONNX >= 200x on batched 1-s clips and >= 5x "
         f"Resemblyzer, verify of 3 s < 50 ms, peak RSS < 600 MB. Untrained weights unless "
-        f"--model was given. Load average at start: {os.getloadavg()[0]:.1f}."
+        f"--model was given. Load average at start: {os.getloadavg()[0]:.1f}. "
+        f"gflop_per_audio_s: the encoder's forward work for one second of audio (torch's "
+        f"FLOP counter; the ONNX graph computes the same). bound_x_rt: the fastest that "
+        f"work could run here, at this machine's fp32 GEMM rate measured in the same run "
+        f"({peak:.0f} GFLOP/s with {threads} threads): a ceiling no implementation of the "
+        f"model passes in fp32."
     )
     print(
         write_result("embed", "Embedding speed (x real time), latency, memory", rows, notes=notes)

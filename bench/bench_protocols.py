@@ -337,7 +337,7 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
                 "min_dcf_0.01": summ.get("min_dcf_0.01"),
                 "asnorm_eer": summ.get("asnorm_eer"),
                 "asnorm_min_dcf_0.01": summ.get("asnorm_min_dcf_0.01"),
-                "trials": _find(report, "n_trials"),
+                "trials": (_find(report, "n_target") or 0) + (_find(report, "n_nontarget") or 0),
                 "targets": _find(report, "n_target"),
                 **_speed(metrics),
             }

@@ -18,7 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH = Path(__file__).resolve().parent
+
+
+def quick() -> bool:
+    """True under BENCH_QUICK=1: smaller inputs, for a smoke run."""
+    return os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+#: Where results go. A smoke run (BENCH_QUICK=1) writes under bench/work/quick/, never over
+#: the measured results that BENCHMARKS.md quotes.
+QUICK_DIR = BENCH / "work" / "quick"
+RESULTS = QUICK_DIR / "results" if quick() else BENCH / "results"
 
 
 def machine() -> dict[str, Any]:
@@ -32,11 +43,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-
-
-def quick() -> bool:
-    """True under BENCH_QUICK=1: smaller inputs, for a smoke run."""
-    return os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 
 def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:

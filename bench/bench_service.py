@@ -134,7 +134,7 @@ def listen_rtf(model: Path, db: Path, wav: Path) -> dict:
     from voxid.stream import LiveIdentifier, file_blocks, run_stream
 
     torch.set_num_threads(1)  # as `voxid listen` runs by default
-    rec = Recognizer.load(model, registry=db)
+    rec = Recognizer.load(model, registry=db, threads=1)
     latencies: list[float] = []
     start = time.perf_counter()
     n = run_stream(
@@ -189,9 +189,9 @@ def main() -> None:
             ok = ok and intact and not any(r.get("failed") for r in found)
         clip_s = [sf.info(p).duration for v in VOICES for p in files[v][3:]]
     notes = (
-        "Server: `voxid serve` in its own process, one inference thread (torch: 1 intra-op "
-        "thread; ONNX Runtime: voxid.export's session default); clients: httpx asyncio on "
-        "the same machine. Requests carry one espeak-ng sentence "
+        "Server: `voxid serve` in its own process with its defaults: as many model calls at "
+        "once as there are cores, one thread each (torch and ONNX Runtime); clients: httpx "
+        "asyncio on the same machine. Requests carry one espeak-ng sentence "
         f"({min(clip_s):.1f}-{max(clip_s):.1f} s of 22.05 kHz WAV). "
         "health_* is the latency of GET /health polled during the load. Target: p99 "
         "verify latency < 200 ms with 8 clients on 2 cores."

@@ -139,6 +139,45 @@ def test_trained_model_tells_voices_apart(trained_model, speech_corpus, tmp_path
         assert ident.json()["name"] == "bruno", ident.json()
 
 
+def test_parallel_workers_answer_as_one_worker(random_model_file, speech_corpus, tmp_path):
+    """Concurrent requests over two inference workers score exactly as one at a time."""
+    import asyncio
+
+    from voxid.errors import ConfigError
+
+    paths = sorted(speech_corpus.rglob("*.wav"))[:6]
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db", threads=1)
+    app = create_app(rec, api_key=KEY, workers=2)
+    assert app.state.service.workers == 2
+    with BackgroundServer(app) as srv:
+        with httpx.Client(base_url=srv.url, timeout=60, headers={"X-API-Key": KEY}) as http:
+            assert http.post("/enroll", data={"name": "ref"}, files=_files(paths[:1])).is_success
+            one_by_one = [
+                http.post(
+                    "/verify", data={"name": "ref"}, files={"file": (p.name, p.read_bytes())}
+                ).json()["score"]
+                for p in paths
+            ]
+
+        async def burst() -> list[float]:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
+                replies = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/verify",
+                            data={"name": "ref"},
+                            files={"file": (p.name, p.read_bytes())},
+                        )
+                        for p in paths * 3
+                    )
+                )
+            return [r.json()["score"] for r in replies]
+
+        assert asyncio.run(burst()) == pytest.approx(one_by_one * 3, abs=1e-6)
+    with pytest.raises(ConfigError, match="workers"):
+        create_app(rec, workers=0)
+
+
 def test_mutations_need_the_key(server, speech_wav, random_model_file, tmp_path):
     files = _files([speech_wav])
     with httpx.Client(base_url=server.url, timeout=60) as http:

@@ -184,12 +184,18 @@ class TorchBackend(Backend):
         return self._mc(k, lambda: self.classify(chunks))
 
 
-def load_backend(path: str | os.PathLike, device: str = "cpu") -> Backend:
-    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch."""
+def load_backend(
+    path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+) -> Backend:
+    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch.
+
+    `threads`: onnxruntime's intra-op threads (default: the cores); torch uses its global
+    setting (`torch.set_num_threads`), which the caller owns.
+    """
     if Path(path).suffix.lower() == ".onnx":
         from voxid.export import OnnxBackend
 
-        return OnnxBackend(path, device=device)
+        return OnnxBackend(path, device=device, threads=threads)
     return TorchBackend(path, device=device)
 
 

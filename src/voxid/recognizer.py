@@ -144,6 +144,7 @@ class Recognizer:
         threshold: float | None = None,
         device: str = "cpu",
         mc_samples: int = 0,
+        threads: int | None = None,
     ) -> Recognizer:
         """Load a run folder, `.ckpt`, `model.pt` or `.onnx` file and a registry.
 
@@ -154,9 +155,11 @@ class Recognizer:
             threshold: decision threshold overriding the calibrated one stored with the model.
             device: torch device ("cpu", "cuda"); ONNX uses CUDA when asked and available.
             mc_samples: MC-dropout passes for probabilistic scores (0: deterministic).
+            threads: onnxruntime intra-op threads per call (default: the cores); a server
+                that runs several calls at once wants 1 (torch: `torch.set_num_threads`).
         """
         return cls(
-            load_backend(checkpoint_or_onnx, device=device),
+            load_backend(checkpoint_or_onnx, device=device, threads=threads),
             registry,
             threshold=threshold,
             mc_samples=mc_samples,

@@ -37,7 +37,14 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 class Service:
-    """What the routes share: the recognizer, its worker thread and the settings."""
+    """What the routes share: the recognizer, its inference workers and the settings.
+
+    `workers` model calls run at once, each on its own thread. On a CPU, requests in
+    parallel on one thread each serve more than one request at a time on every core: a
+    call split over cores waits at each layer for its slowest thread, and under load (other
+    requests decoding, other processes) that thread is often descheduled; measured on 2
+    cores, a 2-thread ONNX call took 2-3x the time per chunk of a 1-thread one.
+    """
 
     def __init__(
         self,
@@ -46,17 +53,23 @@ class Service:
         max_upload_bytes: int,
         max_audio_seconds: float,
         allowed_origins: set[str] | None = None,
+        workers: int = 1,
     ) -> None:
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers: must be a positive integer, got {workers!r}")
+        if getattr(recognizer, "mc_samples", 0):
+            workers = 1  # MC dropout switches the torch model's dropout on and off per call
         self.recognizer = recognizer
+        self.workers = workers
         self.allowed_origins = allowed_origins or set()
         self.live_sessions = 0  # only touched on the event loop: no lock needed
         self.api_key = api_key or None
         self.max_upload_bytes = max_upload_bytes
         self.max_audio_seconds = max_audio_seconds
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxid-infer")
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxid-infer")
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking call into the recognizer on its worker thread."""
+        """Run a blocking call into the recognizer on one of its inference workers."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, partial(fn, *args, **kwargs))
 
@@ -97,6 +110,7 @@ def create_app(
     max_upload_mb: float = 20.0,
     cors_origins: list[str] | None = None,
     max_audio_seconds: float = 120.0,
+    workers: int = 1,
 ) -> FastAPI:
     """Build the service around a loaded recognizer.
 
@@ -108,6 +122,7 @@ def create_app(
     max_upload_mb: the largest request body accepted (413 beyond it).
     cors_origins: origins allowed by CORS; None or empty keeps CORS off.
     max_audio_seconds: the longest decoded upload accepted.
+    workers: model calls run at once (load the recognizer with `threads=1` to match).
     """
     if max_upload_mb <= 0:
         raise ConfigError(f"max_upload_mb: must be positive, got {max_upload_mb}")
@@ -116,7 +131,12 @@ def create_app(
     from voxid.server.routes import router
 
     service = Service(
-        recognizer, api_key, int(max_upload_mb * 1e6), max_audio_seconds, set(cors_origins or ())
+        recognizer,
+        api_key,
+        int(max_upload_mb * 1e6),
+        max_audio_seconds,
+        set(cors_origins or ()),
+        workers=workers,
     )
 
     @asynccontextmanager

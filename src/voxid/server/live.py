@@ -21,7 +21,7 @@ from voxid.stream import LiveIdentifier, StreamConfig
 
 router = APIRouter()
 
-#: Live sessions at once: they all share the one inference thread.
+#: Live sessions at once: they all share the inference workers.
 MAX_SESSIONS = 8
 #: The largest frame accepted: 2 s of 48 kHz audio; live clients send about 0.1 s.
 MAX_FRAME_BYTES = 2 * 48000 * 2

@@ -100,6 +100,7 @@ class AttentiveStatsPool(nn.Module):
         super().__init__()
         _positive(channels=channels, bottleneck=bottleneck)
         self.global_context = global_context
+        self.channels = channels
         in_channels = channels * 3 if global_context else channels
         self.attention = nn.Sequential(
             nn.Conv1d(in_channels, bottleneck, kernel_size=1),
@@ -129,7 +130,9 @@ class AttentiveStatsPool(nn.Module):
         That is the same result (and the same weights) for a third of the layer's work,
         about 7 % of the whole ECAPA-TDNN's.
         """
-        conv, c = self.attention[0], x.shape[1]
+        # A Python int, not x.shape[1]: the weight slices stay constants in an ONNX export,
+        # so the exported Conv keeps an initializer as its weight (int8 quantisation needs it).
+        conv, c = self.attention[0], self.channels
         mean, std = masked_mean_std(x, mask)
         weight = conv.weight.squeeze(-1)
         context = weight[:, c : 2 * c] @ mean.unsqueeze(-1) + weight[:, 2 * c :] @ std.unsqueeze(-1)

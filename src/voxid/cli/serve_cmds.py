@@ -107,6 +107,7 @@ def listen(
     threads: Annotated[int, typer.Option(help=THREADS_HELP, min=0)] = 1,
 ) -> None:
     """Say who is speaking, live, from the microphone or a file; Ctrl-C stops."""
+    import signal
     import time
 
     from voxid.recognizer import Recognizer
@@ -118,6 +119,9 @@ def listen(
         run_stream,
     )
 
+    # A shell starts background jobs with SIGINT ignored, and children inherit that; Ctrl-C
+    # (or `kill -INT` from a supervisor) must still end the stream cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _set_threads(threads)
     config = StreamConfig(window_s=window, hop_s=hop, smoothing=smoothing)
     recognizer = Recognizer.load(model, registry=registry, threads=threads or None)

@@ -105,9 +105,14 @@ def cosine_trials(
         raise ConfigError(f"n_enroll: must be at least 1, got {n_enroll}")
     speakers = [s for s in np.unique(labels) if (labels == s).sum() > n_enroll]
     if len(speakers) < 2:
+        most = (
+            int(np.bincount(np.unique(labels, return_inverse=True)[1]).max()) if labels.size else 0
+        )
         raise DataError(
             f"calibration needs at least 2 speakers with more than {n_enroll} "
-            f"utterances, found {len(speakers)}"
+            f"utterances, found {len(speakers)} (at most {most} utterances per speaker in this "
+            f"split): use fewer enrolment utterances (--n-enroll), or give the held-out "
+            f"split more files (voxid prepare --split 0.6,0.2,0.2)"
         )
     models, test = [], []
     for s in speakers:

@@ -119,3 +119,19 @@ def test_errors_exit_1_with_one_line(model, tmp_path, speech_wav):
     assert proc.stderr.strip() == (
         "error: speaker 'nobody': not enrolled and not a training speaker"
     )
+
+
+def test_calibration_with_too_few_utterances_says_what_to_do():
+    """One file per speaker in the split: the error counts them and names the remedies."""
+    import numpy as np
+
+    from voxid.calibration import cosine_trials
+    from voxid.errors import DataError
+
+    embs = np.eye(3, dtype=np.float32)
+    with pytest.raises(DataError, match=r"at most 1 utterances .*--n-enroll.*--split"):
+        cosine_trials(embs, np.array([0, 1, 2]), n_enroll=3)
+    tar, non, _ = cosine_trials(
+        np.eye(2, dtype=np.float32)[[0, 0, 1, 1]], np.array([0, 0, 1, 1]), 1
+    )
+    assert tar.tolist() == [1.0, 1.0] and non.tolist() == [0.0, 0.0]

@@ -184,6 +184,15 @@ class TorchBackend(Backend):
         return self._mc(k, lambda: self.classify(chunks))
 
 
+def usable_cores(cap: int = 8) -> int:
+    """The CPU cores worth running model work on at once (at most `cap`).
+
+    >>> 1 <= usable_cores() <= 8
+    True
+    """
+    return max(1, min(os.cpu_count() or 1, cap))
+
+
 def load_backend(
     path: str | os.PathLike, device: str = "cpu", threads: int | None = None
 ) -> Backend:

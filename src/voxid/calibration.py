@@ -103,11 +103,10 @@ def cosine_trials(
     """
     if n_enroll < 1:
         raise ConfigError(f"n_enroll: must be at least 1, got {n_enroll}")
-    speakers = [s for s in np.unique(labels) if (labels == s).sum() > n_enroll]
+    names, counts = np.unique(labels, return_counts=True)
+    speakers = names[counts > n_enroll]
     if len(speakers) < 2:
-        most = (
-            int(np.bincount(np.unique(labels, return_inverse=True)[1]).max()) if labels.size else 0
-        )
+        most = int(counts.max()) if counts.size else 0
         raise DataError(
             f"calibration needs at least 2 speakers with more than {n_enroll} "
             f"utterances, found {len(speakers)} (at most {most} utterances per speaker in this "

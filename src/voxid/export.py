@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.backends import Backend
+from voxid.backends import Backend, usable_cores
 from voxid.errors import ModelError
 
 OPSET = 17
@@ -283,7 +283,7 @@ def session_options(threads: int | None = None) -> Any:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+    opts.intra_op_num_threads = threads or usable_cores()
     opts.inter_op_num_threads = 1
     return opts
 

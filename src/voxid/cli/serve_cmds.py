@@ -25,12 +25,6 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _default_workers() -> int:
-    import os
-
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
 def serve(
     model: Annotated[Path, typer.Argument(help="Run folder, model.pt or .onnx file.")],
     registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
@@ -59,6 +53,7 @@ def serve(
     """Serve enrol/verify/identify over HTTP, the web page at / and live mode at /ws/live."""
     import uvicorn
 
+    from voxid.backends import usable_cores
     from voxid.recognizer import Recognizer
     from voxid.server import create_app
 
@@ -80,7 +75,7 @@ def serve(
         api_key=api_key,
         max_upload_mb=max_upload_mb,
         cors_origins=cors_origin or None,
-        workers=workers or _default_workers(),
+        workers=workers or usable_cores(),
     )
     print(
         f"voxid: serving {model} on http://{host}:{port}/ (registry {registry})",

@@ -74,6 +74,27 @@ def test_fbank_is_log_mel_mean_normalised(voiced):
     np.testing.assert_allclose(ours.mean(axis=0), 0.0, atol=1e-4)
 
 
+def test_fbank_norms_remove_gain_and_only_band_removes_the_channel(voiced):
+    """`level` takes one mean (the gain) out, `band` each band's (the channel), `none` none."""
+    raw = run(FeatureConfig.fbank(norm="none"), voiced)
+    level = run(FeatureConfig.fbank(norm="level"), voiced)
+    np.testing.assert_allclose(level, raw - raw.mean(), atol=1e-4)
+    # a gain of 4: log power + log 16 (2.77) everywhere but where the 1e-6 floor bends the
+    # log, and both normalisations take it out
+    loud = 4 * voiced
+    np.testing.assert_allclose(run(FeatureConfig.fbank(norm="none"), loud), raw + np.log(16),
+                               atol=0.02)  # fmt: skip
+    np.testing.assert_allclose(run(FeatureConfig.fbank(norm="level"), loud), level, atol=0.02)
+    # a filter that colours the spectrum (first difference: a high-pass tilt) moves the
+    # band means, so `level` keeps the tilt and `band` removes it
+    tilted = np.append(voiced[:1], np.diff(voiced)).astype(np.float32)
+    band_shift = run(FeatureConfig.fbank(norm="level"), tilted).mean(0) - level.mean(0)
+    assert np.ptp(band_shift) > 3.0
+    assert np.abs(run(FeatureConfig.fbank(), tilted).mean(0)).max() < 1e-4
+    with pytest.raises(ConfigError, match=r"features\.norm"):
+        FeatureConfig.fbank(norm="cmvn")
+
+
 def test_mfcc_matches_librosa(voiced):
     cfg = FeatureConfig.mfcc()
     ours = run(cfg, voiced)

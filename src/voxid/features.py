@@ -27,6 +27,11 @@ __all__ = ["KINDS", "Fbank", "FeatureConfig", "LogMel", "Mfcc", "SpectrogramImag
            "Waveform", "build_frontend", "colorize", "frames_for", "mel_filterbank"]  # fmt: skip
 
 KINDS = ("logmel", "fbank", "image", "mfcc", "waveform")
+#: How `fbank` normalises each utterance: `band` subtracts every mel band's mean over time
+#: (cepstral mean normalisation: removes the channel, and with it the long-term spectrum);
+#: `level` subtracts one mean over all bands and frames (removes the recording gain only,
+#: keeps the spectral envelope, a speaker cue that 1-s clips have little else of); `none`.
+NORMS = ("band", "level", "none")
 
 
 @dataclass
@@ -34,7 +39,8 @@ class FeatureConfig:
     """What a front-end computes; stored with every HDF5 store and checkpoint.
 
     `win_length=None` means `n_fft`; `f_max=None` means `sample_rate / 2`. `top_db` is the
-    dynamic range kept below each utterance's maximum (logmel, image).
+    dynamic range kept below each utterance's maximum (logmel, image); `norm` is how fbank
+    normalises each utterance (`NORMS`).
 
     >>> FeatureConfig.fbank().n_mels, FeatureConfig.image().dim
     (80, 200)
@@ -53,6 +59,7 @@ class FeatureConfig:
     top_db: float = 80.0
     image_size: int = 200
     n_mfcc: int = 20
+    norm: str = "band"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -70,6 +77,8 @@ class FeatureConfig:
                               f"got {self.f_min!r}/{self.f_max!r}")  # fmt: skip
         if not self.top_db > 0:
             raise ConfigError(f"features.top_db: must be positive, got {self.top_db!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"features.norm: must be one of {NORMS}, got {self.norm!r}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ConfigError(f"features.n_mfcc: must be <= n_mels={self.n_mels}")
 
@@ -221,7 +230,7 @@ class LogMel(_MelPower):
 
 
 class Fbank(_MelPower):
-    """Log mel filterbank energies (HTK mel scale), mean-normalised over time per utterance.
+    """Log mel filterbank energies (HTK mel scale), mean-normalised per utterance (`norm`).
 
     >>> Fbank(FeatureConfig.fbank())(torch.randn(2, 16000)).shape
     torch.Size([2, 101, 80])
@@ -232,7 +241,11 @@ class Fbank(_MelPower):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         feats = torch.log(self.mel_power(wav) + 1e-6)
-        return feats - feats.mean(dim=1, keepdim=True)
+        if self.cfg.norm == "band":
+            return feats - feats.mean(dim=1, keepdim=True)
+        if self.cfg.norm == "level":
+            return feats - feats.mean(dim=(1, 2), keepdim=True)
+        return feats
 
 
 class SpectrogramImage(_MelPower):

@@ -135,3 +135,51 @@ def test_calibration_with_too_few_utterances_says_what_to_do():
         np.eye(2, dtype=np.float32)[[0, 0, 1, 1]], np.array([0, 0, 1, 1]), 1
     )
     assert tar.tolist() == [1.0, 1.0] and non.tolist() == [0.0, 0.0]
+
+
+def test_fit_lda_stores_a_projection_every_path_uses(trained_run, speech_wav, tmp_path):
+    """fit-lda on the training split: both run files gain it, a calibrated cosine threshold
+    is cleared, torch and ONNX embeddings agree, and refitting gives the same projection."""
+    import shutil
+
+    import torch
+
+    from voxid.checkpoint import load_checkpoint, read_checkpoint, save_threshold
+    from voxid.recognizer import Recognizer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    store = trained_run.parent / "store.h5"
+    save_threshold(run_dir, 0.61, "cosine:eer")
+    before = read_checkpoint(run_dir / "model.pt")["voxid"]
+    rep = json.loads(run("fit-lda", str(run_dir), "--data", str(store), "--json"))
+    assert rep["input_dim"] == 64 and rep["dim"] == 3 and rep["n_speakers"] == 4
+    assert rep["cleared_threshold"] == pytest.approx(0.61)
+    assert sorted(rep["saved_to"]) == sorted(
+        [str(run_dir / "model.pt"), str(run_dir / "best.ckpt")]
+    )
+    (_, small), (meta, best) = (
+        load_checkpoint(run_dir / "model.pt"),
+        load_checkpoint(run_dir / "best.ckpt"),
+    )
+    assert meta["embedding_dim"] == 3 and meta["threshold"] is None
+    assert meta["model_fingerprint"] != before["model_fingerprint"]
+    assert meta["projection"]["split"] == "train" and "optimizer_states" in read_checkpoint(
+        run_dir / "best.ckpt")  # fmt: skip
+    for name, value in small.state_dict().items():
+        torch.testing.assert_close(best.state_dict()[name], value, rtol=0, atol=0)
+
+    rec = Recognizer.load(run_dir, None)
+    emb = rec.embed(speech_wav)
+    assert emb.shape == (3,) and rec.threshold != pytest.approx(0.61)
+    onnx = tmp_path / "m.onnx"
+    exported = json.loads(run("export", str(run_dir), "--onnx", str(onnx), "--json"))
+    assert exported["max_abs_diff"] <= 1e-4
+    onnx_rec = Recognizer.load(onnx, None)
+    np.testing.assert_allclose(onnx_rec.embed(speech_wav), emb, atol=1e-4)
+    assert onnx_rec.backend.class_weights.shape == (4, 3)
+
+    weight = small.projection.weight.clone()
+    run("fit-lda", str(run_dir), "--data", str(store))
+    _, again = load_checkpoint(run_dir / "model.pt")
+    torch.testing.assert_close(again.projection.weight, weight)

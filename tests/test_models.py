@@ -313,3 +313,84 @@ def test_default_feature_configs():
     kinds = {n: default_feature_config(n).kind for n in ("seed_cnn", "crnn", "ecapa", "gmm")}
     assert kinds == {"seed_cnn": "image", "crnn": "logmel", "ecapa": "fbank", "gmm": "mfcc"}
     assert build_model("crnn", 2, **TINY["crnn"]).feature_config.n_mels == 64
+
+
+def test_lda_projection_keeps_speaker_directions_and_drops_session_ones():
+    """Speakers differ along 2 of 12 dims; a strong per-utterance 'session' spread lies along
+    others. Cosine verification on raw vectors confuses speakers, after LDA it does not."""
+    from voxid.metrics import eer
+    from voxid.models.projection import fit_lda
+
+    rng = np.random.default_rng(0)
+    n_spk, per, dim = 8, 30, 12
+
+    def utterances(seed_means, n):
+        labels = np.repeat(np.arange(len(seed_means)), n)
+        session = np.zeros((labels.size, dim))
+        session[:, 2:] = rng.normal(0, 1.0, (labels.size, dim - 2))
+        x = seed_means[labels] + session + rng.normal(0, 0.05, (labels.size, dim))
+        return F.normalize(torch.from_numpy(x), dim=1).numpy(), labels
+
+    def means(n):
+        m = np.zeros((n, dim))
+        m[:, 0], m[:, 1] = np.cos(np.linspace(0, 2 * np.pi, n, endpoint=False)) * 3, np.sin(
+            np.linspace(0, 2 * np.pi, n, endpoint=False)) * 3 + 4  # fmt: skip
+        return m
+
+    x, y = utterances(means(n_spk), per)
+    proj = fit_lda(x, y)
+    assert proj.out_dim == n_spk - 1 and proj.mean.shape == (dim,)
+    # unseen speakers of the same kind: enrol with the mean of 5, score the rest
+    tx, ty = utterances(means(6) * 1.1 + 0.3, 20)
+
+    def trial_eer(emb):
+        emb = F.normalize(torch.as_tensor(emb, dtype=torch.float64), dim=1).numpy()
+        cents = np.stack([emb[ty == s][:5].mean(0) for s in range(6)])
+        cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+        test = np.concatenate([np.flatnonzero(ty == s)[5:] for s in range(6)])
+        scores = emb[test] @ cents.T
+        target = ty[test][:, None] == np.arange(6)[None]
+        return eer(scores[target], scores[~target])[0]
+
+    with torch.no_grad():
+        projected = proj(torch.from_numpy(tx).float()).numpy()
+    np.testing.assert_allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-5)
+    raw, lda = trial_eer(tx), trial_eer(projected)
+    assert raw > 0.15 and lda < raw / 3, (raw, lda)
+
+
+def test_lda_projection_travels_with_the_model(tmp_path):
+    from voxid.checkpoint import load_checkpoint, make_meta, save_inference_file
+    from voxid.models.projection import LdaProjection, fit_lda
+
+    torch.manual_seed(0)
+    model = tiny("ecapa", n_classes=5).eval()
+    x = features_for(model, batch=4)
+    with torch.no_grad():
+        plain = model.embed(x)
+        proj = LdaProjection(16, 3)
+        proj.weight.copy_(torch.randn(16, 3))
+        proj.mean.copy_(torch.randn(16) * 0.1)
+        model.set_projection(proj)
+        projected = model.embed(x)
+        bank = model.class_bank()
+    assert projected.shape == (4, 3) and model.embedding_dim == 3 and bank.shape == (5, 3)
+    torch.testing.assert_close(projected, proj(plain))
+    path = tmp_path / "model.pt"
+    save_inference_file(path, model, make_meta(model, list("abcde")))
+    meta, clone = load_checkpoint(path)
+    assert meta["hparams"]["projection_dim"] == 3 and meta["embedding_dim"] == 3
+    with torch.no_grad():
+        torch.testing.assert_close(clone.embed(x), projected, rtol=0, atol=0)
+    model.set_projection(None)
+    assert model.embedding_dim == 16 and "projection_dim" not in model.hparams
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), plain)
+    with pytest.raises(ModelError, match="no projection"):
+        tiny("seed_cnn").set_projection(proj)
+    from voxid.errors import DataError
+
+    with pytest.raises(DataError, match="at least 3 speakers"):
+        fit_lda(np.eye(4), np.array([0, 0, 1, 1]))
+    with pytest.raises(DataError, match=r"dim must be in 1\.\.2"):
+        fit_lda(np.random.default_rng(0).normal(size=(9, 4)), np.repeat([0, 1, 2], 3), dim=3)

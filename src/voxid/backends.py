@@ -142,10 +142,8 @@ class TorchBackend(Backend):
                 "the recogniser needs a neural speaker model"
             )
         self.model = model.eval()
-        head = getattr(model, "head", None)
-        bank = None
-        if model.is_embedding_model and hasattr(head, "cosine") and hasattr(head, "weight"):
-            bank = head.weight.detach().cpu().float().numpy()
+        bank = model.class_bank()
+        bank = None if bank is None else bank.cpu().float().numpy()
         super().__init__(
             str(file),
             meta,

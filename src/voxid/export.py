@@ -223,9 +223,9 @@ def export_onnx(
             "onnx_outputs": outputs,
         }
         props = {META_KEY: json.dumps(description)}
-        head = getattr(model, "head", None)
-        if model.is_embedding_model and hasattr(head, "cosine"):
-            props[WEIGHTS_KEY] = _encode_array(head.weight.detach().cpu().numpy())
+        bank = model.class_bank()
+        if bank is not None:
+            props[WEIGHTS_KEY] = _encode_array(bank.cpu().numpy())
         del proto.metadata_props[:]
         for key, value in props.items():
             proto.metadata_props.add(key=key, value=value)

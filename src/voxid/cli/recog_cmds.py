@@ -1,5 +1,5 @@
 """Recogniser commands: `enroll`, `verify`, `identify`, `speakers`, `embed`, `export`,
-`calibrate`. Each takes `--json` for scripts; the model also comes from $VOXID_MODEL and
+`calibrate`, `fit-lda`. Each takes `--json` for scripts; the model also comes from $VOXID_MODEL and
 the registry from $VOXID_REGISTRY (default speakers.db)."""
 
 from __future__ import annotations
@@ -283,8 +283,39 @@ def calibrate(
     )
 
 
+def fit_lda(
+    run: Annotated[str, typer.Argument(help="Run folder or checkpoint.")],
+    data: Annotated[Path, typer.Option("--data", help="HDF5 store (voxid prepare).")],
+    split: Annotated[str, typer.Option(help="Split of labelled speakers to fit on.")] = "train",
+    dim: Annotated[
+        int | None, typer.Option(help="Output size (default: min(embedding, speakers - 1)).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit an LDA projection of the embeddings on known speakers and store it with the model.
+
+    Every embedding the run gives is projected from then on (re-export ONNX files and
+    re-enrol speakers afterwards); a calibrated cosine threshold is cleared: calibrate again.
+    """
+    from voxid.lda import fit_run_lda
+
+    rep = fit_run_lda(run, data, split=split, dim=dim)
+    cleared = (
+        f"; cleared the calibrated threshold {rep.cleared_threshold:.4f}: run voxid calibrate"
+        if rep.cleared_threshold is not None
+        else ""
+    )
+    _emit(
+        as_json,
+        rep.to_dict(),
+        f"LDA {rep.input_dim} -> {rep.dim} dims from {rep.n_items} items of {rep.n_speakers} "
+        f"speakers ({rep.split}); saved to {', '.join(rep.saved_to)}{cleared}",
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the voxid app."""
     for fn in (enroll, verify, identify, embed, export, calibrate):
         app.command()(fn)
+    app.command("fit-lda")(fit_lda)
     app.add_typer(speakers_app, name="speakers")

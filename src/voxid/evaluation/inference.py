@@ -71,17 +71,12 @@ def _batches(dataset: Any, batch_size: int, feature_kind: str):
 
 
 def _forward(model: Any, x: Any, lengths: Any, store_kind: str) -> tuple[Any, Any]:
-    import torch.nn.functional as F
-
     if store_kind == "waveform":
         samples = lengths
         x = model.frontend(x)
         lengths = _frame_lengths(model.feature_config, samples, x)
     emb = model.encoder(x, lengths)
-    logits = model.head(emb, None)
-    if model.is_embedding_model:
-        emb = F.normalize(emb, dim=1)
-    return logits, emb
+    return model.head(emb, None), model.finish_embedding(emb)
 
 
 def _frame_lengths(feature_config: Any, samples: Any, feats: Any) -> Any:

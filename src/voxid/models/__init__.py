@@ -90,6 +90,9 @@ def build_model(
         from voxid.features import FeatureConfig
 
         feature_config = FeatureConfig.from_dict(feature_config)
+    # An LDA projection fitted after training (voxid fit-lda) is part of the model, so a
+    # checkpoint's hparams carry its size and its weights load like any other.
+    projection_dim = hparams.pop("projection_dim", None)
     builder = MODELS[name]
     params = inspect.signature(builder).parameters
     allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -101,4 +104,8 @@ def build_model(
     full = {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
     model = builder(n_classes, feature_config, **full)
     model.hparams = full
+    if projection_dim is not None:
+        from voxid.models.projection import LdaProjection
+
+        model.set_projection(LdaProjection(model.embedding_dim, int(projection_dim)))
     return model

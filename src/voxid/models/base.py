@@ -84,7 +84,31 @@ class SpeakerModel(nn.Module):
         self.n_classes = int(n_classes)
         self.is_embedding_model = is_embedding_model
         self.hparams: dict[str, Any] = dict(hparams or {})
+        self.projection: nn.Module | None = None
         self._mc_dropout = False
+
+    def set_projection(self, projection: nn.Module | None) -> None:
+        """Apply `projection` (an `LdaProjection`) to every embedding from now on, or none.
+
+        `embedding_dim` and ``hparams["projection_dim"]`` follow, so checkpoints rebuild it.
+        """
+        if projection is not None and not self.is_embedding_model:
+            raise ModelError(f"{self.name}: a classifier without embeddings takes no projection")
+        if self.projection is not None:
+            self.embedding_dim = int(self.projection.mean.shape[0])
+        self.projection = projection
+        self.hparams.pop("projection_dim", None)
+        if projection is not None:
+            self.embedding_dim = projection.out_dim
+            self.hparams["projection_dim"] = projection.out_dim
+
+    def finish_embedding(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The encoder's output ``(B, D)`` as the embedding that is scored: L2-normalised for
+        embedding models, then projected (``(B, K)``) when the model has a projection."""
+        if not self.is_embedding_model:
+            return encoded
+        emb = F.normalize(encoded, dim=1)
+        return emb if self.projection is None else self.projection(emb)
 
     def _check(self, features: torch.Tensor) -> None:
         expected = feature_dim(self.feature_config)
@@ -107,12 +131,21 @@ class SpeakerModel(nn.Module):
         self._check(features)
         return self.head(self.encoder(features, lengths), labels)
 
+    def class_bank(self) -> torch.Tensor | None:
+        """The training speakers' AAM class weights in embedding space ``(N, D or K)``, for
+        cosine scoring against them; None without a cosine head. With a projection the
+        weights (class directions) go through it like embeddings do."""
+        if not self.is_embedding_model or not hasattr(self.head, "cosine"):
+            return None
+        with torch.no_grad():
+            return self.finish_embedding(self.head.weight.detach())
+
     def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings ``(B, D)``: L2-normalised for embedding models; for ``seed_cnn`` the raw
-        penultimate activations (its classifier was not trained for cosine scoring)."""
+        """Embeddings ``(B, D)``: L2-normalised (and projected, see `finish_embedding`) for
+        embedding models; for ``seed_cnn`` the raw penultimate activations (its classifier
+        was not trained for cosine scoring)."""
         self._check(features)
-        emb = self.encoder(features, lengths)
-        return F.normalize(emb, dim=1) if self.is_embedding_model else emb
+        return self.finish_embedding(self.encoder(features, lengths))
 
     def embed_waveform(self, wav: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(B, D)`` from waveforms ``(B, samples)`` (or one ``(samples,)``)."""
@@ -122,8 +155,8 @@ class SpeakerModel(nn.Module):
 
     def export_module(self) -> nn.Module:
         """A module ``waveform (B, samples) -> embedding (B, D)`` equal to ``embed_waveform``,
-        for ONNX export (frontend, encoder and, for embedding models, L2 normalisation)."""
-        return _WaveformEmbedder(self.frontend, self.encoder, self.is_embedding_model)
+        for ONNX export (frontend, encoder and `finish_embedding`)."""
+        return _WaveformEmbedder(self)
 
     def set_mc_dropout(self, enabled: bool) -> None:
         """Keep dropout sampling in eval mode (Monte-Carlo dropout) while BatchNorm keeps its
@@ -152,13 +185,12 @@ class SpeakerModel(nn.Module):
 
 
 class _WaveformEmbedder(nn.Module):
-    def __init__(self, frontend: nn.Module, encoder: nn.Module, normalize: bool):
+    def __init__(self, model: SpeakerModel):
         super().__init__()
-        self.frontend, self.encoder, self.normalize = frontend, encoder, normalize
+        self.model = model
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        emb = self.encoder(self.frontend(wav))
-        return F.normalize(emb, dim=1) if self.normalize else emb
+        return self.model.finish_embedding(self.model.encoder(self.model.frontend(wav)))
 
 
 def count_parameters(model: SpeakerModel) -> int:

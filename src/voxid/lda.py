@@ -1,0 +1,121 @@
+"""Fit an LDA projection for a trained run and store it with the model (`voxid fit-lda`).
+
+The projection (`voxid.models.projection`) is fitted on the embeddings of labelled
+speakers, normally the training split the model learnt from, and written into the run's
+`model.pt` and `best.ckpt` (atomically, each file whole or untouched). From then on every
+embedding the run gives, through torch or an ONNX export made afterwards, is projected.
+Refitting replaces the old projection; it is always fitted on the unprojected embeddings.
+
+A cosine threshold from `voxid calibrate` was chosen on unprojected scores, so it is
+cleared: calibrate again afterwards. Thresholds on the model's own head outputs (an
+authentication model's P(member) or member cosine) do not change and are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxid.errors import ModelError
+
+
+@dataclass
+class LdaReport:
+    """What was fitted, on what, and where it was stored."""
+
+    dim: int
+    input_dim: int
+    n_speakers: int
+    n_items: int
+    store: str
+    split: str
+    cleared_threshold: float | None
+    saved_to: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def _targets(run: str | os.PathLike) -> list[Path]:
+    from voxid.checkpoint import resolve_run
+
+    path = Path(run)
+    if path.is_dir():
+        found = [path / n for n in ("model.pt", "best.ckpt") if (path / n).is_file()]
+        if not found:
+            raise ModelError(f"{path}: no model.pt or best.ckpt in this folder to fit LDA for")
+        return found
+    return [resolve_run(path)]
+
+
+def fit_run_lda(
+    run: str | os.PathLike,
+    store: str | os.PathLike,
+    split: str = "train",
+    dim: int | None = None,
+    batch_size: int = 64,
+    save: bool = True,
+) -> LdaReport:
+    """Embed a store's split with a run's model, fit LDA on its speakers and store it.
+
+    Arguments:
+        run: run folder (both `model.pt` and `best.ckpt` are updated) or checkpoint file.
+        store: HDF5 store (`voxid prepare`) with labelled speakers, waveforms or the
+            model's features.
+        split: the split to fit on; the training split, since LDA learns from the
+            speakers the model was trained on, and held-out speakers stay unseen.
+        dim: output size K (default: the largest, min(embedding size, speakers - 1)).
+    """
+    import torch
+
+    from voxid.checkpoint import atomic_write, load_checkpoint, model_fingerprint, read_checkpoint
+    from voxid.data.loader import StoreDataset
+    from voxid.evaluation.inference import run_torch
+    from voxid.models.projection import fit_lda
+
+    targets = _targets(run)
+    meta, model = load_checkpoint(targets[0])
+    if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
+        raise ModelError(f"{targets[0]}: {meta.get('model_name')} has no speaker embeddings")
+    model.set_projection(None)
+    ds = StoreDataset(store, split=split, include_augmented=False)
+    try:
+        out = run_torch(model, ds, batch_size=batch_size)
+        labels = np.asarray(ds.labels)
+    finally:
+        ds.close()
+    model.set_projection(fit_lda(out.embeddings, labels, dim))
+    state = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    cleared = None
+    for target in targets if save else []:
+        ckpt = read_checkpoint(target)
+        desc = ckpt["voxid"]
+        if str(desc.get("threshold_kind") or "").startswith("cosine"):
+            cleared = desc["threshold"]
+            desc.update(threshold=None, threshold_kind=None)
+        # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
+        # by the same weights plus the projection.
+        kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.")}
+        ckpt["state_dict"] = {**kept, **state}
+        desc["hparams"] = {**desc["hparams"], "projection_dim": model.projection.out_dim}
+        desc["embedding_dim"] = model.embedding_dim
+        desc["model_fingerprint"] = model_fingerprint(state)
+        desc["projection"] = {"kind": "lda", "store": Path(store).name, "split": split,
+                              "speakers": int(np.unique(labels).size),
+                              "items": int(labels.size)}  # fmt: skip
+        atomic_write(target, lambda tmp, c=ckpt: torch.save(c, tmp))
+    return LdaReport(
+        model.embedding_dim,
+        int(model.projection.mean.shape[0]),
+        int(np.unique(labels).size),
+        int(labels.size),
+        str(store),
+        split,
+        cleared,
+        [str(t) for t in targets] if save else [],
+    )

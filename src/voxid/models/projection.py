@@ -1,0 +1,77 @@
+"""An LDA projection of embeddings, fitted on the training speakers after training.
+
+Cosine scoring of raw embeddings weighs every direction alike, including those along which
+one speaker's utterances vary most (session, channel, words). Linear discriminant analysis
+on the training speakers' embeddings keeps the directions that separate speakers and
+whitens the within-speaker scatter, as the LDA step of Kaldi's x-vector recipe and the
+linear back-ends of WeSpeaker and 3D-Speaker do. The projection is a fixed matrix applied
+after the encoder, so a model with one stays a model: checkpoints, ONNX exports, the
+registry and the server all see the projected embedding (`SpeakerModel.embed`).
+
+Fitting uses scikit-learn; applying it is a torch module with two buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxid.errors import DataError
+
+__all__ = ["LdaProjection", "fit_lda"]
+
+
+class LdaProjection(nn.Module):
+    """``(B, D)`` L2-normalised embeddings -> ``(B, K)``: centre, project, L2-normalise.
+
+    >>> p = LdaProjection(4, 2)
+    >>> p(F.normalize(torch.ones(3, 4), dim=1)).shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("weight", torch.eye(in_dim, out_dim))
+
+    @property
+    def out_dim(self) -> int:
+        """K, the size of the projected embedding."""
+        return int(self.weight.shape[1])
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return F.normalize((emb - self.mean) @ self.weight, dim=1)
+
+
+def fit_lda(embeddings: np.ndarray, labels: np.ndarray, dim: int | None = None) -> LdaProjection:
+    """Fit an `LdaProjection` on L2-normalised embeddings ``(N, D)`` of known speakers.
+
+    `dim` is K, at most ``min(D, speakers - 1)`` (that many directions separate the
+    speakers), which is also the default. Ledoit-Wolf shrinkage of the within-speaker
+    covariance keeps the fit stable with few utterances per speaker; the projection then
+    makes the within-speaker scatter the identity (within-class covariance normalisation).
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels)
+    speakers, counts = np.unique(y, return_counts=True)
+    if x.ndim != 2 or len(x) != len(y):
+        raise DataError(f"LDA: need (N, D) embeddings and N labels, got {x.shape} and {y.shape}")
+    if len(speakers) < 3 or int((counts >= 2).sum()) < 2:
+        raise DataError(
+            f"LDA: needs at least 3 speakers, 2 of them with 2 or more utterances; got "
+            f"{len(speakers)} speakers and {len(x)} utterances"
+        )
+    most = min(x.shape[1], len(speakers) - 1)
+    k = most if dim is None else int(dim)
+    if not 1 <= k <= most:
+        raise DataError(f"LDA: dim must be in 1..{most} (embedding size, speakers - 1), got {dim}")
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(x, y)
+    proj = LdaProjection(x.shape[1], k)
+    # The eigen solver projects without centring; cosine scoring needs the centre removed.
+    proj.mean.copy_(torch.from_numpy(x.mean(axis=0)).float())
+    proj.weight.copy_(torch.from_numpy(lda.scalings_[:, :k].copy()).float())
+    return proj

@@ -265,10 +265,9 @@ def _finish(
     meta, model = load_checkpoint(best)
     metrics: dict[str, Any] = {"model": cfg.model, "mode": cfg.mode, "monitor": cfg.monitor,
                                "best_epoch": int(raw.get("epoch", -1)), **fit}  # fmt: skip
-    n = len(task.labels)
     threshold_kind = "member_cosine" if cfg.auth_scoring == "speakers" else "p_member"
     val = predict(model, task, "val", cfg, device)
-    metrics["val"] = classification_metrics(val, n)
+    metrics["val"] = classification_metrics(val)
     threshold = None
     if cfg.mode == "authenticate":
         threshold = choose_threshold(val, cfg.target_far)
@@ -279,7 +278,7 @@ def _finish(
         )
     if task.test is not None:
         test = predict(model, task, "test", cfg, device)
-        metrics["test"] = classification_metrics(test, n)
+        metrics["test"] = classification_metrics(test)
         if threshold is not None:
             metrics["test"]["authentication"] = authentication_metrics(
                 test, threshold, task.train_speakers

@@ -58,13 +58,12 @@ def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
         "mode": "identify",
         "train_seconds": round(seconds, 3),
     }
-    n = len(task.labels)
     for split, dataset in (("val", task.val), ("test", task.test)):
         if dataset is None:
             continue
         scores = clf.predict_scores(_features(dataset, frontend))
         pred = clf.labels_[scores.argmax(1)]
-        values = summarize(dataset.labels, pred, n)
+        values = summarize(dataset.labels, pred)
         metrics[split] = {"n": len(dataset), "loss": None, "top1": values["accuracy"],
                           "precision": values["precision"], "recall": values["recall"],
                           "macro_f1": values["f1"]}  # fmt: skip

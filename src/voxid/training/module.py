@@ -102,10 +102,10 @@ class SpeakerTask(L.LightningModule):
         if self.trainer.world_size > 1:
             preds, ys, mc = preds.flatten(0, 1), ys.flatten(0, 1), mc.flatten(0, 1)
         y = ys.cpu().numpy()
-        values = summarize(y, preds.cpu().numpy(), len(self.labels))
+        values = summarize(y, preds.cpu().numpy())
         logged = {"val_acc": values["accuracy"],
                   "val_precision": values["precision"], "val_recall": values["recall"]}  # fmt: skip
-        for key, value in mc_spread(y, mc.cpu().numpy(), len(self.labels)).items():
+        for key, value in mc_spread(y, mc.cpu().numpy()).items():
             logged[f"val_{key}"] = value
         # Every process holds the same gathered numbers; sync_dist only averages equal values.
         self.log_dict(logged, prog_bar=False, sync_dist=True)

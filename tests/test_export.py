@@ -74,6 +74,13 @@ def test_int8(tmp_path, speech_corpus):
     int8 = export_onnx(model, tmp_path / "int8.onnx", int8=True)
     assert int8.precision == "int8" and int8.min_cosine > 0.99
     assert int8.size_mb <= fp32.size_mb
+    # the front-end (STFT, mel matrix) stays fp32: int8 export finds it by its node names
+    import onnx
+
+    nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    front = [n for n in nodes if n.name.startswith("/frontend/")]
+    assert front and not any("Integer" in n.op_type or "Quant" in n.op_type for n in front)
+    assert any("Integer" in n.op_type for n in nodes if n.name.startswith("/encoder/"))
     a, b = (
         Recognizer.load(tmp_path / "fp32.onnx", None),
         Recognizer.load(tmp_path / "int8.onnx", None),

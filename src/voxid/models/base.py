@@ -105,10 +105,7 @@ class SpeakerModel(nn.Module):
     def finish_embedding(self, encoded: torch.Tensor) -> torch.Tensor:
         """The encoder's output ``(B, D)`` as the embedding that is scored: L2-normalised for
         embedding models, then projected (``(B, K)``) when the model has a projection."""
-        if not self.is_embedding_model:
-            return encoded
-        emb = F.normalize(encoded, dim=1)
-        return emb if self.projection is None else self.projection(emb)
+        return _finish(encoded, self.is_embedding_model, self.projection)
 
     def _check(self, features: torch.Tensor) -> None:
         expected = feature_dim(self.feature_config)
@@ -184,13 +181,23 @@ class SpeakerModel(nn.Module):
                 module.train(self.training or self._mc_dropout)
 
 
+def _finish(encoded: torch.Tensor, normalize: bool, projection: nn.Module | None) -> torch.Tensor:
+    if not normalize:
+        return encoded
+    emb = F.normalize(encoded, dim=1)
+    return emb if projection is None else projection(emb)
+
+
 class _WaveformEmbedder(nn.Module):
+    # The model's parts as direct children: ONNX node names start with /frontend and
+    # /encoder, which int8 export relies on to keep the front-end in fp32.
     def __init__(self, model: SpeakerModel):
         super().__init__()
-        self.model = model
+        self.frontend, self.encoder = model.frontend, model.encoder
+        self.projection, self.normalize = model.projection, model.is_embedding_model
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.model.finish_embedding(self.model.encoder(self.model.frontend(wav)))
+        return _finish(self.encoder(self.frontend(wav)), self.normalize, self.projection)
 
 
 def count_parameters(model: SpeakerModel) -> int:

@@ -183,3 +183,53 @@ def test_fit_lda_stores_a_projection_every_path_uses(trained_run, speech_wav, tm
     run("fit-lda", str(run_dir), "--data", str(store))
     _, again = load_checkpoint(run_dir / "model.pt")
     torch.testing.assert_close(again.projection.weight, weight)
+
+
+def test_fit_lda_cohort_makes_the_recogniser_as_norm_its_scores(
+    trained_run, speech_corpus, tmp_path
+):
+    """With --cohort the run carries its speakers' mean embeddings; torch and ONNX
+    recognisers AS-norm verify/identify scores against them, and calibrate does the same."""
+    import shutil
+
+    from voxid.recognizer import DEFAULT_ASNORM_THRESHOLD, Recognizer
+    from voxid.scoring import as_norm
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    store = trained_run.parent / "store.h5"
+    rep = json.loads(run("fit-lda", str(run_dir), "--data", str(store), "--cohort", "--json"))
+    assert rep["cohort_size"] == 4 and rep["dim"] == 3
+    onnx = tmp_path / "m.onnx"
+    run("export", str(run_dir), "--onnx", str(onnx))
+    files = sorted((speech_corpus / "bruno").glob("*.wav"))
+    recs = [Recognizer.load(p, tmp_path / f"{p.suffix[1:] or 'run'}.db") for p in (run_dir, onnx)]
+    for rec in recs:
+        assert rec.backend.cohort.shape == (4, 3)
+        assert rec.threshold == DEFAULT_ASNORM_THRESHOLD
+        assert rec.score_bounds == (DEFAULT_ASNORM_THRESHOLD - 4, DEFAULT_ASNORM_THRESHOLD + 4)
+        rec.enroll("bruno", files[:2])
+        ref = rec.embed_many(files[:2]).mean(axis=0)
+        ref /= np.linalg.norm(ref)
+        probe = rec.embed(files[3])
+        expected = as_norm(probe[None] @ ref[None].T, probe[None], ref[None], rec.backend.cohort)
+        v = rec.verify("bruno", files[3])
+        assert v.score == pytest.approx(float(expected[0, 0]), abs=1e-4)
+        assert rec.identify(files[3]).score == pytest.approx(v.score, abs=1e-6)
+    np.testing.assert_allclose(recs[1].backend.cohort, recs[0].backend.cohort, atol=1e-6)
+    assert recs[1].verify("bruno", files[3]).score == pytest.approx(
+        recs[0].verify("bruno", files[3]).score, abs=1e-3
+    )
+
+    cal = json.loads(
+        run(
+            "calibrate", str(run_dir), "--data", str(store), "--split", "train", "--eer", "--json"
+        )  # fmt: skip
+    )
+    assert cal["kind"] == "asnorm:eer"
+    assert Recognizer.load(run_dir, None).threshold == pytest.approx(cal["threshold"])
+    # refitting without a cohort leaves plain cosine scores, and clears that threshold
+    rep = json.loads(run("fit-lda", str(run_dir), "--data", str(store), "--no-cohort", "--json"))
+    assert rep["cohort_size"] == 0 and rep["cleared_threshold"] == pytest.approx(cal["threshold"])
+    plain = Recognizer.load(run_dir, None)
+    assert plain.backend.cohort is None and plain.score_bounds == (-1.0, 1.0)

@@ -55,8 +55,11 @@ class Backend:
         is_embedding_model: bool,
         embedding_dim: int,
         class_weights: np.ndarray | None,
+        cohort: np.ndarray | None = None,
     ) -> None:
         self.source, self.meta, self.fingerprint = source, meta, fingerprint
+        #: Training speakers' mean embeddings that scores are AS-normed against, or None.
+        self.cohort = None if cohort is None else normalize_rows(np.asarray(cohort, np.float32))
         self.labels: list[str] = [str(x) for x in meta.get("labels", [])]
         self.is_embedding_model = bool(is_embedding_model)
         self.embedding_dim = int(embedding_dim)
@@ -142,8 +145,9 @@ class TorchBackend(Backend):
                 "the recogniser needs a neural speaker model"
             )
         self.model = model.eval()
-        bank = model.class_bank()
+        bank, cohort = model.class_bank(), model.score_cohort()
         bank = None if bank is None else bank.cpu().float().numpy()
+        cohort = None if cohort is None else cohort.detach().cpu().float().numpy()
         super().__init__(
             str(file),
             meta,
@@ -151,6 +155,7 @@ class TorchBackend(Backend):
             model.is_embedding_model,
             model.embedding_dim,
             bank,
+            cohort,
         )
 
     def _run(self, chunks: np.ndarray, fn) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 Trials mirror how the recogniser is used: every utterance of a split becomes one embedding
 (the renormalised mean of its chunks' embeddings); each speaker is enrolled with the mean of
-its first few utterances, and every remaining utterance is scored (cosine) against every
-speaker: target trials for its own speaker, non-target trials for the others. The threshold
-is chosen for a target FAR, or at the equal error rate, with `voxid.metrics`, and stored in
-the checkpoint (`voxid.checkpoint.save_threshold`) where `Recognizer` picks it up.
+its first few utterances, and every remaining utterance is scored (cosine, AS-normed when
+the model carries a cohort, see `voxid fit-lda`) against every speaker: target trials for
+its own speaker, non-target trials for the others. The threshold is chosen for a target
+FAR, or at the equal error rate, with `voxid.metrics`, and stored in the checkpoint
+(`voxid.checkpoint.save_threshold`) where `Recognizer` picks it up.
 
 The achieved FAR/FRR is reported twice: on the trials the threshold was chosen on, and by
 two-fold cross-validation over test utterances (choose on one half, measure on the other),
@@ -22,6 +23,7 @@ import numpy as np
 
 from voxid.errors import ConfigError, DataError, ModelError
 from voxid.registry import mean_embedding, normalize_rows
+from voxid.scoring import as_norm
 
 
 @dataclass
@@ -48,8 +50,9 @@ class CalibrationReport:
 
 def utterance_embeddings(
     run: str | os.PathLike, store: str | os.PathLike, split: str, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Embed every utterance of `split` in a store: `(embeddings (U, D), labels (U,), names)`.
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """Embed every utterance of `split` in a store: `(embeddings (U, D), labels (U,), names,
+    cohort)`, the last the model's score-normalisation cohort (or None).
 
     Chunks of one source file are embedded and averaged (L2-normalised mean, renormalised),
     as `Recognizer.embed` does for long audio. Offline-augmented copies are left out.
@@ -85,16 +88,19 @@ def utterance_embeddings(
     keys, inverse = np.unique(sources, return_inverse=True)
     utt = np.stack([mean_embedding(embs[inverse == k]) for k in range(len(keys))])
     labels = np.array([ds.labels[np.flatnonzero(inverse == k)[0]] for k in range(len(keys))])
-    return utt, labels, list(ds.info.speakers)
+    cohort = model.score_cohort()
+    cohort = None if cohort is None else cohort.detach().cpu().numpy()
+    return utt, labels, list(ds.info.speakers), cohort
 
 
 def cosine_trials(
-    embs: np.ndarray, labels: np.ndarray, n_enroll: int = 3
+    embs: np.ndarray, labels: np.ndarray, n_enroll: int = 3, cohort: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Target and non-target scores, and the test utterance index of each score row.
 
     Each speaker with more than `n_enroll` utterances is enrolled with the mean of its first
-    `n_enroll`; every other utterance of those speakers is scored against every model.
+    `n_enroll`; every other utterance of those speakers is scored against every model: the
+    cosine, AS-normed against `cohort` when given, as `Recognizer` scores.
 
     >>> e = np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 1, 1]]
     >>> tar, non, _ = cosine_trials(e, np.array([0, 0, 0, 1, 1, 1]), n_enroll=2)
@@ -119,7 +125,10 @@ def cosine_trials(
         models.append(mean_embedding(embs[idx[:n_enroll]]))
         test.extend(idx[n_enroll:])
     test = np.array(test)
-    scores = normalize_rows(embs[test]) @ np.stack(models).T  # (n_test, n_speakers)
+    probes, refs = normalize_rows(embs[test]), np.stack(models)
+    scores = probes @ refs.T  # (n_test, n_speakers)
+    if cohort is not None:
+        scores = as_norm(scores, probes, refs, cohort)
     is_target = labels[test][:, None] == np.array(speakers)[None, :]
     rows = np.broadcast_to(np.arange(len(test))[:, None], scores.shape)
     return (
@@ -178,12 +187,13 @@ def calibrate(
 
     if far is not None and not 0 < far < 1:
         raise ConfigError(f"far: must be in (0, 1), got {far}")
-    embs, labels, _ = utterance_embeddings(run, store, split)
-    tar, non, rows = cosine_trials(embs, labels, n_enroll)
+    embs, labels, _, cohort = utterance_embeddings(run, store, split)
+    tar, non, rows = cosine_trials(embs, labels, n_enroll, cohort)
     threshold = choose_threshold(tar, non, far)
     a, r = far_frr(tar, non, threshold)
     ha, hr = _heldout(tar, non, rows, far)
-    kind = f"cosine:far={far:g}" if far is not None else "cosine:eer"
+    score = "cosine" if cohort is None else "asnorm"
+    kind = f"{score}:far={far:g}" if far is not None else f"{score}:eer"
     saved = [str(p) for p in save_threshold(run, threshold, kind)] if save else []
     return CalibrationReport(
         threshold,

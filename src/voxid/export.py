@@ -39,6 +39,8 @@ from voxid.errors import ModelError
 OPSET = 17
 META_KEY = "voxid"
 WEIGHTS_KEY = "voxid_class_weights"
+#: The score-normalisation cohort (`voxid fit-lda`), base64 `.npy` like the class weights.
+COHORT_KEY = "voxid_cohort"
 
 
 @dataclass
@@ -64,11 +66,11 @@ def _encode_array(x: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _decode_array(text: str, source: str) -> np.ndarray:
+def _decode_array(text: str, source: str, what: str = "class-weight bank") -> np.ndarray:
     try:
         return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ModelError(f"{source}: corrupt class-weight bank in metadata ({exc})") from None
+        raise ModelError(f"{source}: corrupt {what} in metadata ({exc})") from None
 
 
 def _export_module(model: Any):
@@ -223,9 +225,11 @@ def export_onnx(
             "onnx_outputs": outputs,
         }
         props = {META_KEY: json.dumps(description)}
-        bank = model.class_bank()
+        bank, cohort = model.class_bank(), model.score_cohort()
         if bank is not None:
             props[WEIGHTS_KEY] = _encode_array(bank.cpu().numpy())
+        if cohort is not None:
+            props[COHORT_KEY] = _encode_array(cohort.detach().cpu().numpy())
         del proto.metadata_props[:]
         for key, value in props.items():
             proto.metadata_props.add(key=key, value=value)
@@ -328,10 +332,14 @@ class OnnxBackend(Backend):
             raise ModelError(f"{path}: ONNX model has no 'embedding' output")
         is_embedding = "logits" not in names
         bank = _decode_array(props[WEIGHTS_KEY], str(path)) if WEIGHTS_KEY in props else None
-        dim = int(meta.get("embedding_dim") or self.session.get_outputs()[0].shape[-1])
-        super().__init__(
-            str(path), meta, str(meta.get("model_fingerprint", "")), is_embedding, dim, bank
+        cohort = (
+            _decode_array(props[COHORT_KEY], str(path), "score cohort")
+            if COHORT_KEY in props
+            else None
         )
+        dim = int(meta.get("embedding_dim") or self.session.get_outputs()[0].shape[-1])
+        fingerprint = str(meta.get("model_fingerprint", ""))
+        super().__init__(str(path), meta, fingerprint, is_embedding, dim, bank, cohort)
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"waveform": chunks})[0]

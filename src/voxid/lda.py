@@ -6,9 +6,11 @@ speakers, normally the training split the model learnt from, and written into th
 embedding the run gives, through torch or an ONNX export made afterwards, is projected.
 Refitting replaces the old projection; it is always fitted on the unprojected embeddings.
 
-A cosine threshold from `voxid calibrate` was chosen on unprojected scores, so it is
-cleared: calibrate again afterwards. Thresholds on the model's own head outputs (an
-authentication model's P(member) or member cosine) do not change and are kept.
+With enough speakers it also stores their mean projected embeddings as a cohort, and the
+recogniser then AS-norms every score against it (`voxid.scoring`). A threshold from
+`voxid calibrate` was chosen on the old scores, so it is cleared: calibrate again.
+Thresholds on the model's own head outputs (an authentication model's P(member) or member
+cosine) do not change and are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import Any
 import numpy as np
 
 from voxid.errors import ModelError
+
+#: Fewest training speakers for which `fit_run_lda` stores a score-normalisation cohort
+#: unless told otherwise.
+COHORT_MIN_SPEAKERS = 50
 
 
 @dataclass
@@ -35,6 +41,7 @@ class LdaReport:
     split: str
     cleared_threshold: float | None
     saved_to: list[str]
+    cohort_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -60,6 +67,7 @@ def fit_run_lda(
     dim: int | None = None,
     batch_size: int = 64,
     save: bool = True,
+    cohort: bool | None = None,
 ) -> LdaReport:
     """Embed a store's split with a run's model, fit LDA on its speakers and store it.
 
@@ -70,6 +78,9 @@ def fit_run_lda(
         split: the split to fit on; the training split, since LDA learns from the
             speakers the model was trained on, and held-out speakers stay unseen.
         dim: output size K (default: the largest, min(embedding size, speakers - 1)).
+        cohort: also store the speakers' mean projected embeddings, against which the
+            recogniser then AS-norms its scores; default: when there are at least
+            `COHORT_MIN_SPEAKERS` of them (a few speakers make no crowd to compare with).
     """
     import torch
 
@@ -89,33 +100,40 @@ def fit_run_lda(
         labels = np.asarray(ds.labels)
     finally:
         ds.close()
-    model.set_projection(fit_lda(out.embeddings, labels, dim))
+    n_speakers = int(np.unique(labels).size)
+    if cohort is None:
+        cohort = n_speakers >= COHORT_MIN_SPEAKERS
+    model.set_projection(fit_lda(out.embeddings, labels, dim, cohort=cohort))
     state = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cleared = None
     for target in targets if save else []:
         ckpt = read_checkpoint(target)
         desc = ckpt["voxid"]
-        if str(desc.get("threshold_kind") or "").startswith("cosine"):
+        if str(desc.get("threshold_kind") or "").startswith(("cosine", "asnorm")):
             cleared = desc["threshold"]
             desc.update(threshold=None, threshold_kind=None)
         # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
         # by the same weights plus the projection.
         kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.")}
         ckpt["state_dict"] = {**kept, **state}
-        desc["hparams"] = {**desc["hparams"], "projection_dim": model.projection.out_dim}
+        # The projection's size and cohort size, replacing those of an earlier fit.
+        hparams = {k: v for k, v in desc["hparams"].items() if not k.startswith("projection_")}
+        hparams.update({k: v for k, v in model.hparams.items() if k.startswith("projection_")})
+        desc["hparams"] = hparams
         desc["embedding_dim"] = model.embedding_dim
         desc["model_fingerprint"] = model_fingerprint(state)
         desc["projection"] = {"kind": "lda", "store": Path(store).name, "split": split,
-                              "speakers": int(np.unique(labels).size),
-                              "items": int(labels.size)}  # fmt: skip
+                              "speakers": n_speakers, "items": int(labels.size),
+                              "cohort": bool(cohort)}  # fmt: skip
         atomic_write(target, lambda tmp, c=ckpt: torch.save(c, tmp))
     return LdaReport(
         model.embedding_dim,
         int(model.projection.mean.shape[0]),
-        int(np.unique(labels).size),
+        n_speakers,
         int(labels.size),
         str(store),
         split,
         cleared,
         [str(t) for t in targets] if save else [],
+        n_speakers if cohort else 0,
     )

@@ -25,9 +25,14 @@ from voxid.audio import AudioError
 from voxid.backends import Backend, load_backend, prepare_chunks
 from voxid.errors import ConfigError, ModelError, RegistryError
 from voxid.registry import Registry, SpeakerRecord, mean_embedding, validate_name
+from voxid.scoring import as_norm
 
 #: Threshold on cosine scores when the model has no calibrated one (`voxid calibrate`).
 DEFAULT_COSINE_THRESHOLD = 0.5
+#: Threshold on AS-normed scores (a model with a cohort) when none is calibrated: the
+#: equal-error point of P-C's never-seen speakers (2.89; target median 4.2, non-target 0.6)
+#: with ecapa_small after fit-lda; calibrate on your own speakers.
+DEFAULT_ASNORM_THRESHOLD = 2.9
 #: Threshold on class probabilities for pure classifiers without a stored one.
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
 UNKNOWN = "unknown"
@@ -172,6 +177,15 @@ class Recognizer:
         return self.backend.fingerprint
 
     @property
+    def score_bounds(self) -> tuple[float, float]:
+        """Where scores usually lie, for display: cosine scores in [-1, 1]; AS-normed ones
+        (a model with a cohort) are cohort standard deviations, unbounded, and shown within
+        4 of the threshold."""
+        if self.backend.cohort is None:
+            return -1.0, 1.0
+        return self.threshold - 4.0, self.threshold + 4.0
+
+    @property
     def sample_rate(self) -> int:
         """The rate audio is decoded at."""
         return self.backend.sample_rate
@@ -199,6 +213,8 @@ class Recognizer:
         stored = self.meta.get("threshold")
         if stored is not None:
             return float(stored)
+        if self.backend.cohort is not None:
+            return DEFAULT_ASNORM_THRESHOLD
         if self.backend.is_embedding_model:
             return DEFAULT_COSINE_THRESHOLD
         return DEFAULT_PROBABILITY_THRESHOLD
@@ -310,6 +326,13 @@ class Recognizer:
         dim = self.backend.embedding_dim
         return names, np.stack(refs) if refs else np.zeros((0, dim), np.float32), sources
 
+    def _score(self, samples: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """Cosine scores `(K, N)` of embedding samples against references, AS-normed against
+        the model's cohort when it carries one (`voxid fit-lda`)."""
+        raw = samples @ refs.T
+        cohort = self.backend.cohort
+        return raw if cohort is None else as_norm(raw, samples, refs, cohort)
+
     # -- decisions ---------------------------------------------------------------------
     def verify(self, name: str, audio: AudioInput, sr: int | None = None) -> Verification:
         """Is `audio` spoken by `name`? Scores against the enrolled reference, or, for a
@@ -320,7 +343,7 @@ class Recognizer:
         if clean not in names:
             raise RegistryError(f"speaker {clean!r}: not enrolled and not a training speaker")
         i = names.index(clean)
-        scores = self._samples(audio, sr) @ refs[i]
+        scores = self._score(self._samples(audio, sr), refs[i : i + 1])[:, 0]
         score = float(scores.mean())
         return Verification(
             clean,
@@ -338,7 +361,8 @@ class Recognizer:
         sr: int | None = None,
         include_training: bool | None = None,
     ) -> Identification:
-        """Rank the enrolled speakers for `audio` by cosine score; "unknown" when none passes.
+        """Rank the enrolled speakers for `audio` by score (cosine, AS-normed with a
+        cohort); "unknown" when none passes.
 
         The threshold is calibrated on embedding-to-enrolment scores, so once anyone is
         enrolled only enrolled speakers compete (a stranger must not be matched to a training
@@ -358,7 +382,7 @@ class Recognizer:
                     "identify: no enrolled speakers to compare with"
                     + ("" if include_training else " (include_training adds training speakers)")
                 )
-            scores = self._samples(audio, sr) @ refs.T  # (K, N)
+            scores = self._score(self._samples(audio, sr), refs)  # (K, N)
         else:
             chunks = prepare_chunks(self.backend, audio, sr)
             k = self.mc_samples

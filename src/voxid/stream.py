@@ -151,12 +151,17 @@ class SlidingWindow:
         return out
 
 
-def _confidence(score: float, threshold: float) -> float:
-    """Map a cosine score to 0-1 with the threshold at 0.5 (linear on each side)."""
+def _confidence(score: float, threshold: float, lo: float = -1.0, hi: float = 1.0) -> float:
+    """Map a score in [lo, hi] (cosine by default) to 0-1 with the threshold at 0.5, linear
+    on each side.
+
+    >>> _confidence(0.5, 0.5), _confidence(1.0, 0.5), _confidence(4.9, 2.9, -1.1, 6.9)
+    (0.5, 1.0, 0.75)
+    """
     if score >= threshold:
-        c = 0.5 + 0.5 * (score - threshold) / max(1e-6, 1.0 - threshold)
+        c = 0.5 + 0.5 * (score - threshold) / max(1e-6, hi - threshold)
     else:
-        c = 0.5 * (score + 1.0) / max(1e-6, threshold + 1.0)
+        c = 0.5 * (score - lo) / max(1e-6, threshold - lo)
     return float(min(1.0, max(0.0, c)))
 
 
@@ -246,7 +251,8 @@ class LiveIdentifier:
         label, smoothed_score = self.vote.update(raw, score)
         conf = 0.0
         if smoothed_score is not None and threshold is not None:
-            conf = _confidence(smoothed_score, threshold)
+            lo, hi = getattr(self.recognizer, "score_bounds", (-1.0, 1.0))
+            conf = _confidence(smoothed_score, threshold, lo, hi)
         return Decision(
             window.t_start,
             window.t_end,

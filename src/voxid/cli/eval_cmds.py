@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         n_enroll: int | None = typer.Option(None, help="Files per speaker to enrol with."),
         trial_mode: str = typer.Option("speakers", help="'speakers' or 'pairs'."),
         max_trials: int = typer.Option(100_000, help="Pair trials sampled down to this many."),
-        cohort: Path | None = typer.Option(None, help="AS-norm cohort store (.h5)."),
+        cohort: Path | None = typer.Option(
+            None, help="AS-norm cohort store (.h5); default: the model's own (voxid fit-lda)."
+        ),
         cohort_split: str | None = typer.Option(None, help="AS-norm cohort split."),
         asnorm_top: int = typer.Option(100, help="Top-N cohort scores for AS-norm."),
         uncertainty: bool = typer.Option(False, "--uncertainty", help="MC dropout (K=20)."),

@@ -290,16 +290,25 @@ def fit_lda(
     dim: Annotated[
         int | None, typer.Option(help="Output size (default: min(embedding, speakers - 1)).")
     ] = None,
+    cohort: Annotated[
+        bool | None,
+        typer.Option(
+            "--cohort/--no-cohort",
+            help="Store the speakers' mean embeddings to AS-norm scores against "
+            "(default: with 50 or more speakers).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit an LDA projection of the embeddings on known speakers and store it with the model.
 
     Every embedding the run gives is projected from then on (re-export ONNX files and
-    re-enrol speakers afterwards); a calibrated cosine threshold is cleared: calibrate again.
+    re-enrol speakers afterwards); with a cohort, scores are AS-normed. A calibrated
+    threshold is cleared: calibrate again.
     """
     from voxid.lda import fit_run_lda
 
-    rep = fit_run_lda(run, data, split=split, dim=dim)
+    rep = fit_run_lda(run, data, split=split, dim=dim, cohort=cohort)
     cleared = (
         f"; cleared the calibrated threshold {rep.cleared_threshold:.4f}: run voxid calibrate"
         if rep.cleared_threshold is not None
@@ -309,7 +318,9 @@ def fit_lda(
         as_json,
         rep.to_dict(),
         f"LDA {rep.input_dim} -> {rep.dim} dims from {rep.n_items} items of {rep.n_speakers} "
-        f"speakers ({rep.split}); saved to {', '.join(rep.saved_to)}{cleared}",
+        f"speakers ({rep.split}); "
+        + (f"AS-norm cohort of {rep.cohort_size}; " if rep.cohort_size else "no cohort; ")
+        + f"saved to {', '.join(rep.saved_to)}{cleared}",
     )
 
 

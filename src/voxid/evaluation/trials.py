@@ -15,7 +15,8 @@ import numpy as np
 
 from voxid.errors import DataError, VoxidError
 from voxid.evaluation.common import l2_normalize
-from voxid.evaluation.verification import TrialScores, cohort_stats
+from voxid.evaluation.verification import TrialScores
+from voxid.scoring import as_norm_pairs
 
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False, "tgt": True, "imp": False}
 
@@ -108,11 +109,7 @@ def list_trials(
     left = np.stack([emb[a] for _, a, _ in kept])
     right = np.stack([emb[b] for _, _, b in kept])
     raw = np.sum(left * right, axis=1)
-    norm = None
-    if cohort is not None:
-        mu_l, sd_l = cohort_stats(left, cohort, top_n)
-        mu_r, sd_r = cohort_stats(right, cohort, top_n)
-        norm = 0.5 * ((raw - mu_l) / np.maximum(sd_l, 1e-6) + (raw - mu_r) / np.maximum(sd_r, 1e-6))
+    norm = None if cohort is None else as_norm_pairs(raw, left, right, cohort, top_n)
     info = {"trials_listed": len(trials), "trials_scored": len(kept), "files_skipped": len(skipped)}
     scores = TrialScores(
         raw[is_tar],

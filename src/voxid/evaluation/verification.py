@@ -6,10 +6,8 @@ and every test chunk is scored against every enrolled speaker. A file's score ag
 speaker is the mean of its chunks' scores, so both levels are reported. Pair trials score
 file embeddings two by two (a seeded sample when there are too many pairs).
 
-AS-norm (adaptive symmetric score normalisation, Matejka et al. 2017): each side of a
-trial is compared with a cohort of other speakers' embeddings; the trial score is
-standardised by the mean and standard deviation of each side's `top_n` closest cohort
-scores, and the two standardised scores are averaged.
+AS-norm (`voxid.scoring`, shared with the recogniser): each side of a trial is standardised
+against the `top_n` closest scores of a cohort of other speakers.
 """
 
 from __future__ import annotations
@@ -22,6 +20,11 @@ import numpy as np
 from voxid import metrics
 from voxid.errors import ConfigError, DataError
 from voxid.evaluation.common import first_by_group, group_sources, l2_normalize, mean_by_group
+from voxid.scoring import as_norm, as_norm_pairs
+
+__all__ = ["TrialScores", "detection_metrics", "enrol_speakers",
+           "file_embeddings", "pair_trials", "speaker_trials", "split_enrol_test",
+           "verification_report"]  # fmt: skip
 
 P_TARGETS = (0.01, 0.001)
 
@@ -43,25 +46,6 @@ def file_embeddings(
     """(files, inverse, embeddings): each file's normalised mean chunk embedding."""
     files, inverse = group_sources(sources)
     return files, inverse, l2_normalize(mean_by_group(l2_normalize(emb), inverse, len(files)))
-
-
-def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each row's `top_n` highest cosine cohort scores.
-
-    >>> mu, sd = cohort_stats(np.eye(2), np.eye(2), top_n=1)
-    >>> mu.tolist(), sd.tolist()
-    ([1.0, 1.0], [0.0, 0.0])
-    """
-    if top_n < 1:
-        raise ConfigError(f"asnorm top_n: must be positive, got {top_n}")
-    s = l2_normalize(emb) @ l2_normalize(cohort).T
-    n = min(int(top_n), s.shape[1])
-    top = -np.partition(-s, n - 1, axis=1)[:, :n]
-    return top.mean(axis=1), top.std(axis=1)
-
-
-def _standardise(s: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    return (s - mu) / np.maximum(sd, 1e-6)  # a degenerate cohort must not divide by zero
 
 
 def enrol_speakers(
@@ -112,14 +96,7 @@ def speaker_trials(
     test = l2_normalize(test_emb)
     raw = test @ models.T  # (chunks, speakers)
     target = np.asarray(test_names)[:, None] == np.asarray(speakers)[None, :]
-    norm = None
-    if cohort is not None:
-        mu_e, sd_e = cohort_stats(models, cohort, top_n)
-        mu_t, sd_t = cohort_stats(test, cohort, top_n)
-        norm = 0.5 * (
-            _standardise(raw, mu_e[None], sd_e[None])
-            + _standardise(raw, mu_t[:, None], sd_t[:, None])
-        )
+    norm = None if cohort is None else as_norm(raw, test, models, cohort, top_n)
     files, inverse = group_sources(test_sources)
     file_target = first_by_group(target, inverse, len(files))
     out = {}
@@ -176,10 +153,7 @@ def pair_trials(
     i, j = _pair_index(k, n)
     raw = np.sum(femb[i] * femb[j], axis=1)
     target = fname[i] == fname[j]
-    norm = None
-    if cohort is not None:
-        mu, sd = cohort_stats(femb, cohort, top_n)
-        norm = 0.5 * (_standardise(raw, mu[i], sd[i]) + _standardise(raw, mu[j], sd[j]))
+    norm = None if cohort is None else as_norm_pairs(raw, femb[i], femb[j], cohort, top_n)
     info = {"pairs_total": total, "sampled": sampled, "seed": seed}
     return {
         "file": TrialScores(

@@ -32,8 +32,11 @@ def _embeddings(
 
 
 def _cohort(model: Any, data: Path | None, opts: EvalOptions) -> np.ndarray | None:
+    """The AS-norm cohort: one named by the options, else the model's own (`voxid fit-lda`),
+    so the asnorm figures are the recogniser's scores."""
     if opts.cohort is None and opts.cohort_split is None:
-        return None
+        own = model.score_cohort()
+        return None if own is None else own.detach().cpu().numpy()
     store = Path(opts.cohort) if opts.cohort is not None else data
     if store is None:
         raise ConfigError("cohort_split: needs --data (or name a cohort store with --cohort)")

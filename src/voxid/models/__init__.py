@@ -93,6 +93,7 @@ def build_model(
     # An LDA projection fitted after training (voxid fit-lda) is part of the model, so a
     # checkpoint's hparams carry its size and its weights load like any other.
     projection_dim = hparams.pop("projection_dim", None)
+    cohort_size = int(hparams.pop("projection_cohort", 0) or 0)
     builder = MODELS[name]
     params = inspect.signature(builder).parameters
     allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
@@ -107,5 +108,5 @@ def build_model(
     if projection_dim is not None:
         from voxid.models.projection import LdaProjection
 
-        model.set_projection(LdaProjection(model.embedding_dim, int(projection_dim)))
+        model.set_projection(LdaProjection(model.embedding_dim, int(projection_dim), cohort_size))
     return model

@@ -90,7 +90,8 @@ class SpeakerModel(nn.Module):
     def set_projection(self, projection: nn.Module | None) -> None:
         """Apply `projection` (an `LdaProjection`) to every embedding from now on, or none.
 
-        `embedding_dim` and ``hparams["projection_dim"]`` follow, so checkpoints rebuild it.
+        `embedding_dim` and ``hparams["projection_dim"]`` (and ``"projection_cohort"``, its
+        cohort's size) follow, so checkpoints rebuild it.
         """
         if projection is not None and not self.is_embedding_model:
             raise ModelError(f"{self.name}: a classifier without embeddings takes no projection")
@@ -98,9 +99,12 @@ class SpeakerModel(nn.Module):
             self.embedding_dim = int(self.projection.mean.shape[0])
         self.projection = projection
         self.hparams.pop("projection_dim", None)
+        self.hparams.pop("projection_cohort", None)
         if projection is not None:
             self.embedding_dim = projection.out_dim
             self.hparams["projection_dim"] = projection.out_dim
+            if projection.cohort is not None:
+                self.hparams["projection_cohort"] = int(projection.cohort.shape[0])
 
     def finish_embedding(self, encoded: torch.Tensor) -> torch.Tensor:
         """The encoder's output ``(B, D)`` as the embedding that is scored: L2-normalised for
@@ -127,6 +131,10 @@ class SpeakerModel(nn.Module):
         """
         self._check(features)
         return self.head(self.encoder(features, lengths), labels)
+
+    def score_cohort(self) -> torch.Tensor | None:
+        """The cohort that scores are normalised against (AS-norm) ``(S, K)``, or None."""
+        return None if self.projection is None else self.projection.cohort
 
     def class_bank(self) -> torch.Tensor | None:
         """The training speakers' AAM class weights in embedding space ``(N, D or K)``, for

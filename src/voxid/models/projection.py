@@ -8,7 +8,11 @@ linear back-ends of WeSpeaker and 3D-Speaker do. The projection is a fixed matri
 after the encoder, so a model with one stays a model: checkpoints, ONNX exports, the
 registry and the server all see the projected embedding (`SpeakerModel.embed`).
 
-Fitting uses scikit-learn; applying it is a torch module with two buffers.
+The projection can also carry a cohort: the training speakers' mean embeddings in the
+projected space, against which `voxid.recognizer.Recognizer` normalises its scores
+(AS-norm), as the evaluation does with `--cohort`.
+
+Fitting uses scikit-learn; applying it is a torch module with fixed buffers.
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ class LdaProjection(nn.Module):
     torch.Size([3, 2])
     """
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, cohort_size: int = 0):
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("weight", torch.eye(in_dim, out_dim))
+        # Unit rows (speakers' mean projected embeddings); None (not in the state dict)
+        # when there is none.
+        self.register_buffer("cohort", torch.zeros(cohort_size, out_dim) if cohort_size else None)
 
     @property
     def out_dim(self) -> int:
@@ -45,13 +52,16 @@ class LdaProjection(nn.Module):
         return F.normalize((emb - self.mean) @ self.weight, dim=1)
 
 
-def fit_lda(embeddings: np.ndarray, labels: np.ndarray, dim: int | None = None) -> LdaProjection:
+def fit_lda(
+    embeddings: np.ndarray, labels: np.ndarray, dim: int | None = None, cohort: bool = False
+) -> LdaProjection:
     """Fit an `LdaProjection` on L2-normalised embeddings ``(N, D)`` of known speakers.
 
     `dim` is K, at most ``min(D, speakers - 1)`` (that many directions separate the
     speakers), which is also the default. Ledoit-Wolf shrinkage of the within-speaker
     covariance keeps the fit stable with few utterances per speaker; the projection then
     makes the within-speaker scatter the identity (within-class covariance normalisation).
+    With `cohort`, each speaker's normalised mean projected embedding is kept as well.
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -70,8 +80,14 @@ def fit_lda(embeddings: np.ndarray, labels: np.ndarray, dim: int | None = None) 
     if not 1 <= k <= most:
         raise DataError(f"LDA: dim must be in 1..{most} (embedding size, speakers - 1), got {dim}")
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(x, y)
-    proj = LdaProjection(x.shape[1], k)
+    proj = LdaProjection(x.shape[1], k, len(speakers) if cohort else 0)
     # The eigen solver projects without centring; cosine scoring needs the centre removed.
     proj.mean.copy_(torch.from_numpy(x.mean(axis=0)).float())
     proj.weight.copy_(torch.from_numpy(lda.scalings_[:, :k].copy()).float())
+    if cohort:
+        with torch.no_grad():
+            z = proj(torch.from_numpy(x).float())
+        inverse = np.unique(y, return_inverse=True)[1]
+        sums = torch.zeros(len(speakers), k).index_add_(0, torch.from_numpy(inverse), z)
+        proj.cohort.copy_(F.normalize(sums, dim=1))
     return proj

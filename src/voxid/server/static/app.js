@@ -164,7 +164,9 @@ function renderCandidates(candidates, threshold) {
     const bar = document.createElement("div");
     bar.className = "mini";
     const fill = document.createElement("div");
-    fill.style.width = `${Math.max(0, Math.min(1, c.score)) * 100}%`;
+    // The threshold sits mid-bar whatever the scale (cosine, or AS-normed with a cohort).
+    const scale = threshold > 0 ? 2 * threshold : 1;
+    fill.style.width = `${Math.max(0, Math.min(1, c.score / scale)) * 100}%`;
     if (c.score < threshold) fill.style.background = "var(--warn)";
     bar.append(fill);
     const score = document.createElement("span");

@@ -291,13 +291,13 @@ def fit_lda(
         int | None, typer.Option(help="Output size (default: min(embedding, speakers - 1)).")
     ] = None,
     cohort: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--cohort/--no-cohort",
-            help="Store the speakers' mean embeddings to AS-norm scores against "
-            "(default: with 50 or more speakers).",
+            help="Also store the speakers' mean embeddings, and AS-norm every score against "
+            "them (check with evaluate --verify: it helps some models, not all).",
         ),
-    ] = None,
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit an LDA projection of the embeddings on known speakers and store it with the model.

@@ -222,9 +222,7 @@ def test_fit_lda_cohort_makes_the_recogniser_as_norm_its_scores(
     )
 
     cal = json.loads(
-        run(
-            "calibrate", str(run_dir), "--data", str(store), "--split", "train", "--eer", "--json"
-        )  # fmt: skip
+        run("calibrate", str(run_dir), "--data", str(store), "--split", "train", "--eer", "--json")
     )
     assert cal["kind"] == "asnorm:eer"
     assert Recognizer.load(run_dir, None).threshold == pytest.approx(cal["threshold"])

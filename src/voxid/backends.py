@@ -145,17 +145,14 @@ class TorchBackend(Backend):
                 "the recogniser needs a neural speaker model"
             )
         self.model = model.eval()
-        bank, cohort = model.class_bank(), model.score_cohort()
-        bank = None if bank is None else bank.cpu().float().numpy()
-        cohort = None if cohort is None else cohort.detach().cpu().float().numpy()
         super().__init__(
             str(file),
             meta,
             model_fingerprint(model.state_dict()),
             model.is_embedding_model,
             model.embedding_dim,
-            bank,
-            cohort,
+            model.class_bank(),
+            model.score_cohort(),
         )
 
     def _run(self, chunks: np.ndarray, fn) -> np.ndarray:

@@ -88,9 +88,7 @@ def utterance_embeddings(
     keys, inverse = np.unique(sources, return_inverse=True)
     utt = np.stack([mean_embedding(embs[inverse == k]) for k in range(len(keys))])
     labels = np.array([ds.labels[np.flatnonzero(inverse == k)[0]] for k in range(len(keys))])
-    cohort = model.score_cohort()
-    cohort = None if cohort is None else cohort.detach().cpu().numpy()
-    return utt, labels, list(ds.info.speakers), cohort
+    return utt, labels, list(ds.info.speakers), model.score_cohort()
 
 
 def cosine_trials(

@@ -227,9 +227,9 @@ def export_onnx(
         props = {META_KEY: json.dumps(description)}
         bank, cohort = model.class_bank(), model.score_cohort()
         if bank is not None:
-            props[WEIGHTS_KEY] = _encode_array(bank.cpu().numpy())
+            props[WEIGHTS_KEY] = _encode_array(bank)
         if cohort is not None:
-            props[COHORT_KEY] = _encode_array(cohort.detach().cpu().numpy())
+            props[COHORT_KEY] = _encode_array(cohort)
         del proto.metadata_props[:]
         for key, value in props.items():
             proto.metadata_props.add(key=key, value=value)

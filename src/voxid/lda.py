@@ -82,7 +82,13 @@ def fit_run_lda(
     """
     import torch
 
-    from voxid.checkpoint import atomic_write, load_checkpoint, model_fingerprint, read_checkpoint
+    from voxid.checkpoint import (
+        PREFIX,
+        atomic_write,
+        load_checkpoint,
+        model_fingerprint,
+        read_checkpoint,
+    )
     from voxid.data.loader import StoreDataset
     from voxid.evaluation.inference import run_torch
     from voxid.models.projection import fit_lda
@@ -100,7 +106,7 @@ def fit_run_lda(
         ds.close()
     n_speakers = int(np.unique(labels).size)
     model.set_projection(fit_lda(out.embeddings, labels, dim, cohort=cohort))
-    state = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cleared = None
     for target in targets if save else []:
         ckpt = read_checkpoint(target)
@@ -110,7 +116,7 @@ def fit_run_lda(
             desc.update(threshold=None, threshold_kind=None)
         # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
         # by the same weights plus the projection.
-        kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.")}
+        kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(PREFIX)}
         ckpt["state_dict"] = {**kept, **state}
         # The projection's size and cohort size, replacing those of an earlier fit.
         hparams = {k: v for k, v in desc["hparams"].items() if not k.startswith("projection_")}

@@ -13,7 +13,7 @@ import numpy as np
 
 from voxid.errors import ConfigError
 
-__all__ = ["DEFAULT_TOP_N", "as_norm", "as_norm_pairs", "cohort_stats"]
+__all__ = ["DEFAULT_TOP_N", "as_norm", "cohort_stats"]
 
 #: Cohort scores kept per side (the evaluation's `--asnorm-top` default too).
 DEFAULT_TOP_N = 100
@@ -50,29 +50,19 @@ def as_norm(
     cohort: np.ndarray,
     top_n: int = DEFAULT_TOP_N,
 ) -> np.ndarray:
-    """AS-norm of a score matrix ``raw (L, R)`` between embeddings ``left (L, D)`` and
-    ``right (R, D)``.
+    """AS-norm of scores between embeddings ``left (L, D)`` and ``right (R, D)``: a matrix
+    ``raw (L, R)`` (every left against every right), or paired scores ``raw (P,)`` of
+    ``left[p]`` against ``right[p]`` (then L = R = P).
 
     >>> c = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     >>> raw = np.array([[0.5]])  # left's top 2: 1, 0.6 (z = -1.5); right's: 1, 0.8 (z = -4)
     >>> round(float(as_norm(raw, np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), c, 2)[0, 0]), 6)
     -2.75
+    >>> as_norm(raw[0], np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), c, 2).round(6).tolist()
+    [-2.75]
     """
     mu_l, sd_l = cohort_stats(left, cohort, top_n)
     mu_r, sd_r = cohort_stats(right, cohort, top_n)
-    return 0.5 * (
-        _standardise(raw, mu_l[:, None], sd_l[:, None]) + _standardise(raw, mu_r[None], sd_r[None])
-    )
-
-
-def as_norm_pairs(
-    raw: np.ndarray,
-    left: np.ndarray,
-    right: np.ndarray,
-    cohort: np.ndarray,
-    top_n: int = DEFAULT_TOP_N,
-) -> np.ndarray:
-    """AS-norm of paired scores ``raw (P,)`` between rows ``left[p]`` and ``right[p]``."""
-    mu_l, sd_l = cohort_stats(left, cohort, top_n)
-    mu_r, sd_r = cohort_stats(right, cohort, top_n)
+    if np.ndim(raw) == 2:
+        mu_l, sd_l, mu_r, sd_r = mu_l[:, None], sd_l[:, None], mu_r[None], sd_r[None]
     return 0.5 * (_standardise(raw, mu_l, sd_l) + _standardise(raw, mu_r, sd_r))

@@ -16,7 +16,7 @@ import numpy as np
 from voxid.errors import DataError, VoxidError
 from voxid.evaluation.common import l2_normalize
 from voxid.evaluation.verification import TrialScores
-from voxid.scoring import as_norm_pairs
+from voxid.scoring import as_norm
 
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False, "tgt": True, "imp": False}
 
@@ -109,7 +109,7 @@ def list_trials(
     left = np.stack([emb[a] for _, a, _ in kept])
     right = np.stack([emb[b] for _, _, b in kept])
     raw = np.sum(left * right, axis=1)
-    norm = None if cohort is None else as_norm_pairs(raw, left, right, cohort, top_n)
+    norm = None if cohort is None else as_norm(raw, left, right, cohort, top_n)
     info = {"trials_listed": len(trials), "trials_scored": len(kept), "files_skipped": len(skipped)}
     scores = TrialScores(
         raw[is_tar],

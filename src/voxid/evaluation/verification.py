@@ -20,7 +20,7 @@ import numpy as np
 from voxid import metrics
 from voxid.errors import ConfigError, DataError
 from voxid.evaluation.common import first_by_group, group_sources, l2_normalize, mean_by_group
-from voxid.scoring import as_norm, as_norm_pairs
+from voxid.scoring import as_norm
 
 __all__ = ["TrialScores", "detection_metrics", "enrol_speakers",
            "file_embeddings", "pair_trials", "speaker_trials", "split_enrol_test",
@@ -153,7 +153,7 @@ def pair_trials(
     i, j = _pair_index(k, n)
     raw = np.sum(femb[i] * femb[j], axis=1)
     target = fname[i] == fname[j]
-    norm = None if cohort is None else as_norm_pairs(raw, femb[i], femb[j], cohort, top_n)
+    norm = None if cohort is None else as_norm(raw, femb[i], femb[j], cohort, top_n)
     info = {"pairs_total": total, "sampled": sampled, "seed": seed}
     return {
         "file": TrialScores(

@@ -35,8 +35,7 @@ def _cohort(model: Any, data: Path | None, opts: EvalOptions) -> np.ndarray | No
     """The AS-norm cohort: one named by the options, else the model's own (`voxid fit-lda`),
     so the asnorm figures are the recogniser's scores."""
     if opts.cohort is None and opts.cohort_split is None:
-        own = model.score_cohort()
-        return None if own is None else own.detach().cpu().numpy()
+        return model.score_cohort()
     store = Path(opts.cohort) if opts.cohort is not None else data
     if store is None:
         raise ConfigError("cohort_split: needs --data (or name a cohort store with --cohort)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,18 +133,21 @@ class SpeakerModel(nn.Module):
         self._check(features)
         return self.head(self.encoder(features, lengths), labels)
 
-    def score_cohort(self) -> torch.Tensor | None:
-        """The cohort that scores are normalised against (AS-norm) ``(S, K)``, or None."""
-        return None if self.projection is None else self.projection.cohort
+    def score_cohort(self) -> np.ndarray | None:
+        """The cohort that scores are normalised against (AS-norm), float32 ``(S, K)``, or
+        None."""
+        cohort = None if self.projection is None else self.projection.cohort
+        return None if cohort is None else cohort.detach().cpu().float().numpy()
 
-    def class_bank(self) -> torch.Tensor | None:
-        """The training speakers' AAM class weights in embedding space ``(N, D or K)``, for
-        cosine scoring against them; None without a cosine head. With a projection the
-        weights (class directions) go through it like embeddings do."""
+    def class_bank(self) -> np.ndarray | None:
+        """The training speakers' AAM class weights in embedding space, float32
+        ``(N, D or K)``, for cosine scoring against them; None without a cosine head. With
+        a projection the weights (class directions) go through it like embeddings do."""
         if not self.is_embedding_model or not hasattr(self.head, "cosine"):
             return None
         with torch.no_grad():
-            return self.finish_embedding(self.head.weight.detach())
+            bank = self.finish_embedding(self.head.weight.detach())
+        return bank.cpu().float().numpy()
 
     def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``(B, D)``: L2-normalised (and projected, see `finish_embedding`) for

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from voxid.audio import AudioError
 from voxid.backends import Backend, load_backend, prepare_chunks
 from voxid.errors import ConfigError, ModelError, RegistryError
 from voxid.registry import Registry, SpeakerRecord, mean_embedding, validate_name
+from voxid.results import Candidate, Identification, SpeakerInfo, Verification
 from voxid.scoring import as_norm
 
 #: Threshold on cosine scores when the model has no calibrated one (`voxid calibrate`).
@@ -38,79 +38,6 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.5
 UNKNOWN = "unknown"
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
-
-
-class Candidate(NamedTuple):
-    """One ranked answer of `identify`: unpacks as `(name, score)`."""
-
-    name: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The answer of `verify`: `accepted` is `score >= threshold`.
-
-    `source` is "enrolled" or "training" (a training speaker's AAM class weight);
-    `std` is the spread of the score over MC-dropout samples (None when deterministic).
-    """
-
-    name: str
-    score: float
-    threshold: float
-    accepted: bool
-    source: str
-    std: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Identification:
-    """The answer of `identify`: best match or "unknown", and the ranked candidates.
-
-    `name` is the best candidate when its score reaches `threshold` (open set), else
-    "unknown"; `candidates` are the top-k `(name, score)` pairs, best first, whatever the
-    threshold; `sources` maps each candidate to "enrolled", "training" or "class";
-    `stds` holds MC-dropout spreads (empty when deterministic).
-    """
-
-    name: str
-    score: float
-    threshold: float
-    accepted: bool
-    candidates: list[Candidate]
-    sources: dict[str, str] = field(default_factory=dict)
-    stds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON (candidates as a list of {name, score, source[, std]})."""
-        out = asdict(self)
-        out["candidates"] = [
-            {
-                "name": c.name,
-                "score": c.score,
-                "source": self.sources.get(c.name, ""),
-                **({"std": self.stds[c.name]} if c.name in self.stds else {}),
-            }
-            for c in self.candidates
-        ]
-        del out["sources"], out["stds"]
-        return out
-
-
-@dataclass(frozen=True)
-class SpeakerInfo:
-    """One speaker the recogniser knows: `source` "enrolled" (registry) or "training"."""
-
-    name: str
-    source: str
-    n_utterances: int = 0
-    created: float | None = None
-    updated: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Recognizer:

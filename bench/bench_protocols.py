@@ -491,8 +491,8 @@ FINDINGS = {
         "trained as in P-A, from a waveform store with the noise recordings mixed in: "
         "EER 6.7 %, early-stopped at epoch 14 (best 8); the earlier recipe (fbank store, no "
         "noise, 18 epochs; 2026-11-21) measured 4.3 % and 16.5 % never-seen FAR at 2 % FRR "
-        "against 27.5 %. With 200 member clips and 400 never-seen ones, two 20-speaker runs "
-        "differ by this much; neither is near 1 %."
+        "against 27.5 %. With 200 member clips (an EER near 5 % has a sampling error of "
+        "about 1.5 points) one run of each cannot rank the recipes; neither is near 1 %."
     ),
     "pc": (
         "asnorm_*: adaptive S-norm (top 100) against a cohort of the training store's "

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers
 from common import QUICK_DIR, RESULTS, quick, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,10 +207,22 @@ def _speed(metrics: dict) -> dict:
     }
 
 
+def peer_row(protocol: str, data: Path) -> dict | None:
+    """Resemblyzer's row for a protocol (its embeddings computed once), or None without it."""
+    if not peers.available():
+        print(f"[bench] {peers.PEER} is not installed (make bench installs it): no peer row")
+        return None
+    emb = peers.embeddings(data, WORK / f"peer_{peers.PEER}_asc30.npz")
+    return {"pa": peers.pa_row, "pb": peers.pb_row, "pc": peers.pc_row}[protocol](*emb)
+
+
 def protocol_pa(data: Path, models: list[str], minutes: float) -> None:
     """P-A: closed-set identification, train on takes 01-03, test on take 04 (1,200 clips)."""
     rows = []
     for model in models:
+        if model == peers.PEER:
+            rows += filter(None, [peer_row("pa", data)])
+            continue
         feats = store_kind(model)
         chunking = ["--no-chunk"] if feats == "image" else clip_chunking()
         offline = STORE_AUGMENT.get(model)
@@ -259,7 +272,10 @@ def protocol_pb(
     N-way over the 20 training speakers and scores the best cosine to a member's weight.
     """
     rows = []
-    runs = [(m, s) for m in models if m not in ("gmm", "seed_cnn") for s in scorings]
+    untrained = ("gmm", "seed_cnn", peers.PEER)
+    runs = [(m, s) for m in models if m not in untrained for s in scorings]
+    if peers.PEER in models:
+        rows += filter(None, [peer_row("pb", data)])
     for model, scoring in runs:
         feats = store_kind(model)
         store = prepare(
@@ -318,7 +334,9 @@ def protocol_pb(
 def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
     """P-C: verification of the 10 asc30 speakers never seen in training (4,000 trials)."""
     rows = []
-    for model in [m for m in models if m not in ("gmm", "seed_cnn")]:
+    if peers.PEER in models:
+        rows += filter(None, [peer_row("pc", data)])
+    for model in [m for m in models if m not in ("gmm", "seed_cnn", peers.PEER)]:
         feats = FEATURES[model]
         train_store = prepare(
             "pc_train",
@@ -531,7 +549,8 @@ def _notes(name: str) -> str:
         f"prepare/train/evaluate commands are printed by the script and logged under "
         f"{logs.relative_to(ROOT)}/{name}_*.log. Rows keep the date they were measured. "
         "Reference rows are the figures quoted in the project's issues for the same clips, "
-        "not re-measured here. " + FINDINGS.get(name, "")
+        "not re-measured here; `resemblyzer` rows are that peer measured here (its "
+        "pretrained encoder, no training, scored as bench/peers.py says). " + FINDINGS.get(name, "")
     ).strip()
 
 
@@ -555,9 +574,8 @@ def main() -> int:
     )
     ap.add_argument("--protocols", default="pa,pb,pc")
     # A smoke run trains one model, half a minute per protocol: it checks the commands work.
-    ap.add_argument(
-        "--models", default="crnn" if quick() else "crnn,ecapa,ecapa_small,seed_cnn,gmm"
-    )
+    every = f"crnn,ecapa,ecapa_small,seed_cnn,gmm,{peers.PEER}"
+    ap.add_argument("--models", default="crnn" if quick() else every)
     ap.add_argument(
         "--auth-scoring",
         default="speakers" if quick() else "speakers,binary",

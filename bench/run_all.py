@@ -46,13 +46,16 @@ def _fmt(value: object) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """A markdown table of row dicts (columns in first-seen order)."""
+    """A markdown table of row dicts (columns in first-seen order, `measured` last)."""
     if not rows:
         return "_no rows_\n"
     cols: list[str] = []
     for row in rows:
         # Keys starting with "_" are provenance, listed under the table (see `render`).
         cols += [c for c in row if c not in cols and not c.startswith("_")]
+    # A row without training figures (a pretrained peer) may come first: the date still
+    # closes every row.
+    cols.sort(key=lambda c: c == "measured")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -36,3 +36,37 @@ def test_every_protocol_row_says_which_command_measured_it_and_when():
                 continue
             assert "bench/bench_protocols.py" in row["_command"], (name, row["model"])
             assert row["measured"].endswith("UTC"), (name, row["model"])
+
+
+def _peers():
+    spec = importlib.util.spec_from_file_location("peers", ROOT / "bench" / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _asc30_like(noise: float, seed: int = 0):
+    """30 speakers x 4 takes x 5 clips of embeddings: a direction per speaker plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, 32))
+    speaker = np.repeat([f"{i:08d}" for i in range(1, 31)], 20)
+    take = np.tile(np.repeat(["01", "02", "03", "04"], 5), 30)
+    emb = centres[np.repeat(np.arange(30), 20)] + noise * rng.normal(size=(600, 32))
+    return emb, speaker, take
+
+
+def test_peer_rows_score_as_the_protocols_say():
+    """The peer's P-A/P-B/P-C scoring: perfect on separable voices, chance on pure noise."""
+    peers = _peers()
+    clean = _asc30_like(0.05)
+    assert peers.pa_row(*clean)["top1"] == 1.0
+    pb, pc = peers.pb_row(*clean), peers.pc_row(*clean)
+    assert pb["eer"] == 0.0 and pb["far_unseen_at_frr_0.02"] == 0.0
+    # The threshold lets 1 % of seen outsiders' takes 01-03 in: members all pass it.
+    assert pb["frr"] == 0.0 and pb["far_seen"] <= 0.01
+    assert pc["eer"] == 0.0 and (pc["trials"], pc["targets"]) == (500, 50)
+    noise = _asc30_like(1e3, seed=1)
+    assert peers.pa_row(*noise)["top1"] < 0.2
+    assert 0.3 < peers.pc_row(*noise)["eer"] < 0.7

@@ -55,6 +55,25 @@ def test_scan_folder_rejects_symlink_outside(tmp_path):
     assert "outside" in corpus.skipped[0][1]
 
 
+def test_scan_folder_reports_symlinked_folders_it_does_not_follow(tmp_path):
+    _touch(tmp_path / "elsewhere" / "bob" / "b.wav")
+    root = tmp_path / "corpus"
+    _touch(root / "ann" / "a.wav")
+    (root / "bob").symlink_to(tmp_path / "elsewhere" / "bob")
+    (root / "ann" / "loop").symlink_to(root)
+    corpus = scan_folder(root)
+    assert corpus.speakers == ["ann"]
+    assert sorted(Path(p).name for p, why in corpus.skipped if "not followed" in why) == [
+        "bob",
+        "loop",
+    ]
+    only_links = tmp_path / "links"
+    only_links.mkdir()
+    (only_links / "bob").symlink_to(tmp_path / "elsewhere" / "bob")
+    with pytest.raises(DataError, match="1 symbolic links to folders not followed"):
+        scan_folder(only_links)
+
+
 def test_manifest_columns_paths_and_hostile_rows(tmp_path):
     _touch(tmp_path / "data" / "ann" / "1.wav")
     _touch(tmp_path / "data" / "bob" / "2.wav")

@@ -167,7 +167,9 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
     """Find audio files in speaker folders at any depth under `root`.
 
     The speaker is the first folder under `root`; files directly in `root`, hidden files
-    and folders, and symbolic links leading outside `root` are skipped and reported.
+    and folders, symbolic links leading outside `root`, and symbolic links to folders (not
+    followed, which keeps a link loop or a link to `/` from being walked) are skipped and
+    reported.
     """
     from voxid.audio import AUDIO_EXTENSIONS
 
@@ -177,6 +179,10 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
     items, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        skipped += [
+            (os.path.join(dirpath, d), "symbolic link to a folder, not followed") for d in linked
+        ]
         rel_dir = Path(dirpath).relative_to(root)
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix.lower() not in AUDIO_EXTENSIONS:
@@ -195,7 +201,9 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
                 continue
             items.append(CorpusItem(path, speaker))
     if not items:
-        raise DataError(f"{root}: no audio files in speaker folders")
+        links = sum(why == "symbolic link to a folder, not followed" for _, why in skipped)
+        hint = f" ({links} symbolic links to folders not followed: copy them in)" if links else ""
+        raise DataError(f"{root}: no audio files in speaker folders{hint}")
     return Corpus(items, root.name, root, skipped)
 
 

@@ -42,6 +42,7 @@ class CalibrationReport:
     n_speakers: int
     n_utterances: int
     saved_to: list[str]
+    n_enroll: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -91,22 +92,41 @@ def utterance_embeddings(
     return utt, labels, list(ds.info.speakers), model.score_cohort()
 
 
+def enrolment_size(labels: np.ndarray, n_enroll: int | None = None) -> int:
+    """Utterances per enrolment: `n_enroll`, or by default the largest of 3, 2 and 1 that
+    leaves at least two speakers a test utterance (a default split of 30 files per speaker
+    holds 3 in val, which 3-utterance enrolments would use up).
+
+    >>> enrolment_size(np.array([0, 0, 0, 1, 1, 1])), enrolment_size(np.array([0, 1]), 2)
+    (2, 2)
+    """
+    if n_enroll is not None:
+        if n_enroll < 1:
+            raise ConfigError(f"n_enroll: must be at least 1, got {n_enroll}")
+        return n_enroll
+    counts = np.unique(labels, return_counts=True)[1]
+    return next((n for n in (3, 2) if (counts > n).sum() >= 2), 1)
+
+
 def cosine_trials(
-    embs: np.ndarray, labels: np.ndarray, n_enroll: int = 3, cohort: np.ndarray | None = None
+    embs: np.ndarray,
+    labels: np.ndarray,
+    n_enroll: int | None = None,
+    cohort: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Target and non-target scores, and the test utterance index of each score row.
 
-    Each speaker with more than `n_enroll` utterances is enrolled with the mean of its first
-    `n_enroll`; every other utterance of those speakers is scored against every model: the
-    cosine, AS-normed against `cohort` when given, as `Recognizer` scores.
+    Each speaker with more than `n_enroll` utterances (default: `enrolment_size`) is
+    enrolled with the mean of its first `n_enroll`; every other utterance of those speakers
+    is scored against every model: the cosine, AS-normed against `cohort` when given, as
+    `Recognizer` scores.
 
     >>> e = np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 1, 1]]
     >>> tar, non, _ = cosine_trials(e, np.array([0, 0, 0, 1, 1, 1]), n_enroll=2)
     >>> tar.tolist(), non.tolist()
     ([1.0, 1.0], [0.0, 0.0])
     """
-    if n_enroll < 1:
-        raise ConfigError(f"n_enroll: must be at least 1, got {n_enroll}")
+    n_enroll = enrolment_size(labels, n_enroll)
     names, counts = np.unique(labels, return_counts=True)
     speakers = names[counts > n_enroll]
     if len(speakers) < 2:
@@ -168,7 +188,7 @@ def calibrate(
     *,
     split: str = "val",
     far: float | None = 0.01,
-    n_enroll: int = 3,
+    n_enroll: int | None = None,
     save: bool = True,
 ) -> CalibrationReport:
     """Choose and (with `save`) store the cosine threshold of `run` on a store split.
@@ -178,7 +198,8 @@ def calibrate(
         store: the HDF5 store (`voxid prepare`) holding the held-out split.
         split: the split to calibrate on (never the training split).
         far: target false-acceptance rate; None chooses the EER threshold.
-        n_enroll: utterances per speaker averaged into its enrolment model.
+        n_enroll: utterances per speaker averaged into its enrolment model (default: 3, or
+            fewer where the split holds too few per speaker; see `enrolment_size`).
     """
     from voxid.checkpoint import save_threshold
     from voxid.metrics import eer, far_frr
@@ -186,6 +207,7 @@ def calibrate(
     if far is not None and not 0 < far < 1:
         raise ConfigError(f"far: must be in (0, 1), got {far}")
     embs, labels, _, cohort = utterance_embeddings(run, store, split)
+    n_enroll = enrolment_size(labels, n_enroll)
     tar, non, rows = cosine_trials(embs, labels, n_enroll, cohort)
     threshold = choose_threshold(tar, non, far)
     a, r = far_frr(tar, non, threshold)
@@ -206,4 +228,5 @@ def calibrate(
         int(np.unique(labels).size),
         int(embs.shape[0]),
         saved,
+        n_enroll,
     )

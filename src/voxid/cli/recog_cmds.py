@@ -266,7 +266,10 @@ def calibrate(
     split: Annotated[str, typer.Option(help="Held-out split to use.")] = "val",
     far: Annotated[float, typer.Option(help="Target false-acceptance rate.")] = 0.01,
     use_eer: Annotated[bool, typer.Option("--eer", help="Threshold at the EER.")] = False,
-    n_enroll: Annotated[int, typer.Option(help="Utterances per enrolment.")] = 3,
+    n_enroll: Annotated[
+        int | None,
+        typer.Option(help="Utterances per enrolment [default: 3, fewer if the split is small]."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Choose the verification threshold on held-out data and store it with the model."""
@@ -277,7 +280,8 @@ def calibrate(
         as_json,
         rep.to_dict(),
         f"threshold {rep.threshold:.4f} ({rep.kind}) from {rep.n_target} target / "
-        f"{rep.n_nontarget} non-target trials ({rep.n_speakers} speakers): FAR "
+        f"{rep.n_nontarget} non-target trials ({rep.n_speakers} speakers, enrolled with "
+        f"{rep.n_enroll} utterances each): FAR "
         f"{rep.far:.2%}, FRR {rep.frr:.2%}; held out (2-fold): FAR {rep.heldout_far:.2%}, "
         f"FRR {rep.heldout_frr:.2%}; EER {rep.eer:.2%}; saved to {', '.join(rep.saved_to)}",
     )

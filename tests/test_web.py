@@ -91,7 +91,10 @@ def test_enrol_from_microphone_then_identify_live(server, microphone_wav, tmp_pa
         page.click("#record")
         _wait_recorded(page, seconds=6.0)
         page.click("#record")
-        assert page.text_content("#clip-info").startswith("Recorded")
+        # Stopping finishes asynchronously (the recorder flushes its last buffer first).
+        sync_api.expect(page.locator("#clip-info")).to_have_text(
+            re.compile(r"^Recorded"), timeout=10_000
+        )
         with page.expect_response(lambda r: r.url.endswith("/enroll")) as info:
             page.click("#enrol")
         response = info.value

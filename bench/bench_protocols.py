@@ -78,6 +78,9 @@ LDA = False
 #: their own).
 DEFAULT_MINUTES = 20.0
 MINUTES = DEFAULT_MINUTES
+#: Models P-B and P-C do not train: the GMM baseline and Resemblyzer verify as peers
+#: (bench/peers.py), and seed_cnn is a pure classifier with no embedding to verify with.
+NOT_TRAINED_HERE = ("gmm", "seed_cnn", peers.PEER)
 #: The P-C training corpora; --vad leaves out fsdd (6 speakers, 3,000 digits at 8 kHz), a
 #: third of each epoch spent on six voices.
 PC_CORPORA = ("librispeech-100", "fsdd", "voxforge", "asc30")
@@ -272,8 +275,7 @@ def protocol_pb(
     N-way over the 20 training speakers and scores the best cosine to a member's weight.
     """
     rows = []
-    untrained = ("gmm", "seed_cnn", peers.PEER)
-    runs = [(m, s) for m in models if m not in untrained for s in scorings]
+    runs = [(m, s) for m in models if m not in NOT_TRAINED_HERE for s in scorings]
     if peers.PEER in models:
         rows += filter(None, [peer_row("pb", data)])
     if "gmm" in models:  # the baseline verifies by cohort-normalised likelihoods (peers.py)
@@ -340,7 +342,7 @@ def protocol_pc(data: Path, models: list[str], minutes: float) -> None:
         rows += filter(None, [peer_row("pc", data)])
     if "gmm" in models:
         rows.append(peers.gmm_pc_row(*peers.mfcc_features(data)))
-    for model in [m for m in models if m not in ("gmm", "seed_cnn", peers.PEER)]:
+    for model in [m for m in models if m not in NOT_TRAINED_HERE]:
         feats = FEATURES[model]
         train_store = prepare(
             "pc_train",

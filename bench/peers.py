@@ -22,11 +22,14 @@ asc30 00000001-00000020 for P-C, the seen outsiders 00000006-00000020 for P-B.
 from __future__ import annotations
 
 import csv
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from voxid import metrics
+from voxid.evaluation.common import l2_normalize
+from voxid.registry import mean_embedding
 
 PEER = "resemblyzer"
 MEMBERS = {f"{i:08d}" for i in range(1, 6)}
@@ -50,8 +53,7 @@ def embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
         return z["emb"], z["speaker"], z["take"]
     from resemblyzer import VoiceEncoder, preprocess_wav
 
-    with open(data / "asc30" / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _manifest(data)
     enc = VoiceEncoder("cpu", verbose=False)
     emb = np.stack([enc.embed_utterance(preprocess_wav(data / "asc30" / r["path"])) for r in rows])
     speaker = np.array([r["speaker"] for r in rows])
@@ -62,12 +64,14 @@ def embeddings(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return emb, speaker, take
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+def _manifest(data: Path) -> list[dict[str, str]]:
+    with open(data / "asc30" / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _centroids(emb: np.ndarray, speaker: np.ndarray, names: list[str], mask: np.ndarray):
-    return _unit(np.stack([_unit(emb[mask & (speaker == s)]).mean(0) for s in names]))
+    """Each named speaker's enrolment as the recogniser makes it (`mean_embedding`)."""
+    return np.stack([mean_embedding(emb[mask & (speaker == s)]) for s in names])
 
 
 def pa_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
@@ -75,7 +79,7 @@ def pa_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
     names = sorted(set(speaker))
     cents = _centroids(emb, speaker, names, take != "04")
     test = take == "04"
-    scores = _unit(emb[test]) @ cents.T
+    scores = l2_normalize(emb[test]) @ cents.T
     y = np.array([names.index(s) for s in speaker[test]])
     report = metrics.classification_report(y, scores.argmax(1), labels=range(len(names)))
     return {
@@ -90,7 +94,7 @@ def pb_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
     """P-B: best cosine to a member centroid (takes 01-03 of the members)."""
     members = sorted(MEMBERS)
     cents = _centroids(emb, speaker, members, take != "04")
-    score = (_unit(emb) @ cents.T).max(1)
+    score = (l2_normalize(emb) @ cents.T).max(1)
     label = f"{PEER} (pretrained, cosine to members)"
     return {"model": label, **_auth_row(score, speaker, take)}
 
@@ -105,6 +109,7 @@ def _auth_row(score: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
     thr = metrics.threshold_at_far(score[(take != "04") & np.isin(speaker, sorted(SEEN))], 0.01)
     far_seen, frr = metrics.far_frr(tar, seen, thr)
     far, _ = metrics.far_frr(tar, non, thr)
+    at_frr_2 = metrics.threshold_at_frr(tar, 0.02)
     return {
         "eer": metrics.eer(tar, non)[0],
         "far": far,
@@ -112,9 +117,7 @@ def _auth_row(score: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
         "far_unseen": metrics.far_frr(tar, unseen, thr)[0],
         "frr": frr,
         "accuracy": float(np.sum(tar >= thr) + np.sum(non < thr)) / (len(tar) + len(non)),
-        "far_unseen_at_frr_0.02": metrics.far_frr(tar, unseen, metrics.threshold_at_frr(tar, 0.02))[
-            0
-        ],
+        "far_unseen_at_frr_0.02": metrics.far_frr(tar, unseen, at_frr_2)[0],
         "threshold": thr,
     }
 
@@ -124,7 +127,7 @@ def pc_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
     names = sorted(UNSEEN)
     cents = _centroids(emb, speaker, names, take != "04")
     test = (take == "04") & np.isin(speaker, names)
-    scores = _unit(emb[test]) @ cents.T
+    scores = l2_normalize(emb[test]) @ cents.T
     return {"model": f"{PEER} (pretrained)", **_trials_row(scores, speaker[test], names)}
 
 
@@ -140,15 +143,16 @@ def _trials_row(scores: np.ndarray, speaker: np.ndarray, names: list[str]) -> di
     }
 
 
+@lru_cache(maxsize=1)
 def mfcc_features(data: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """voxid's MFCC frames `(T, 60)` of every asc30 clip, with speakers and takes."""
+    """voxid's MFCC frames `(T, 60)` of every asc30 clip, with speakers and takes (computed
+    once per process: P-B and P-C both use them)."""
     import torch
 
     from voxid.audio import load_audio
     from voxid.features import FeatureConfig, build_frontend
 
-    with open(data / "asc30" / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _manifest(data)
     frontend = build_frontend(FeatureConfig.mfcc()).eval()
     feats = []
     with torch.no_grad():

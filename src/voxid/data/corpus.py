@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.csv"
+#: Why a symbolic link to a folder is skipped (a link loop, or one to `/`, would be walked).
+LINKED_FOLDER = "symbolic link to a folder, not followed"
 _RESERVED = {"path", "speaker", "split"}
 # Control characters in a name would corrupt logs, CSVs and terminal output.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -180,9 +182,7 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        skipped += [
-            (os.path.join(dirpath, d), "symbolic link to a folder, not followed") for d in linked
-        ]
+        skipped += [(os.path.join(dirpath, d), LINKED_FOLDER) for d in linked]
         rel_dir = Path(dirpath).relative_to(root)
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix.lower() not in AUDIO_EXTENSIONS:
@@ -201,7 +201,7 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
                 continue
             items.append(CorpusItem(path, speaker))
     if not items:
-        links = sum(why == "symbolic link to a folder, not followed" for _, why in skipped)
+        links = sum(why == LINKED_FOLDER for _, why in skipped)
         hint = f" ({links} symbolic links to folders not followed: copy them in)" if links else ""
         raise DataError(f"{root}: no audio files in speaker folders{hint}")
     return Corpus(items, root.name, root, skipped)

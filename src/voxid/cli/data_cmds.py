@@ -22,8 +22,17 @@ def _ratios(text: str) -> tuple[float, ...]:
     return vals
 
 
-def _corpus(data: list[Path], speakers, exclude, split, split_by, rule, val_frac, unseen, seed):
-    from voxid.data import assign_splits, combine, hold_out_speakers, load_corpus, val_from_train
+def _corpus(
+    data: list[Path], speakers, exclude, split, split_by, rule, val_frac, unseen, seed, heldout=0
+):
+    from voxid.data import (
+        assign_splits,
+        combine,
+        hold_out_for_verification,
+        hold_out_speakers,
+        load_corpus,
+        val_from_train,
+    )
 
     corpus = combine([load_corpus(d) for d in data])
     if speakers or exclude:
@@ -35,6 +44,8 @@ def _corpus(data: list[Path], speakers, exclude, split, split_by, rule, val_frac
         corpus = val_from_train(corpus, val_frac, seed=seed)
     if unseen:
         corpus = hold_out_speakers(corpus, unseen)
+    if heldout:
+        corpus = hold_out_for_verification(corpus, heldout, seed=seed)
     return corpus
 
 
@@ -93,8 +104,19 @@ def register(app: typer.Typer) -> None:
         unseen_speakers: str = typer.Option(
             None, help="Keep only the test files of these speakers (never seen in training)."
         ),
+        heldout_speakers: int = typer.Option(
+            0,
+            min=0,
+            help="Put every file of this many random speakers in a 'heldout' split: voices "
+            "never trained on, for choosing epochs by verification EER (monitor: val_eer).",
+        ),
         members: str = typer.Option(None, help="Member speakers (authentication)."),
         augment: str = typer.Option("", help="Offline augmentations for train, comma-separated."),
+        speaker_augment: str = typer.Option(
+            "",
+            help="Offline augmentations whose copies count as new speakers "
+            "(<speaker>@<augmentation>), e.g. speed_0.9,speed_1.1 (train files only).",
+        ),
         noise_dir: Path = typer.Option(None, help="Noise recordings for noise_real."),
         oversample: bool = typer.Option(False, help="Copy minority-class train items."),
         workers: int = typer.Option(2, min=0, help="Worker processes."),
@@ -131,6 +153,7 @@ def register(app: typer.Typer) -> None:
             chunk=ccfg,
             normalize=normalize,
             augment=tuple(a.strip() for a in augment.split(",") if a.strip()),
+            speaker_augment=tuple(a.strip() for a in speaker_augment.split(",") if a.strip()),
             noise_dir=str(noise_dir) if noise_dir else None,
             oversample=oversample,
             members=members,
@@ -146,6 +169,7 @@ def register(app: typer.Typer) -> None:
             val_from_train,
             unseen_speakers,
             seed,
+            heldout_speakers,
         )
         console = Console(stderr=as_json)
         with Progress(

@@ -6,7 +6,12 @@ The loader (which imports torch) is not imported here, so corpus tools stay ligh
 """
 
 from voxid.data.corpus import Corpus, CorpusItem, SpeakerSpec, combine, load_corpus
-from voxid.data.splits import assign_splits, hold_out_speakers, val_from_train
+from voxid.data.splits import (
+    assign_splits,
+    hold_out_for_verification,
+    hold_out_speakers,
+    val_from_train,
+)
 
 __all__ = [
     "Corpus",
@@ -14,6 +19,7 @@ __all__ = [
     "SpeakerSpec",
     "assign_splits",
     "combine",
+    "hold_out_for_verification",
     "hold_out_speakers",
     "load_corpus",
     "val_from_train",

@@ -178,11 +178,16 @@ def run_prepare(corpus, out: Path, cfg: PrepareConfig, workers: int, progress) -
             f"{corpus.name}: no file has a split (assign_splits first, or check the split rule)"
         )
     speakers = sorted({it.speaker for it in items})
+    trained = sorted({it.speaker for it in items if it.split == "train"})
+    # Speaker augmentation: each copy of a training speaker is a class of its own.
+    speakers += [f"{s}@{name}" for name in cfg.speaker_augment for s in trained]
     label_of = {s: i for i, s in enumerate(speakers)}
     members = SpeakerSpec.parse(cfg.members) if cfg.members else None
     extra_cols = sorted({k for it in items for k in it.extra})
     jobs = [
-        FileJob(i, str(it.path), cfg.augment if it.split == "train" else ())
+        FileJob(
+            i, str(it.path), (*cfg.augment, *cfg.speaker_augment) if it.split == "train" else ()
+        )
         for i, it in enumerate(items)
     ]
     report.files = len(jobs)
@@ -218,7 +223,11 @@ def run_prepare(corpus, out: Path, cfg: PrepareConfig, workers: int, progress) -
                             {
                                 "offset": off,
                                 "length": n,
-                                "label": label_of[it.speaker],
+                                "label": label_of[
+                                    f"{it.speaker}@{tag}"
+                                    if tag in cfg.speaker_augment
+                                    else it.speaker
+                                ],
                                 "split": it.split,
                                 "source": str(it.path),
                                 "augment": tag,

@@ -124,10 +124,11 @@ class StoreDataset(Dataset):
         self._h5 = None
 
 
-def collate_pad(batch: Sequence[tuple[torch.Tensor, int]]):
+def collate_pad(batch: Sequence[tuple]):
     """Stack `(x, label)` pairs, zero-padding axis 0 (time) to the longest item.
 
-    Returns `(x (B, T, ...), lengths (B,), labels (B,))`.
+    Returns `(x (B, T, ...), lengths (B,), labels (B,))`; items `(x, label, target)` (a
+    fixed-size tensor each, e.g. a teacher embedding) add `targets (B, ...)`.
 
     >>> x, n, y = collate_pad([(torch.ones(3, 2), 0), (torch.ones(5, 2), 1)])
     >>> tuple(x.shape), n.tolist(), y.tolist(), x[0, 3:].abs().sum().item()
@@ -141,4 +142,6 @@ def collate_pad(batch: Sequence[tuple[torch.Tensor, int]]):
     for k, x in enumerate(xs):
         out[k, : x.shape[0]] = x
     labels = torch.tensor([int(b[1]) for b in batch], dtype=torch.long)
+    if len(batch[0]) > 2:
+        return out, lengths, labels, torch.stack([b[2] for b in batch])
     return out, lengths, labels

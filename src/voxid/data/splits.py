@@ -28,7 +28,14 @@ import numpy as np
 from voxid.data.corpus import Corpus, CorpusItem, SpeakerSpec
 from voxid.errors import ConfigError
 
-__all__ = ["SPLIT_NAMES", "assign_splits", "hold_out_speakers", "parse_rule", "val_from_train"]
+__all__ = [
+    "SPLIT_NAMES",
+    "assign_splits",
+    "hold_out_for_verification",
+    "hold_out_speakers",
+    "parse_rule",
+    "val_from_train",
+]
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -192,4 +199,31 @@ def hold_out_speakers(
     sp = SpeakerSpec.parse(spec)
     return corpus.with_items(
         it for it in corpus.items if it.split in keep or not sp.matches(it.speaker)
+    )
+
+
+def hold_out_for_verification(
+    corpus: Corpus, count: int, *, seed: int = 0, split: str = "heldout"
+) -> Corpus:
+    """Move every file of `count` speakers, drawn at random (seeded), into `split`: voices
+    the model never trains on, whose verification EER picks the best epoch
+    (`monitor: val_eer`).
+
+    >>> from pathlib import Path
+    >>> c = Corpus([CorpusItem(Path(f"/a/{s}{i}.wav"), s, "train")
+    ...             for s in "abcd" for i in range(2)])
+    >>> held = hold_out_for_verification(c, 1, seed=3)
+    >>> sorted({it.speaker for it in held.items if it.split == "heldout"})
+    ['c']
+    """
+    speakers = sorted({it.speaker for it in corpus.items})
+    if not 0 <= count < len(speakers):
+        raise ConfigError(
+            f"heldout_speakers: {count} of {len(speakers)} speakers would leave none to train on"
+        )
+    order = _rng(seed, "heldout").permutation(len(speakers))
+    chosen = {speakers[i] for i in order[:count]}
+    return corpus.with_items(
+        CorpusItem(it.path, it.speaker, split, it.extra) if it.speaker in chosen else it
+        for it in corpus.items
     )

@@ -44,6 +44,9 @@ class PrepareConfig:
     vad: a `voxid.vad.VadConfig` (`enabled=False` keeps silences).
     chunk: a `voxid.vad.ChunkConfig`, or None to store whole files (image recipe).
     augment: names from `voxid.augment.OFFLINE_AUGMENTATIONS`, applied to training files.
+    speaker_augment: augmentations whose copies become new speakers, ``<speaker>@<name>``
+        (speed perturbation changes the voice: WeSpeaker's and 3D-Speaker's speaker
+        augmentation), applied to training files.
     noise_dir: recordings for the `noise_real` augmentation.
     oversample: copy training items of minority speakers (or members) until balanced.
     members: speaker spec of the members (authentication); balances members vs others.
@@ -58,6 +61,7 @@ class PrepareConfig:
     chunk: ChunkConfig | None = field(default_factory=ChunkConfig)
     normalize: str | None = None
     augment: tuple[str, ...] = ()
+    speaker_augment: tuple[str, ...] = ()
     noise_dir: str | None = None
     oversample: bool = False
     members: str | None = None
@@ -72,18 +76,26 @@ class PrepareConfig:
         if self.chunk is not None:
             self.chunk.apply(probe, 16000)
         self.augment = tuple(self.augment)
+        self.speaker_augment = tuple(self.speaker_augment)
+        both = set(self.augment) & set(self.speaker_augment)
+        if both:
+            raise ConfigError(
+                f"speaker_augment: {sorted(both)[0]!r} is also in augment; a copy is either the "
+                "same speaker or a new one"
+            )
         if self.normalize not in (None, "peak", "rms"):
             raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {self.normalize!r}")
-        if self.augment:
+        if self.augment or self.speaker_augment:
             from voxid.augment import OFFLINE_AUGMENTATIONS
 
-            unknown = [a for a in self.augment if a not in OFFLINE_AUGMENTATIONS]
+            asked = (*self.augment, *self.speaker_augment)
+            unknown = [a for a in asked if a not in OFFLINE_AUGMENTATIONS]
             if unknown:
                 raise ConfigError(
                     f"augment: unknown augmentation {unknown[0]!r}; choose from "
                     f"{', '.join(sorted(OFFLINE_AUGMENTATIONS))}"
                 )
-            if "noise_real" in self.augment and not self.noise_dir:
+            if "noise_real" in asked and not self.noise_dir:
                 raise ConfigError("augment: 'noise_real' needs --noise-dir")
 
     def audio_config(self) -> dict[str, Any]:
@@ -113,6 +125,7 @@ class PrepareConfig:
         return {
             **self.worker_settings(),
             "augment": list(self.augment),
+            **({"speaker_augment": list(self.speaker_augment)} if self.speaker_augment else {}),
             "oversample": self.oversample,
             "members": self.members,
         }

@@ -86,6 +86,7 @@ def make_meta(
     audio_config: Mapping[str, Any] | None = None,
     train_speakers: Iterable[str] | None = None,
     hparams: Mapping[str, Any] | None = None,
+    init: str | None = None,
 ) -> dict[str, Any]:
     """The `"voxid"` dict that makes a checkpoint describe itself.
 
@@ -98,6 +99,7 @@ def make_meta(
         hparams: the keyword arguments `build_model` needs; defaults to `model.hparams`.
         train_speakers: every speaker seen in training, so evaluation can tell seen from
             never-seen outsiders.
+        init: the model a fine-tuned run started from (`TrainConfig.init`), or None.
     """
     from voxid import __version__
 
@@ -119,6 +121,7 @@ def make_meta(
         "data_fingerprint": data_fingerprint,
         "embedding_dim": int(model.embedding_dim),
         "train_speakers": list(labels if train_speakers is None else train_speakers),
+        "init": init,
         "model_fingerprint": model_fingerprint(model.state_dict()),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "voxid_version": __version__,
@@ -126,12 +129,15 @@ def make_meta(
     return to_plain(meta)
 
 
-def resolve_run(path: str | Path) -> Path:
+def resolve_run(path: str | Path | None) -> Path:
     """The checkpoint file a path means: a file as is, or the best file in a run folder.
 
-    A run folder gives `best.ckpt`, else `model.pt`, else `last.ckpt`, else `model.npz`.
+    A run folder gives `best.ckpt`, else `model.pt`, else `last.ckpt`, else `model.npz`;
+    a shipped model's name (`base`, or None) its `.pt` file (`voxid.pretrained`).
     """
-    path = Path(path)
+    from voxid.pretrained import resolve
+
+    path = resolve(path, "pt")
     if path.is_dir():
         for name in RUN_FILES:
             if (path / name).is_file():
@@ -238,6 +244,17 @@ def save_inference_file(path: str | Path, model: torch.nn.Module, meta: Mapping[
     return atomic_write(path, lambda tmp: torch.save({"voxid": meta, "state_dict": state}, tmp))
 
 
+def refuse_shipped(path: str | Path, action: str) -> None:
+    """Raise `ModelError` when `path` is a model shipped in the package: never written to."""
+    from voxid.pretrained import is_shipped
+
+    if is_shipped(path):
+        raise ModelError(
+            f"{Path(path).name}: the shipped model is read-only; to {action}, work on a copy "
+            "(voxid calibrate --out my_model.pt, or copy the file from voxid models)"
+        )
+
+
 def save_threshold(path: str | Path, threshold: float | None, kind: str | None) -> list[Path]:
     """Store a decision threshold (and what score it applies to) in checkpoints, in place.
 
@@ -253,6 +270,8 @@ def save_threshold(path: str | Path, threshold: float | None, kind: str | None) 
             raise ModelError(f"{path}: no checkpoint in this folder to store a threshold in")
     else:
         targets = [path.with_suffix(".json") if path.suffix == ".npz" else resolve_run(path)]
+    for target in targets:
+        refuse_shipped(target, "store a threshold")
     value = None if threshold is None else float(threshold)
     if value is not None and not np.isfinite(value):
         raise ModelError(f"threshold: must be a finite number, got {threshold}")

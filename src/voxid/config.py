@@ -27,7 +27,7 @@ from voxid.errors import ConfigError
 PACKAGED = Path(__file__).resolve().parent / "configs"
 MODES = ("identify", "authenticate")
 AUTH_SCORINGS = ("binary", "speakers")
-MONITORS = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
+MONITORS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_eer": "min"}
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -71,6 +71,19 @@ class TrainConfig:
     binary head learns what the seen outsiders are not; the speaker head learns what the
     members are, which is what transfers to outsiders never seen in training.
 
+    `monitor: val_eer` picks epochs by the verification EER among the speakers of
+    `heldout_split` (never trained on; `voxid prepare --heldout-speakers N`), all pairs of
+    their items scored by cosine, rather than by classification of the training speakers.
+    `distill_targets` (a `voxid teacher` file) adds distillation from a pretrained encoder
+    with weight `distill_weight` (`voxid.training.distill`).
+
+    Fine-tuning: `init: base` (a shipped model's name, or any voxid model file or run)
+    starts the front-end and encoder from that model's weights, with a new head for this
+    store's speakers; the recipe's architecture must be the same (`voxid train base` or
+    `ecapa_small` fit the base model). `freeze_encoder_epochs` trains only the head for
+    that many epochs first; `encoder_lr_scale` multiplies the encoder's learning rate
+    (0.1: move the pretrained weights ten times more gently than the new head).
+
     >>> cfg = TrainConfig(model="crnn", mode="authenticate", members=["alice"])
     >>> apply_overrides(cfg, ["batch_size=8", "model.dropout=0.1"]).hparams
     {'dropout': 0.1}
@@ -111,6 +124,12 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    heldout_split: str = "heldout"
+    distill_targets: str | None = None
+    distill_weight: float = 1.0
+    init: str | None = None
+    encoder_lr_scale: float = 1.0
+    freeze_encoder_epochs: int = 0
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad key; return self when all is well."""
@@ -138,7 +157,35 @@ class TrainConfig:
                 _num(getattr(self, key)) and getattr(self, key) >= 0, key, "must be a number >= 0"
             )
         _check(_num(self.target_far) and 0 < self.target_far < 1, "target_far", "must be in (0, 1)")
+        _check(
+            _num(self.distill_weight) and self.distill_weight >= 0,
+            "distill_weight",
+            "must be a number >= 0",
+        )
+        _check(
+            self.distill_targets is None or isinstance(self.distill_targets, str),
+            "distill_targets",
+            "must be the path of a voxid teacher file",
+        )
+        _check(
+            self.init is None or isinstance(self.init, str), "init", "must be a model path or name"
+        )
+        _check(
+            _num(self.encoder_lr_scale) and self.encoder_lr_scale >= 0,
+            "encoder_lr_scale",
+            "must be a number >= 0",
+        )
+        _check(
+            _int(self.freeze_encoder_epochs) and self.freeze_encoder_epochs >= 0,
+            "freeze_encoder_epochs",
+            "must be an integer >= 0",
+        )
         _check(self.monitor in MONITORS, "monitor", f"must be one of {', '.join(MONITORS)}")
+        _check(
+            self.monitor != "val_eer" or self.mode == "identify" or self.auth_scoring == "speakers",
+            "monitor",
+            "val_eer needs speaker embeddings (mode identify, or auth_scoring speakers)",
+        )
         if _int(self.precision):
             self.precision = str(self.precision)
         _check(str(self.precision) in PRECISIONS, "precision", f"must be one of {PRECISIONS}")

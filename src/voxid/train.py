@@ -150,6 +150,8 @@ def train(
     task = open_task(cfg, data, feature_config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg.model, len(task.labels), feature_config, **cfg.hparams)
+    if cfg.init and not resume:  # a resumed run has its own weights in last.ckpt
+        init_from(model, cfg.init)
     check_auth_scoring(cfg, model)
     meta = {
         "mode": cfg.mode,
@@ -158,11 +160,14 @@ def train(
         "data_fingerprint": task.info.fingerprint,
         "audio_config": task.info.audio_config,
         "train_speakers": task.train_speakers,
+        "init": cfg.init,
     }
     weights = task.class_weights() if cfg.class_weights and not cfg.balanced else None
+    heldout = task.loader("heldout", cfg) if task.heldout is not None else None
     module = SpeakerTask(
-        model, cfg, task.labels, class_weights=weights, waveform=task.waveform, meta=meta
-    )
+        model, cfg, task.labels, class_weights=weights, waveform=task.waveform, meta=meta,
+        heldout=heldout, teacher_dim=task.targets[0].shape[1] if task.targets else None,
+    )  # fmt: skip
     if primary:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -239,6 +244,34 @@ def train(
     return _finish(cfg, task, out, best, device, fit)
 
 
+def init_from(model: Any, source: str) -> None:
+    """Copy the front-end and encoder weights of the model `source` (a shipped model's name,
+    a run or a model file) into `model`; its head stays new. Raises `ConfigError` when the
+    architectures or features differ."""
+    from voxid.checkpoint import load_checkpoint
+
+    _, pretrained = load_checkpoint(source)
+    if not isinstance(pretrained, torch.nn.Module) or not pretrained.is_embedding_model:
+        raise ConfigError(f"init: {source} is no embedding model to start from")
+    if pretrained.name != model.name:
+        raise ConfigError(
+            f"init: {source} is a {pretrained.name} model; this recipe trains {model.name} "
+            "(use a recipe of the same architecture, e.g. voxid train base)"
+        )
+    if pretrained.feature_config.to_dict() != model.feature_config.to_dict():
+        raise ConfigError(f"init: {source} was trained on other features than this recipe's")
+    encoder = {k: v for k, v in pretrained.encoder.state_dict().items()}
+    try:
+        model.encoder.load_state_dict(encoder, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"init: {source}'s encoder does not fit this recipe's (set the same model sizes): "
+            f"{first}"
+        ) from None
+    model.frontend.load_state_dict(pretrained.frontend.state_dict())
+
+
 def check_auth_scoring(cfg: TrainConfig, model: Any) -> None:
     """Refuse `auth_scoring: speakers` for a model without embeddings and cosine class weights."""
     if cfg.mode != "authenticate" or cfg.auth_scoring != "speakers":
@@ -268,6 +301,16 @@ def _finish(
     threshold_kind = "member_cosine" if cfg.auth_scoring == "speakers" else "p_member"
     val = predict(model, task, "val", cfg, device)
     metrics["val"] = classification_metrics(val)
+    if task.heldout is not None:
+        from voxid.training.batch import InputPipeline
+        from voxid.training.final import heldout_eer
+
+        inputs = InputPipeline(model, cfg, task.waveform)
+        metrics["heldout"] = {
+            "eer": heldout_eer(model, task.loader("heldout", cfg), inputs, device),
+            "speakers": len(set(task.heldout.speakers)),
+            "items": len(task.heldout),
+        }
     threshold = None
     if cfg.mode == "authenticate":
         threshold = choose_threshold(val, cfg.target_far)

@@ -1,4 +1,5 @@
-"""`voxid train` and `voxid sweep`: train a recipe on a store, or a grid of them."""
+"""`voxid train`, `voxid sweep` and `voxid teacher`: train a recipe on a store, a grid of
+them, or embed a store with a teacher encoder for distillation."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train` and `sweep` to the voxid app."""
+    """Add `train`, `sweep` and `teacher` to the voxid app."""
+    register_teacher(app)
 
     @app.command()
     def train(
@@ -67,6 +69,39 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(sweep_table(rows))
         console.print(f"[green]wrote[/] {out / 'sweep.csv'} and {out / 'sweep.md'}")
+
+
+def register_teacher(app: typer.Typer) -> None:
+    """Add `teacher` to the voxid app."""
+
+    @app.command()
+    def teacher(
+        store: Path = typer.Argument(
+            ..., help="A waveform store (voxid prepare --features waveform)."
+        ),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="Targets file (default STORE.<teacher>.npz)."
+        ),
+        name: str = typer.Option("resemblyzer", "--teacher", help="The teacher encoder."),
+        split: str = typer.Option("train", help="The split whose items it embeds."),
+        threads: int = typer.Option(0, min=0, help="Torch threads (0: torch's default)."),
+    ) -> None:
+        """Embed a store's training items with a pretrained teacher, for distillation
+        (train with distill_targets=FILE)."""
+        import torch
+        from rich.progress import Progress
+
+        from voxid.training.distill import teacher_targets
+
+        if threads:
+            torch.set_num_threads(threads)
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{name} embeddings", total=None)
+            path = teacher_targets(
+                store, out, teacher=name, split=split,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+        print(f"wrote {path}")
 
 
 def _print_result(console, result) -> None:

@@ -67,7 +67,8 @@ def build_model(
     Arguments
     ---------
     name : one of ``MODELS``.
-    n_classes : number of speakers the head classifies.
+    n_classes : number of speakers the head classifies; 0 for an encoder whose head knows
+        nobody (a shipped base model: speakers are enrolled, not trained on).
     feature_config : a ``FeatureConfig`` (or its ``to_dict()``); None for the model's preset.
     **hparams : architecture keyword arguments (see each ``build_*``); unknown ones raise
         :class:`ConfigError`.
@@ -82,8 +83,8 @@ def build_model(
     """
     if name not in MODELS:
         raise ConfigError(f"model={name!r}: unknown; choose from {sorted(MODELS)}")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
-        raise ConfigError(f"n_classes={n_classes!r}: must be a positive integer")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0:
+        raise ConfigError(f"n_classes={n_classes!r}: must be a non-negative integer")
     if feature_config is None:
         feature_config = default_feature_config(name)
     elif isinstance(feature_config, dict):

@@ -26,7 +26,8 @@ class AAMSoftmax(nn.Module):
     Arguments
     ---------
     embedding_dim : embedding size ``D``.
-    n_classes : number of speakers ``N``.
+    n_classes : number of speakers ``N`` (0: no classes, an encoder shipped without its
+        training speakers).
     margin : additive angle ``m`` in radians.
     scale : logit scale ``s``.
     easy_margin : apply the margin only where ``cos(theta_y) > 0``.
@@ -45,15 +46,16 @@ class AAMSoftmax(nn.Module):
         easy_margin: bool = False,
     ):
         super().__init__()
-        if n_classes < 1:
-            raise ConfigError(f"n_classes={n_classes}: must be at least 1")
+        if n_classes < 0:
+            raise ConfigError(f"n_classes={n_classes}: must be at least 0")
         if not 0.0 <= margin < math.pi / 2:
             raise ConfigError(f"margin={margin}: must be in [0, pi/2) radians")
         if scale <= 0:
             raise ConfigError(f"scale={scale}: must be positive")
         self.margin, self.scale, self.easy_margin = float(margin), float(scale), easy_margin
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
+        if n_classes:
+            nn.init.xavier_uniform_(self.weight)
         self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
         self.th = math.cos(math.pi - margin)
         self.mm = math.sin(math.pi - margin) * margin
@@ -87,8 +89,8 @@ class LinearHead(nn.Module):
 
     def __init__(self, embedding_dim: int, n_classes: int):
         super().__init__()
-        if n_classes < 1:
-            raise ConfigError(f"n_classes={n_classes}: must be at least 1")
+        if n_classes < 0:
+            raise ConfigError(f"n_classes={n_classes}: must be at least 0")
         self.fc = nn.Linear(embedding_dim, n_classes)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -73,6 +73,8 @@ class TaskData:
     val: MappedDataset
     test: MappedDataset | None
     waveform: bool
+    heldout: MappedDataset | None = None
+    targets: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -89,7 +91,12 @@ class TaskData:
         """A DataLoader over `split` (`train` gets shuffling or balanced sampling)."""
         from voxid.data.loader import collate_pad
 
-        dataset = {"train": self.train, "val": self.val, "test": self.test}[split]
+        dataset: Any = {"train": self.train, "val": self.val, "test": self.test,
+                        "heldout": self.heldout}[split]  # fmt: skip
+        if split == "train" and self.targets is not None:
+            from voxid.training.distill import TargetDataset
+
+            dataset = TargetDataset(dataset, *self.targets)
         sampler = None
         if split == "train" and cfg.balanced:
             per_class = 1.0 / np.maximum(self.class_counts, 1)
@@ -202,4 +209,42 @@ def open_task(cfg: TrainConfig, store: str | Path, feature_config: Any) -> TaskD
             f"{store}: the '{cfg.val_split}' split needs members and outsiders to choose the "
             "authentication threshold"
         )
-    return TaskData(store, info, labels, train_speakers, train, val, test, waveform)
+    heldout = None
+    if cfg.monitor == "val_eer":
+        heldout = _heldout(cfg, store, names, set(train_speakers), splits, store_labels)
+    targets = None
+    if cfg.distill_targets:
+        from voxid.training.distill import load_targets
+
+        targets = load_targets(cfg.distill_targets, info.fingerprint)
+    return TaskData(
+        store, info, labels, train_speakers, train, val, test, waveform, heldout, targets
+    )
+
+
+def _heldout(
+    cfg: TrainConfig,
+    store: Path,
+    names: list[str],
+    trained: set[str],
+    splits: np.ndarray,
+    store_labels: np.ndarray,
+) -> MappedDataset:
+    """The never-trained-on speakers whose verification EER picks epochs (labels: store's)."""
+    from voxid.data.loader import StoreDataset
+
+    chosen = np.unique(store_labels[splits == cfg.heldout_split])
+    if chosen.size < 2:
+        raise DataError(
+            f"{store}: monitor val_eer needs at least two speakers in split "
+            f"'{cfg.heldout_split}' (voxid prepare --heldout-speakers N)"
+        )
+    overlap = sorted({names[i] for i in chosen} & trained)
+    if overlap:
+        raise DataError(
+            f"{store}: split '{cfg.heldout_split}' must hold speakers never trained on; "
+            f"{overlap[0]} is also in '{cfg.train_split}'"
+        )
+    base = StoreDataset(store, split=cfg.heldout_split, cache=cfg.cache, include_augmented=False)
+    identity = np.arange(len(names), dtype=np.int64)
+    return MappedDataset(base, identity, names)

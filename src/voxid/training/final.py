@@ -156,3 +156,34 @@ def mc_spread(y: np.ndarray, mc: np.ndarray) -> dict[str, float]:
         out[f"mc_{key}_mean"] = float(vals.mean())
         out[f"mc_{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     return out
+
+
+@torch.no_grad()
+def heldout_eer(model: Any, loader: Any, inputs: Any, device: Any) -> float:
+    """`pairwise_eer` of `model`'s embeddings of every item in `loader` (eval mode)."""
+    model.eval()
+    embeddings, speakers = [], []
+    for x, lengths, y in loader:
+        feats, flen = inputs(x.to(device), lengths.to(device), train=False)
+        embeddings.append(model.embed(feats, flen).float().cpu())
+        speakers.append(y)
+    return pairwise_eer(torch.cat(embeddings), torch.cat(speakers))
+
+
+def pairwise_eer(embeddings: torch.Tensor, speakers: torch.Tensor) -> float:
+    """EER of cosine scores over every pair of distinct items (same speaker: target).
+
+    >>> e = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> pairwise_eer(e, torch.tensor([0, 0, 1, 1]))
+    0.0
+    """
+    from voxid.metrics import eer
+
+    e = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    scores = e @ e.T
+    i, j = torch.triu_indices(len(e), len(e), offset=1)
+    same = speakers[i] == speakers[j]
+    pair_scores = scores[i, j]
+    if not same.any() or same.all():
+        return 1.0
+    return float(eer(pair_scores[same].numpy(), pair_scores[~same].numpy())[0])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from voxid.checkpoint import make_meta
 from voxid.config import TrainConfig
 from voxid.training.batch import InputPipeline
-from voxid.training.final import mc_spread, summarize
+from voxid.training.final import heldout_eer, mc_spread, summarize
 
 
 class SpeakerTask(L.LightningModule):
@@ -29,6 +29,11 @@ class SpeakerTask(L.LightningModule):
         labels: class names; `class_weights`: loss weights per class or None.
         waveform: batches hold waveforms (run `model.frontend` first).
         meta: extra `make_meta` fields (mode, members, data fingerprint, speakers...).
+        heldout: a DataLoader over speakers never trained on: each validation also logs
+            `val_eer`, their verification EER over all pairs of items (cosine scores).
+        teacher_dim: size of the teacher embeddings that batches carry (distillation): a
+            linear map from the student's embedding to them is trained alongside and
+            dropped afterwards (`voxid.training.distill`).
     """
 
     def __init__(
@@ -40,6 +45,8 @@ class SpeakerTask(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         waveform: bool = False,
         meta: dict[str, Any] | None = None,
+        heldout: Any = None,
+        teacher_dim: int | None = None,
     ):
         super().__init__()
         self.model = model
@@ -51,6 +58,12 @@ class SpeakerTask(L.LightningModule):
         self._class_weights = class_weights
         self.features = InputPipeline(model, cfg, waveform)
         self._val: list[tuple[torch.Tensor, ...]] = []
+        self._heldout = heldout
+        # The weights that train at all: freezing the encoder never thaws a fixed one.
+        self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        self.distill = None
+        if teacher_dim:
+            self.distill = torch.nn.Linear(model.embedding_dim, teacher_dim, bias=False)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w = None if self._class_weights is None else self._class_weights.to(logits.device)
@@ -59,10 +72,16 @@ class SpeakerTask(L.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """One optimisation step; logs loss, accuracy and learning rate per batch."""
-        x, lengths, y = batch
+        x, lengths, y, *targets = batch
         feats, flen = self.features(x, lengths, train=True)
-        logits = self.model(feats, y, flen)  # the margin applies during training only
+        encoded = self.model.encoder(feats, flen)
+        logits = self.model.head(encoded, y)  # the margin applies during training only
         loss = self._loss(logits, y)
+        if self.distill is not None and targets:
+            mapped = self.distill(encoded.float())
+            gap = 1 - F.cosine_similarity(mapped, targets[0].float(), dim=1).mean()
+            self.log("train/distill", gap, on_step=True, on_epoch=False, batch_size=y.shape[0])
+            loss = loss + self.cfg.distill_weight * gap
         acc = (logits.argmax(1) == y).float().mean()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log_dict(
@@ -111,11 +130,46 @@ class SpeakerTask(L.LightningModule):
         self.log_dict(logged, prog_bar=False, sync_dist=True)
         self.log("val_f1", values["f1"], prog_bar=True, sync_dist=True)
         self._val = []
+        if self._heldout is not None:
+            # Every process scores the whole (small) held-out set: equal values to sync.
+            self.log("val_eer", self.heldout_eer(), prog_bar=True, sync_dist=True)
+
+    @torch.no_grad()
+    def heldout_eer(self) -> float:
+        """Verification EER among the held-out speakers: every pair of their items."""
+        was_training = self.model.training
+        try:
+            return heldout_eer(self.model, self._heldout, self.features, self.device)
+        finally:
+            self.model.train(was_training)
+
+    def on_train_epoch_start(self) -> None:
+        """Keep the encoder frozen for the first `freeze_encoder_epochs` (fine-tuning)."""
+        if not self.cfg.freeze_encoder_epochs:
+            return
+        frozen = self.current_epoch < self.cfg.freeze_encoder_epochs
+        for p in self._encoder_parameters():
+            # A frozen weight gets no gradient, which AdamW skips; it stays in the optimizer
+            # (configure_optimizers ran before this) and trains again once thawed.
+            p.requires_grad_(not frozen)
+
+    def _encoder_parameters(self) -> list[torch.nn.Parameter]:
+        params = [*self.model.frontend.parameters(), *self.model.encoder.parameters()]
+        return [p for p in params if id(p) in self._trainable]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with cosine annealing of the learning rate over the epochs."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        """AdamW with cosine annealing of the learning rate over the epochs; the encoder's
+        rate is scaled by `encoder_lr_scale` (fine-tuning)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if self.cfg.encoder_lr_scale != 1.0:
+            encoder = {id(p) for p in self._encoder_parameters()}
+            groups = [
+                {"params": [p for p in params if id(p) not in encoder]},
+                {"params": [p for p in params if id(p) in encoder],
+                 "lr": self.cfg.lr * self.cfg.encoder_lr_scale},
+            ]  # fmt: skip
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DATA   ?=
 SHARED ?= ../shared/data
 
-.PHONY: setup demo test test-fast bench lint format clean
+.PHONY: setup demo test test-fast bench base-model lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,11 +20,12 @@ test-fast: setup
 	$(PY) -m pytest -q -x -m "not slow and not browser"
 
 bench: setup
-	@# The peer encoder (Resemblyzer) for the comparison rows; --no-deps keeps pip from
-	@# swapping the CPU torch for a CUDA build. webrtcvad-wheels provides its webrtcvad.
-	@$(PY) -c "import resemblyzer" 2>/dev/null || \
-		($(VENV)/bin/pip install -q webrtcvad-wheels && $(VENV)/bin/pip install -q --no-deps resemblyzer)
 	$(PY) bench/run_all.py --data $(SHARED)
+
+# Rebuild the shipped base encoder (src/voxid/pretrained/) from $(SHARED): hours on 2 cores;
+# run it again after an interruption and it resumes. See src/voxid/pretrained/MODEL_CARD.md.
+base-model: setup
+	@SHARED="$(SHARED)" bash scripts/base_model.sh
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts

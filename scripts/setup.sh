@@ -31,6 +31,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # torch first: otherwise a dependency pulls the multi-GB CUDA build from PyPI.
   "$VENV/bin/pip" install -q "torch==${TORCH_VERSION:-2.13.0}"
   "$VENV/bin/pip" install -q -e ".[dev]"
+  # Resemblyzer: the peer in benchmarks and the teacher the base model distils from. Its
+  # encoder weights ship in the wheel; --no-deps keeps pip from swapping the CPU torch for
+  # a CUDA build, and webrtcvad-wheels provides the webrtcvad it imports.
+  "$VENV/bin/pip" install -q webrtcvad-wheels
+  "$VENV/bin/pip" install -q --no-deps resemblyzer
   touch "$stamp"
 fi
 echo "setup: ready ($("$VENV/bin/python" -c 'import torch, voxid; print("torch", torch.__version__, "voxid", voxid.__version__)'))"

@@ -194,13 +194,17 @@ def usable_cores(cap: int = 8) -> int:
 
 
 def load_backend(
-    path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+    path: str | os.PathLike | None, device: str = "cpu", threads: int | None = None
 ) -> Backend:
-    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch.
+    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch; a
+    shipped model's name (or None: the base model) -> its ONNX file.
 
     `threads`: onnxruntime's intra-op threads (default: the cores); torch uses its global
     setting (`torch.set_num_threads`), which the caller owns.
     """
+    from voxid.pretrained import resolve
+
+    path = resolve(path, "onnx")  # a shipped model's name: its ONNX file
     if Path(path).suffix.lower() == ".onnx":
         from voxid.export import OnnxBackend
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,11 +202,13 @@ def calibrate(
         n_enroll: utterances per speaker averaged into its enrolment model (default: 3, or
             fewer where the split holds too few per speaker; see `enrolment_size`).
     """
-    from voxid.checkpoint import save_threshold
+    from voxid.checkpoint import refuse_shipped, resolve_run, save_threshold
     from voxid.metrics import eer, far_frr
 
     if far is not None and not 0 < far < 1:
         raise ConfigError(f"far: must be in (0, 1), got {far}")
+    if save and not Path(run).is_dir():
+        refuse_shipped(resolve_run(run), "store a threshold")  # before the slow part
     embs, labels, _, cohort = utterance_embeddings(run, store, split)
     n_enroll = enrolment_size(labels, n_enroll)
     tar, non, rows = cosine_trials(embs, labels, n_enroll, cohort)

@@ -88,12 +88,15 @@ def fit_run_lda(
         load_checkpoint,
         model_fingerprint,
         read_checkpoint,
+        refuse_shipped,
     )
     from voxid.data.loader import StoreDataset
     from voxid.evaluation.inference import run_torch
     from voxid.models.projection import fit_lda
 
     targets = _targets(run)
+    for target in targets if save else []:
+        refuse_shipped(target, "fit an LDA projection")  # before the slow part
     meta, model = load_checkpoint(targets[0])
     if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
         raise ModelError(f"{targets[0]}: {meta.get('model_name')} has no speaker embeddings")

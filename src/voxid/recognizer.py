@@ -7,7 +7,7 @@ of the training length (half-overlapping), embed every chunk in one batch, and a
 L2-normalised chunk embeddings (renormalised). Scores are cosine similarities.
 
 >>> from voxid import Recognizer            # doctest: +SKIP
->>> rec = Recognizer.load("runs/crnn", registry="speakers.db")  # doctest: +SKIP
+>>> rec = Recognizer.load(registry="speakers.db")  # the shipped base model  # doctest: +SKIP
 >>> rec.enroll("alice", ["a1.wav", "a2.wav"])  # doctest: +SKIP
 >>> rec.verify("alice", "unknown.wav").accepted  # doctest: +SKIP
 """
@@ -70,7 +70,7 @@ class Recognizer:
     @classmethod
     def load(
         cls,
-        checkpoint_or_onnx: str | os.PathLike,
+        checkpoint_or_onnx: str | os.PathLike | None = None,
         registry: Registry | str | os.PathLike | None = "speakers.db",
         *,
         threshold: float | None = None,
@@ -81,7 +81,8 @@ class Recognizer:
         """Load a run folder, `.ckpt`, `model.pt` or `.onnx` file and a registry.
 
         Arguments:
-            checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime).
+            checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime); None or
+                `"base"`: the base encoder shipped with voxid (`voxid.pretrained`).
             registry: SQLite file of enrolled speakers (opened on first use), a `Registry`,
                 or None for a recogniser that only knows training speakers.
             threshold: decision threshold overriding the calibrated one stored with the model.

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         run: Path = typer.Argument(
-            ..., help="Run folder or checkpoint (model.pt, best.ckpt, model.npz)."
+            Path("base"),
+            help="Run folder or checkpoint (model.pt, best.ckpt, model.npz), or a shipped "
+            "model (voxid models).",
         ),
         data: Path | None = typer.Option(None, "--data", "-d", help="Store (.h5) to evaluate on."),
         split: str = typer.Option("test", help="Split to test."),

@@ -19,7 +19,7 @@ ModelOpt = Annotated[
         "-m",
         envvar="VOXID_MODEL",
         show_envvar=True,
-        help="Run folder, .ckpt, model.pt or .onnx file.",
+        help="Run folder, .ckpt, model.pt or .onnx file, or a shipped model (voxid models).",
     ),
 ]
 RegistryOpt = Annotated[
@@ -71,7 +71,7 @@ def _emit(as_json: bool, payload: Any, human: str) -> None:
 def enroll(
     name: Annotated[str, typer.Argument(help="Speaker name.")],
     files: Files,
-    model: ModelOpt,
+    model: ModelOpt = "base",
     registry: RegistryOpt = Path("speakers.db"),
     replace: Annotated[bool, typer.Option(help="Drop earlier utterances.")] = False,
     as_json: JsonOpt = False,
@@ -93,7 +93,7 @@ def enroll(
 def verify(
     name: Annotated[str, typer.Argument(help="Claimed speaker.")],
     file: Annotated[Path, typer.Argument(help="Audio file.")],
-    model: ModelOpt,
+    model: ModelOpt = "base",
     registry: RegistryOpt = Path("speakers.db"),
     threshold: ThresholdOpt = None,
     as_json: JsonOpt = False,
@@ -110,7 +110,7 @@ def verify(
 
 def identify(
     files: Files,
-    model: ModelOpt,
+    model: ModelOpt = "base",
     registry: RegistryOpt = Path("speakers.db"),
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
     threshold: ThresholdOpt = None,
@@ -215,7 +215,7 @@ def remove_speaker(
 
 def embed(
     files: Files,
-    model: ModelOpt,
+    model: ModelOpt = "base",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy (N, D).")] = Path(
         "embeddings.npy"
     ),
@@ -261,8 +261,19 @@ def export(
 
 
 def calibrate(
-    run: Annotated[str, typer.Argument(help="Run folder or checkpoint.")],
     data: Annotated[Path, typer.Option("--data", help="HDF5 store (voxid prepare).")],
+    run: Annotated[
+        str, typer.Argument(help="Run folder or checkpoint, or a shipped model (with --out).")
+    ] = "base",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Save a calibrated copy of the model here (.pt) and leave RUN as it is; "
+            "needed for a shipped model, which is read-only.",
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Held-out split to use.")] = "val",
     far: Annotated[float, typer.Option(help="Target false-acceptance rate.")] = 0.01,
     use_eer: Annotated[bool, typer.Option("--eer", help="Threshold at the EER.")] = False,
@@ -274,6 +285,18 @@ def calibrate(
 ) -> None:
     """Choose the verification threshold on held-out data and store it with the model."""
     from voxid.calibration import calibrate as run_calibration
+
+    if out is not None:
+        import shutil
+
+        from voxid.checkpoint import resolve_run
+
+        source = resolve_run(run)
+        if source.suffix != ".pt":
+            raise ConfigError(f"--out: copies a model.pt file; {source.name} is a {source.suffix}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out)
+        run = str(out)
 
     rep = run_calibration(run, data, split=split, far=None if use_eer else far, n_enroll=n_enroll)
     _emit(
@@ -328,9 +351,32 @@ def fit_lda(
     )
 
 
+def models(as_json: JsonOpt = False) -> None:
+    """List the models shipped with voxid (usable by name wherever a model is taken)."""
+    from voxid.pretrained import DEFAULT_MODEL, available
+
+    found = available()
+    if as_json:
+        print(json.dumps([{**m.to_dict(), "default": m.name == DEFAULT_MODEL} for m in found]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(found)} shipped models (use the name as -m / MODEL)")
+    for col in ("name", "size (MB)", "description"):
+        table.add_column(col)
+    for m in found:
+        mark = " (default)" if m.name == DEFAULT_MODEL else ""
+        table.add_row(m.name + mark, f"{m.size_mb:.1f}", m.description)
+    console = Console()
+    console.print(table)
+    for m in found:
+        console.print(f"{m.name}: {m.onnx.name}, {m.torch.name} and {m.card} in {m.onnx.parent}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the voxid app."""
-    for fn in (enroll, verify, identify, embed, export, calibrate):
+    for fn in (enroll, verify, identify, embed, export, calibrate, models):
         app.command()(fn)
     app.command("fit-lda")(fit_lda)
     app.add_typer(speakers_app, name="speakers")

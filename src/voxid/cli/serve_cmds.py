@@ -26,7 +26,12 @@ def _set_threads(n: int) -> None:
 
 
 def serve(
-    model: Annotated[Path, typer.Argument(help="Run folder, model.pt or .onnx file.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Run folder, model.pt or .onnx file, or a shipped model (voxid models)."
+        ),
+    ] = "base",
     registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
         "speakers.db"
     ),
@@ -86,7 +91,12 @@ def serve(
 
 
 def listen(
-    model: Annotated[Path, typer.Argument(help="Run folder, model.pt or .onnx file.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Run folder, model.pt or .onnx file, or a shipped model (voxid models)."
+        ),
+    ] = "base",
     registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
         "speakers.db"
     ),

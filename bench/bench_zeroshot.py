@@ -1,0 +1,193 @@
+"""P-Z: a pretrained model used as shipped, with no training on the test corpora.
+
+    python bench/bench_zeroshot.py --data ../shared/data [--models base,resemblyzer]
+                                   [--model-path FILE --label NAME]
+
+Every set is scored the same way for every model: each enrolled speaker is the mean of its
+enrolment clips' unit embeddings, and every test clip is scored (cosine) against every
+enrolled speaker. Sets (../shared/data/README.md, P-Z):
+- `asc30 21-30 (P-C trials)`: enrol takes 01-03, test take 04: 4,000 trials, 400 target;
+- `asc30 01-20`: the same with the other twenty speakers;
+- `fsdd`, `voxforge`: each speaker's files sorted by name, first half enrolled, the rest
+  tested.
+voxid's model embeds each file as the recogniser does (`Recognizer.embed_many`: decode,
+VAD, chunks, mean of chunk embeddings); Resemblyzer as its README does
+(`preprocess_wav`, `embed_utterance`). Reports EER, minDCF (p_target 0.01) and closed-set
+top-1, and the embedding time of each model over all the sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from common import write_result  # noqa: E402
+from voxid import metrics  # noqa: E402
+from voxid.evaluation.common import l2_normalize  # noqa: E402
+from voxid.registry import mean_embedding  # noqa: E402
+
+RESEMBLYZER = "resemblyzer"
+
+
+def _manifest(corpus: Path) -> list[dict[str, str]]:
+    with open(corpus / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def zero_shot_sets(data: Path) -> dict[str, list[dict]]:
+    """Each set's rows: path, speaker, role (`enroll` or `test`)."""
+    sets: dict[str, list[dict]] = {}
+    asc = _manifest(data / "asc30")
+    for name, lo, hi in (("asc30 21-30 (P-C trials)", 21, 30), ("asc30 01-20", 1, 20)):
+        sets[name] = [
+            {"path": data / "asc30" / r["path"], "speaker": r["speaker"],
+             "role": "test" if r["take"] == "04" else "enroll"}
+            for r in asc if lo <= int(r["speaker"]) <= hi
+        ]  # fmt: skip
+    for corpus in ("fsdd", "voxforge"):
+        if not (data / corpus / "manifest.csv").is_file():
+            continue
+        rows = _manifest(data / corpus)
+        by_speaker: dict[str, list[str]] = {}
+        for r in rows:
+            by_speaker.setdefault(r["speaker"], []).append(r["path"])
+        out = []
+        for speaker, paths in sorted(by_speaker.items()):
+            paths = sorted(paths)
+            half = len(paths) // 2
+            out += [
+                {"path": data / corpus / p, "speaker": speaker,
+                 "role": "enroll" if i < half else "test"}
+                for i, p in enumerate(paths)
+            ]  # fmt: skip
+        sets[corpus] = out
+    return sets
+
+
+def score_set(emb: np.ndarray, rows: list[dict]) -> dict:
+    """EER, minDCF and top-1 of every test clip against every enrolled speaker's mean."""
+    speaker = np.array([r["speaker"] for r in rows])
+    enroll = np.array([r["role"] == "enroll" for r in rows])
+    ok = np.isfinite(emb).all(axis=1)
+    names = sorted(set(speaker[enroll & ok]))
+    cents = np.stack([mean_embedding(emb[enroll & ok & (speaker == n)]) for n in names])
+    test = ~enroll & ok & np.isin(speaker, names)
+    scores = l2_normalize(emb[test]) @ cents.T
+    target = speaker[test][:, None] == np.array(names)[None, :]
+    tar, non = scores[target], scores[~target]
+    top1 = float(np.mean(np.array(names)[scores.argmax(1)] == speaker[test]))
+    return {
+        "speakers": len(names),
+        "eer": metrics.eer(tar, non)[0],
+        "min_dcf_0.01": metrics.min_dcf(tar, non, 0.01),
+        "top1": top1,
+        "trials": int(target.size),
+        "targets": int(target.sum()),
+        "skipped_files": int((~ok).sum()),
+    }
+
+
+def embed_voxid(model: str, paths: list[Path]) -> np.ndarray:
+    """The recogniser's embeddings (NaN rows for files it refuses, e.g. too little speech)."""
+    from voxid import Recognizer
+
+    rec = Recognizer.load(model, registry=None)
+    return rec.embed_many([str(p) for p in paths], batch_size=64, errors=[])
+
+
+def embed_resemblyzer(paths: list[Path], cache: Path | None = None) -> tuple[np.ndarray, float]:
+    """Resemblyzer's embeddings, with its own preprocessing, and the seconds they took
+    (kept in `cache`: the peer never changes, and it embeds at a tenth of voxid's speed)."""
+    key = np.array([str(p) for p in paths])
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            if np.array_equal(z["paths"], key) and "seconds" in z:
+                return z["emb"], float(z["seconds"])
+    start = time.perf_counter()
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    enc = VoiceEncoder("cpu", verbose=False)
+    out = []
+    for p in paths:
+        wav = preprocess_wav(p)
+        out.append(enc.embed_utterance(wav) if wav.size else np.full(256, np.nan))
+    emb = np.stack(out).astype(np.float32)
+    seconds = time.perf_counter() - start
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        np.savez(tmp, emb=emb, paths=key, seconds=seconds)
+        tmp.replace(cache)
+    return emb, seconds
+
+
+def main() -> int:
+    """Measure P-Z for each model, write bench/results/pz.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data")
+    parser.add_argument("--models", default=f"base,{RESEMBLYZER}")
+    parser.add_argument("--model-path", action="append", default=[],
+                        help="also measure this voxid model file (LABEL=PATH)")  # fmt: skip
+    parser.add_argument("--sets", default="", help="only these sets (comma-separated prefixes)")
+    parser.add_argument("--no-write", action="store_true", help="print, write no result file")
+    args = parser.parse_args()
+    if not (args.data / "asc30").is_dir():
+        print(f"bench_zeroshot: {args.data}/asc30 is missing; skipped")
+        return 0
+    sets = zero_shot_sets(args.data)
+    if args.sets:
+        wanted = tuple(args.sets.split(","))
+        sets = {k: v for k, v in sets.items() if k.startswith(wanted)}
+    paths = sorted({r["path"] for rows in sets.values() for r in rows})
+    index = {p: i for i, p in enumerate(paths)}
+    audio_s = 0.0
+    import soundfile as sf
+
+    for p in paths:
+        audio_s += sf.info(str(p)).duration
+    models = [(m, m) for m in args.models.split(",") if m]
+    models += [tuple(spec.split("=", 1)) for spec in args.model_path]
+    rows = []
+    for label, spec in models:
+        if spec == RESEMBLYZER:
+            emb, seconds = embed_resemblyzer(paths, BENCH / "work" / "pz_resemblyzer.npz")
+            label = "resemblyzer (pretrained)"
+        else:
+            start = time.perf_counter()
+            emb = embed_voxid(spec, paths)
+            seconds = time.perf_counter() - start
+            label = f"voxid {label}"
+        for name, set_rows in sets.items():
+            sub = emb[[index[r["path"]] for r in set_rows]]
+            rows.append({"model": label, "set": name, **score_set(sub, set_rows)})
+        rows[-1]["embed_x_realtime"] = round(audio_s / seconds, 1)
+        print(label, [f"{r['set']}: {r['eer']:.3f}" for r in rows[-len(sets) :]], flush=True)
+    if args.no_write:
+        return 0
+    write_result(
+        "pz",
+        "P-Z: zero-shot verification with a pretrained model (no training on these corpora)",
+        rows,
+        notes=(
+            "Each speaker enrolled with the mean unit embedding of its enrolment files; every "
+            "test file scored by cosine against every enrolled speaker. asc30: enrol takes "
+            "01-03, test take 04 (the 21-30 set is exactly P-C's 4,000 trials); fsdd and "
+            "voxforge: each speaker's files sorted by name, first half enrolled. voxid embeds "
+            "files through the recogniser (its VAD and chunking), Resemblyzer with its own "
+            "preprocessing. embed_x_realtime: seconds of audio embedded per second over all "
+            f"sets ({audio_s:.0f} s of audio in {len(paths)} files), on the last row of each "
+            "model. The base model never heard asc30, fsdd or voxforge (MODEL_CARD.md)."
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The shipped base model: found by name, no network, same function in ONNX and torch, used
+by every command by default, read-only, a starting point for fine-tuning, inside the wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from voxid.cli import app
+from voxid.errors import ConfigError, ModelError
+from voxid.pretrained import HERE, available, is_shipped, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict | None = None, code: int = 0) -> str:
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shipped model tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def waveform_store(speech_corpus, tmp_path_factory) -> Path:
+    """The four espeak-ng voices as a 16 kHz waveform store, 50/25/25 per speaker."""
+    from voxid.data import assign_splits, load_corpus
+    from voxid.data.store import PrepareConfig, prepare
+    from voxid.features import FeatureConfig
+
+    out = tmp_path_factory.mktemp("wave") / "store.h5"
+    corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.25, 0.25), seed=0)
+    prepare(corpus, out, PrepareConfig(feature=FeatureConfig.waveform()), workers=1)
+    return out
+
+
+def test_base_is_shipped_small_and_documented():
+    (base,) = [m for m in available() if m.name == "base"]
+    assert base.onnx.parent == HERE and base.size_mb < 15
+    assert base.card is not None and "Attribution" in base.card.read_text()
+    assert resolve(None, "pt") == base.torch and resolve("base") == base.onnx
+    assert resolve("runs/elsewhere.onnx") == Path("runs/elsewhere.onnx")  # paths are paths
+
+
+def test_load_with_no_path_and_no_network(no_network, speech_wav, one_torch_thread):
+    from voxid import Recognizer
+
+    rec = Recognizer.load(registry=None)
+    assert rec.backend.kind == "onnx" and is_shipped(rec.backend.source)
+    emb = rec.embed(str(speech_wav))
+    assert emb.shape == (192,) and abs(float(np.linalg.norm(emb)) - 1) < 1e-4
+    # A threshold calibrated at FAR 1 % on speakers the model never trained on, and no
+    # training speakers to offer: the base model knows nobody until they are enrolled.
+    assert (
+        rec.meta["threshold_kind"] == "cosine:far=0.01" and rec.threshold == rec.meta["threshold"]
+    )
+    assert rec.speakers() == []
+
+
+def test_onnx_and_torch_files_are_one_model(speech_wav, one_torch_thread):
+    from voxid import Recognizer
+
+    onnx = Recognizer.load("base", registry=None)
+    torch_ = Recognizer.load(resolve("base", "pt"), registry=None)
+    assert onnx.model_fingerprint == torch_.model_fingerprint
+    a, b = onnx.embed(str(speech_wav)), torch_.embed(str(speech_wav))
+    assert float(a @ b) > 0.9999
+
+
+def test_cli_enrol_verify_identify_default_model(speech_corpus, tmp_path, one_torch_thread):
+    files = {s: sorted((speech_corpus / s).glob("*.wav")) for s in ("alice", "bruno", "chloe")}
+    env = {"VOXID_REGISTRY": str(tmp_path / "speakers.db")}
+    for name, paths in files.items():
+        out = json.loads(run("enroll", name, *map(str, paths[:3]), "--json", env=env))
+        assert out["n_utterances"] == 3
+    base_threshold = json.loads(run("models", "--json"))[0]
+    assert base_threshold["name"] == "base" and base_threshold["default"]
+
+    same = json.loads(run("verify", "alice", str(files["alice"][5]), "--json", env=env))
+    other = json.loads(run("verify", "alice", str(files["bruno"][5]), "--json", env=env))
+    from voxid import Recognizer
+
+    stored = Recognizer.load(registry=None).meta["threshold"]
+    assert same["threshold"] == other["threshold"] == pytest.approx(stored)  # its own, used
+    assert same["score"] > other["score"]
+    result = json.loads(run("identify", *(str(files[s][6]) for s in files), "--json", env=env))
+    named = [result[str(files[s][6])]["candidates"][0]["name"] for s in files]
+    assert named == list(files)  # every voice ranked first among the three enrolled
+
+
+def test_shipped_files_are_never_written(waveform_store, tmp_path, one_torch_thread):
+    before = resolve("base", "pt").read_bytes()
+    with pytest.raises(ModelError, match="read-only"):
+        CliRunner().invoke(app, ["calibrate", "--data", str(waveform_store)],
+                           catch_exceptions=False)  # fmt: skip
+    with pytest.raises(ModelError, match="read-only"):
+        from voxid.lda import fit_run_lda
+
+        fit_run_lda("base", waveform_store)
+    copy = tmp_path / "my_base.pt"
+    args = ["--data", str(waveform_store), "--out", str(copy), "--n-enroll", "1", "--json"]
+    report = json.loads(run("calibrate", *args))
+    assert report["saved_to"] == [str(copy)]
+    from voxid.checkpoint import read_checkpoint
+
+    assert read_checkpoint(copy)["voxid"]["threshold"] == pytest.approx(report["threshold"])
+    assert resolve("base", "pt").read_bytes() == before
+
+
+def test_fine_tune_from_base(waveform_store, tmp_path, one_torch_thread):
+    import torch
+
+    from voxid.checkpoint import load_checkpoint
+    from voxid.config import load_config
+    from voxid.train import train
+
+    cfg = load_config("finetune", ["epochs=1", "augment.spec_augment=false", "batch_size=16"])
+    assert cfg.init == "base" and cfg.freeze_encoder_epochs >= 1
+    result = train(cfg, waveform_store, tmp_path / "run", progress=False)
+    meta, tuned = load_checkpoint(result.model_path)
+    _, base = load_checkpoint("base")
+    assert meta["init"] == "base" and tuned.n_classes == 4
+    # Frozen for its one epoch: every encoder weight is the base model's (BatchNorm's
+    # running statistics are not weights and follow the new data).
+    for (name, p), q in zip(tuned.encoder.named_parameters(), base.encoder.parameters(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(p, q), name
+    # Still an embedding model: it verifies like any run.
+    from voxid import Recognizer
+
+    rec = Recognizer.load(result.model_path, registry=tmp_path / "r.db")
+    assert rec.embed(np.random.default_rng(0).standard_normal(16000).astype("float32") * 0.1,
+                     sr=16000).shape == (192,)  # fmt: skip
+
+
+def test_fine_tune_refuses_another_architecture(waveform_store, tmp_path):
+    from voxid.config import load_config
+    from voxid.train import train
+
+    cfg = load_config("crnn", ["init=base", "epochs=1"])
+    with pytest.raises(ConfigError, match=r"init: .* is a ecapa model"):
+        train(cfg, waveform_store, tmp_path / "run", progress=False)
+    cfg = load_config("finetune", ["model.channels=128", "epochs=1"])
+    with pytest.raises(ConfigError, match="does not fit"):
+        train(cfg, waveform_store, tmp_path / "run2", progress=False)
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_model_and_works_from_a_clean_venv(tmp_path, speech_wav):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(dist), str(REPO)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = dist.glob("voxid-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("base.onnx", "base.pt", "models.json", "MODEL_CARD.md"):
+        assert f"voxid/pretrained/{name}" in names
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True)  # fmt: skip
+    # The new venv gets voxid from the wheel alone; its dependencies (torch, onnxruntime...)
+    # come from the test environment's site-packages, listed after the venv's own.
+    site = next((venv / "lib").glob("python*/site-packages"))
+    deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "zz_deps.pth").write_text("\n".join(deps) + "\n")
+    code = (
+        "import voxid, sys; from voxid import Recognizer; r = Recognizer.load(registry=None); "
+        f"e = r.embed({str(speech_wav)!r}); print(voxid.__file__, e.shape, r.threshold)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    proc = subprocess.run([str(py), "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert str(venv) in proc.stdout and "(192,)" in proc.stdout

@@ -4,7 +4,8 @@
         [--models crnn,ecapa,ecapa_small,seed_cnn,gmm] [--auth-scoring speakers,binary]
         [--minutes 20] [--vad] [--lda] [--epochs N]
 
-A "model" is a recipe name (`configs/<name>.yaml`): `ecapa_small` is ECAPA-TDNN at 256
+A "model" is a recipe name (`configs/<name>.yaml`): `finetune` fine-tunes the shipped base
+encoder (`init: base`) on the protocol's training speakers; `ecapa_small` is ECAPA-TDNN at 256
 channels. Each protocol is a handful of `voxid prepare / train / evaluate` commands (printed,
 and quoted in BENCHMARKS.md), so a user can run the very same thing by hand. Results go to
 bench/results/pa.json, pb.json and pc.json, one row per model (rows of models not run this
@@ -35,7 +36,7 @@ WORK = QUICK_DIR if quick() else ROOT / "bench" / "work"
 VOXID = [sys.executable, "-m", "voxid"]
 FEATURES = {"crnn": "logmel", "crnn_mn": "logmel", "ecapa": "fbank", "ecapa_small": "fbank",
             "ecapa_small_lvl": "fbank", "ecapa_small_vtlp": "fbank", "resnet34": "fbank",
-            "seed_cnn": "image", "gmm": "mfcc"}  # fmt: skip
+            "seed_cnn": "image", "gmm": "mfcc", "finetune": "fbank"}  # fmt: skip
 #: Bench models that are a recipe with overrides: `crnn_mn` is the CNN-RNN with per-band mean
 #: normalisation of its log-mel input (not in the paper).
 VARIANTS = {
@@ -58,12 +59,13 @@ EPOCHS = {
     "ecapa_small_vtlp": 12,
     "resnet34": 4,
     "seed_cnn": 15,
+    "finetune": 10,
 }
-EPOCHS_PC = {"crnn": 5, "ecapa": 3, "ecapa_small": 6, "resnet34": 2}
+EPOCHS_PC = {"crnn": 5, "ecapa": 3, "ecapa_small": 6, "resnet34": 2, "finetune": 6}
 #: Models trained from waveform stores with background-noise recordings mixed in on the fly:
 #: the asc30 takes of a speaker differ in background noise, which a model otherwise learns
 #: as part of the voice (P-A's errors on take 04 followed the noise floor).
-NOISY_TRAINING = {"ecapa_small", "ecapa_small_lvl", "ecapa_small_vtlp", "crnn_mn"}
+NOISY_TRAINING = {"ecapa_small", "ecapa_small_lvl", "ecapa_small_vtlp", "crnn_mn", "finetune"}
 MEMBERS = "00000001-00000005"
 UNSEEN = "00000021-00000030"
 SPLIT_PA = "take:01,02,03=train;04=test"

@@ -48,33 +48,40 @@ def main(out: str, model: str, enrolled: str, stranger: str) -> int:
             "training time",
             f"{metrics.get('train_seconds', 0):.0f} s, {metrics.get('epochs_run', '?')} epochs",
         )
-    known = next(iter(_load(root / "id_known.json").values()), None)
-    if known is not None:
-        row(
-            f"identify a new utterance of {enrolled}",
-            f"{known['name']} (score {known['score']:.2f}, threshold {known['threshold']:.2f})",
-            known["name"] == enrolled,
-        )
-        verify = _load(root / "verify.json")
-        if verify:
-            row(
-                f"verify {enrolled}",
-                f"score {verify['score']:.2f}: {'accepted' if verify['accepted'] else 'rejected'}",
-                verify["accepted"],
-            )
-        odd = next(iter(_load(root / "id_stranger.json").values()))
-        row(
-            f"identify the stranger {stranger}",
-            f"{odd['name']} (nearest {odd['candidates'][0]['name']} at {odd['score']:.2f}, "
-            f"threshold {odd['threshold']:.2f})",
-            odd["name"] == "unknown",
-        )
+    for prefix, who in (("base_", "base model, no training"), ("", f"{model} trained here")):
+        _enrolment_rows(root, prefix, who, enrolled, stranger, row)
     console.print(table)
     console.print(
         f"Reports: {root / 'report'} (eda/report.md, eval/report.md); model: "
         f"{root / 'runs' / model}; registry: {root / 'speakers.db'}"
     )
     return 0 if ok else 1
+
+
+def _enrolment_rows(root: Path, prefix: str, who: str, enrolled: str, stranger: str, row) -> None:
+    """The identify/verify checks of one model (files `<prefix>id_known.json`...)."""
+    known = next(iter(_load(root / f"{prefix}id_known.json").values()), None)
+    if known is None:
+        return
+    row(
+        f"{who}: identify a new utterance of {enrolled}",
+        f"{known['name']} (score {known['score']:.2f}, threshold {known['threshold']:.2f})",
+        known["name"] == enrolled,
+    )
+    verify = _load(root / f"{prefix}verify.json")
+    if verify:
+        row(
+            f"{who}: verify {enrolled}",
+            f"score {verify['score']:.2f}: {'accepted' if verify['accepted'] else 'rejected'}",
+            verify["accepted"],
+        )
+    odd = next(iter(_load(root / f"{prefix}id_stranger.json").values()))
+    row(
+        f"{who}: identify the stranger {stranger}",
+        f"{odd['name']} (nearest {odd['candidates'][0]['name']} at {odd['score']:.2f}, "
+        f"threshold {odd['threshold']:.2f})",
+        odd["name"] == "unknown",
+    )
 
 
 if __name__ == "__main__":

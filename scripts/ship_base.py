@@ -30,7 +30,7 @@ DESCRIPTION = (
 
 def encoder_only(run: Path, staging: Path) -> Path:
     """`run`'s best weights without the head, rounded to float16, as a voxid model file."""
-    from voxid.checkpoint import PREFIX, load_checkpoint, make_meta, model_fingerprint, to_plain
+    from voxid.checkpoint import PREFIX, load_checkpoint, make_meta, to_plain
     from voxid.models import build_model
 
     meta, model = load_checkpoint(run)
@@ -39,8 +39,6 @@ def encoder_only(run: Path, staging: Path) -> Path:
     missing = bare.load_state_dict(state, strict=False)
     if missing.unexpected_keys or [k for k in missing.missing_keys if not k.startswith("head.")]:
         raise SystemExit(f"ship_base: the encoder does not fit ({missing})")
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in bare.state_dict().items()}
-    bare.load_state_dict(half)  # the shipped function: float16 values, computed in float32
     desc = make_meta(
         bare,
         [],
@@ -50,14 +48,31 @@ def encoder_only(run: Path, staging: Path) -> Path:
     )
     trained = meta.get("train_speakers") or meta.get("labels") or []
     desc.update(
-        model_fingerprint=model_fingerprint(bare.state_dict()),
         base={"trained_speakers": len(trained), "source_run": run.name,
               "init": meta.get("init")},
     )  # fmt: skip
     out = staging / "base.pt"
-    torch.save({"voxid": to_plain(desc), "state_dict": {PREFIX + k: v for k, v in half.items()}},
-               out)  # fmt: skip
-    return out
+    weights = {PREFIX + k: v for k, v in bare.state_dict().items()}  # head: 0 classes
+    torch.save({"voxid": to_plain(desc), "state_dict": weights}, out)
+    return to_half(out)
+
+
+def to_half(path: Path) -> Path:
+    """Round a model file's float weights to float16, in place; its fingerprint follows.
+
+    Loaded, the model computes in float32 from those values: the shipped function."""
+    from voxid.checkpoint import PREFIX, load_checkpoint, model_fingerprint, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = half
+    torch.save(ckpt, path)
+    _, model = load_checkpoint(path)
+    ckpt["voxid"]["model_fingerprint"] = model_fingerprint(model.state_dict())
+    if not all(k.startswith(PREFIX) for k in half):
+        raise SystemExit(f"ship_base: {path} holds more than model weights")
+    torch.save(ckpt, path)
+    return path
 
 
 def main() -> int:
@@ -67,14 +82,22 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="the base store (heldout split)")
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "voxid" / "pretrained")
     parser.add_argument("--far", type=float, default=0.01)
+    parser.add_argument(
+        "--lda", action="store_true",
+        help="fit an LDA projection with an AS-norm cohort on the training speakers",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from voxid.calibration import calibrate
     from voxid.export import export_onnx
+    from voxid.lda import fit_run_lda
 
     with tempfile.TemporaryDirectory(prefix=".ship-", dir=args.out) as tmp:
         staging = Path(tmp)
         pt = encoder_only(args.run, staging)
+        if args.lda:
+            fit_run_lda(pt, args.data, split="train", cohort=True)
+            to_half(pt)
         rep = calibrate(pt, args.data, split="heldout", far=args.far)
         onnx = staging / "base.onnx"
         exported = export_onnx(pt, onnx)
@@ -90,6 +113,7 @@ def main() -> int:
         "calibration": rep.to_dict(),
         "onnx_mb": exported.size_mb,
         "pt_mb": round((args.out / "base.pt").stat().st_size / 2**20, 2),
+        "lda": bool(args.lda),
     }
     print(json.dumps(summary, indent=2))
     return 0

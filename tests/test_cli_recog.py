@@ -238,3 +238,49 @@ def test_fit_lda_cohort_makes_the_recogniser_as_norm_its_scores(
     assert rep["cohort_size"] == 0 and rep["cleared_threshold"] == pytest.approx(cal["threshold"])
     plain = Recognizer.load(run_dir, None)
     assert plain.backend.cohort is None and plain.score_bounds == (-1.0, 1.0)
+
+
+def _registry_with(path, *names: str, fingerprint: str = "fp-test"):
+    from voxid.registry import Registry
+
+    reg = Registry(path, fingerprint)
+    for i, name in enumerate(names):
+        reg.add(name, np.eye(4, dtype=np.float32)[i : i + 1])
+    reg.close()
+    return path
+
+
+def _names(path) -> list[str]:
+    from voxid.registry import Registry
+
+    return Registry(path, None).names()
+
+
+def test_speakers_group_registry_reaches_its_subcommands(model, tmp_path, monkeypatch):
+    """`speakers -r team.db remove/list` works on team.db, never on ./speakers.db."""
+    monkeypatch.chdir(tmp_path)
+    local = _registry_with(tmp_path / "speakers.db", "alice", "bob")
+    from voxid.recognizer import Recognizer
+
+    fingerprint = Recognizer.load(model, None).model_fingerprint
+    team = _registry_with(tmp_path / "team.db", "alice", "carol", fingerprint=fingerprint)
+    other = _registry_with(tmp_path / "other.db", "dora")
+    env = {"VOXID_REGISTRY": str(local)}
+
+    out = json.loads(run("speakers", "-r", str(team), "remove", "alice", "--json", env=env))
+    assert out == {"removed": "alice", "registry": str(team)}
+    assert _names(team) == ["carol"] and _names(local) == ["alice", "bob"]
+
+    listed = json.loads(run("speakers", "-r", str(team), "list", "--json", env=env))
+    assert [s["name"] for s in listed] == ["carol"]
+    listed = json.loads(run("speakers", "--registry", str(team), "--json", env=env))
+    assert [s["name"] for s in listed] == ["carol"]
+    # The subcommand's own option still wins over the group's.
+    listed = json.loads(run("speakers", "-r", str(team), "list", "-r", str(other), "--json"))
+    assert [s["name"] for s in listed] == ["dora"]
+    run("speakers", "-r", str(team), "remove", "dora", "-r", str(other))
+    assert _names(other) == [] and _names(team) == ["carol"]
+    # -m on the group reaches `list` too: the model's training speakers are added.
+    listed = json.loads(run("speakers", "-m", str(model), "-r", str(team), "list", "--json"))
+    assert {s["name"] for s in listed if s["source"] == "enrolled"} == {"carol"}
+    assert {s["source"] for s in listed} == {"enrolled", "training"}

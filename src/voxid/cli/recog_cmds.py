@@ -140,32 +140,63 @@ def identify(
 
 
 speakers_app = typer.Typer(help="List or remove known speakers.", no_args_is_help=False)
+SpeakersModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", envvar="VOXID_MODEL", help="Also list the model's training speakers."
+    ),
+]
+
+
+def _from_group(ctx: typer.Context, name: str, value: Any) -> Any:
+    """The subcommand's option `name` when given on its own command line, else the `speakers`
+    group's when given there (`speakers -r team.db remove alice`), else `value`.
+
+    Both read the same environment variable and default, so only a command-line value on
+    the group can differ from what the subcommand already has.
+    """
+    group = ctx.parent
+    if _on_command_line(ctx, name) or group is None:
+        return value
+    if _on_command_line(group, name):
+        return group.params[name]
+    return value
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    # By name: typer vendors its own click, whose ParameterSource is not click's.
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
 @speakers_app.callback(invoke_without_command=True)
 def _speakers_default(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option("--model", "-m", envvar="VOXID_MODEL")] = None,
+    model: SpeakersModelOpt = None,
     registry: RegistryOpt = Path("speakers.db"),
     as_json: JsonOpt = False,
 ) -> None:
-    """List speakers when no subcommand is given."""
+    """List speakers when no subcommand is given; -m, -r and --json here reach the
+    subcommands too."""
     if ctx.invoked_subcommand is None:
-        list_speakers(model, registry, as_json)
+        _list_speakers(model, registry, as_json)
 
 
 @speakers_app.command("list")
 def list_speakers(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", envvar="VOXID_MODEL", help="Also list the model's training speakers."
-        ),
-    ] = None,
+    ctx: typer.Context,
+    model: SpeakersModelOpt = None,
     registry: RegistryOpt = Path("speakers.db"),
     as_json: JsonOpt = False,
 ) -> None:
     """List enrolled speakers (and, with a model, its training speakers)."""
+    _list_speakers(
+        _from_group(ctx, "model", model),
+        _from_group(ctx, "registry", registry),
+        _from_group(ctx, "as_json", as_json),
+    )
+
+
+def _list_speakers(model: str | None, registry: Path, as_json: bool) -> None:
     if model:
         rows = [
             (s.name, s.source, s.n_utterances, s.updated)
@@ -200,6 +231,7 @@ def list_speakers(
 
 @speakers_app.command("remove")
 def remove_speaker(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Enrolled speaker to remove.")],
     registry: RegistryOpt = Path("speakers.db"),
     as_json: JsonOpt = False,
@@ -207,10 +239,15 @@ def remove_speaker(
     """Remove an enrolled speaker and its stored embeddings."""
     from voxid.registry import Registry
 
+    registry = _from_group(ctx, "registry", registry)
     if not registry.exists():
         raise ConfigError(f"{registry}: no such registry")
     Registry(registry, None).remove(name)
-    _emit(as_json, {"removed": name}, f"removed {name} from {registry}")
+    _emit(
+        _from_group(ctx, "as_json", as_json),
+        {"removed": name, "registry": str(registry)},
+        f"removed {name} from {registry}",
+    )
 
 
 def embed(

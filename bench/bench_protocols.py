@@ -587,7 +587,7 @@ def main() -> int:
     )
     ap.add_argument("--protocols", default="pa,pb,pc")
     # A smoke run trains one model, half a minute per protocol: it checks the commands work.
-    every = f"crnn,ecapa,ecapa_small,seed_cnn,gmm,{peers.PEER}"
+    every = f"crnn,ecapa,ecapa_small,finetune,seed_cnn,gmm,{peers.PEER}"
     ap.add_argument("--models", default="crnn" if quick() else every)
     ap.add_argument(
         "--auth-scoring",

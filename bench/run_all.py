@@ -30,6 +30,8 @@ PAGE = QUICK_DIR / "BENCHMARKS.md" if quick() else ROOT / "BENCHMARKS.md"
 BENCHMARKS: dict[str, tuple[str, bool]] = {
     "prepare": ("bench_prepare.py", True),
     "protocols": ("bench_protocols.py", True),
+    "zeroshot": ("bench_zeroshot.py", True),
+    "base": ("bench_base.py", False),
     "embed": ("bench_embed.py", False),
     "service": ("bench_service.py", False),
 }
@@ -64,7 +66,10 @@ def table(rows: list[dict]) -> str:
 def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
     """Write BENCHMARKS.md: one section per result file, each figure with its command."""
     order = {
-        name: i for i, name in enumerate(["prepare", "pa", "pb", "pc", "train", "embed", "service"])
+        name: i
+        for i, name in enumerate(
+            ["prepare", "pz", "base", "pa", "pb", "pc", "train", "embed", "service"]
+        )
     }
     files = sorted(results_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 99), p.stem))
     parts = [
@@ -73,7 +78,7 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
         "Every table says the command that produced it, the machine and the date. Speeds are "
         "medians of several runs unless a note says otherwise; ratios against a peer come "
         "from one run on the same files. Data: `../shared/data` (see its README for the "
-        "protocols P-A, P-B, P-C).\n",
+        "protocols P-A, P-B, P-C, P-Z).\n",
     ]
     for path in files:
         res = json.loads(path.read_text())

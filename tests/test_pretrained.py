@@ -194,3 +194,40 @@ def test_wheel_carries_the_model_and_works_from_a_clean_venv(tmp_path, speech_wa
                           env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert str(venv) in proc.stdout and "(192,)" in proc.stdout
+
+
+def test_serve_and_listen_default_to_the_base_model(speech_corpus, tmp_path):
+    import httpx
+
+    from voxid.server.background import free_port
+
+    db = tmp_path / "speakers.db"
+    alice = sorted((speech_corpus / "alice").glob("*.wav"))
+    run("enroll", "alice", *map(str, alice[:3]), "-r", str(db))
+    port = free_port()
+    env = {**os.environ, "VOXID_API_KEY": "k" * 20, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxid", "serve", "--registry", str(db), "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        from test_server import _wait_up
+
+        _wait_up(url, proc)
+        with open(alice[4], "rb") as fh:
+            r = httpx.post(f"{url}/verify", data={"name": "alice"}, files={"file": fh}, timeout=60)
+        assert r.status_code == 200, r.text
+        from voxid import Recognizer
+
+        assert r.json()["threshold"] == pytest.approx(Recognizer.load(registry=None).threshold)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    listen = subprocess.run(
+        [sys.executable, "-m", "voxid", "listen", "--registry", str(db), "--input",
+         str(alice[5]), "--fast", "--json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert listen.returncode == 0, listen.stderr
+    assert [json.loads(line) for line in listen.stdout.splitlines()]

@@ -1,0 +1,89 @@
+"""The shipped base model: size, embedding speed and latency (as bench_embed measures every
+model), and how long its training took (from the run that `make base-model` left).
+
+    python bench/bench_base.py [--run runs/base/run]
+
+Writes bench/results/base.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_embed import bench_voxid, speech_files
+from common import quick, write_result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def training_row(run: Path, classes: int | None) -> dict | None:
+    """Epochs, time and throughput of the training run, where it is on disk."""
+    path = run / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return {
+        "model": "base (training)",
+        "epochs": m.get("epochs_run"),
+        "best_epoch": m.get("best_epoch"),
+        "train_minutes": round(m.get("train_seconds", 0) / 60, 1),
+        "train_items_per_epoch": m.get("train_items_per_epoch"),
+        "train_x_realtime": m.get("train_realtime_factor"),
+        "heldout_eer": (m.get("heldout") or {}).get("eer"),
+        "classes": classes,
+    }
+
+
+def main() -> int:
+    """Measure the shipped files and write the result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=REPO / "runs" / "base" / "run")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from voxid.checkpoint import load_checkpoint
+    from voxid.models.base import count_parameters
+    from voxid.pretrained import resolve
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clips, longs, three = speech_files(Path(tmp))
+        for kind in ("onnx", "pt"):
+            path = resolve("base", kind)
+            row = bench_voxid(path, clips, longs, three, Path(tmp), 2 if quick() else 5)
+            row.update(model=f"base ({kind})", size_mb=round(path.stat().st_size / 2**20, 2))
+            rows.append(row)
+            print(row, flush=True)
+    meta, model = load_checkpoint("base")
+    rows[0]["parameters_m"] = round(count_parameters(model) / 1e6, 2)
+    train = training_row(args.run, (meta.get("base") or {}).get("trained_speakers"))
+    if train is not None:
+        rows.append(train)
+    write_result(
+        "base",
+        "The shipped base model: size, speed, latency, training",
+        rows,
+        notes=(
+            "Speed figures as in the embedding-speed table (bench_embed.py, same clips): "
+            "x_rt_1s_batched_model is 64 one-second clips per call through the model alone, "
+            "x_rt_1s_files end to end from files, verify_3s the latency of one verify of a "
+            "3-s file. The training row comes from the run make base-model trains "
+            "(runs/base/run/metrics.json): epochs, wall minutes on the 2-core CPU (two "
+            "trainings shared it), training clips per epoch, and the held-out speakers' EER "
+            "of the epoch kept."
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -150,14 +152,81 @@ def resolve_run(path: str | Path | None) -> Path:
     return path
 
 
+#: How torch's files begin: a zip archive (torch >= 1.6), or a pickle (the legacy format).
+_ZIP_MAGIC = b"PK\x03\x04"
+#: torch's boilerplate around a weights_only refusal; the line that is left is its cause.
+_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation")
+
+
+def _is_pickle(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")  # a character cut by the read limit
+    return bool(text) and all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+def _weights_only_cause(message: str) -> str:
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if not ln.lower().startswith(_BOILERPLATE)]
+    cause = causes[0] if causes else lines[-1] if lines else "no reason given"
+    return cause.removeprefix("Trying to load ").rstrip(".")
+
+
+def _load_failure(path: str | Path, exc: BaseException) -> str:
+    """Why `torch.load(path, weights_only=True)` raised `exc`, in words: not a torch file,
+    an empty or truncated (torn) file, or a refusal of weights_only with its cause.
+
+    Torch's own messages run over many lines and blame weights_only even for random
+    bytes, so the file's first bytes decide what kind of failure this is.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    message = str(exc).strip()
+    first = message.splitlines()[0].strip() if message else type(exc).__name__
+    if not head:
+        return "empty file (torn: a save or copy was cut off)"
+    if not (head.startswith(_ZIP_MAGIC) or _is_pickle(head)):
+        if _looks_like_text(head):
+            return "not a torch checkpoint (a text file)"
+        return f"not a torch checkpoint (unknown format, starts with 0x{head[:8].hex()})"
+    if "weights only load failed" in message.lower():
+        cause = _weights_only_cause(message)
+        if not cause.startswith("Unsupported operand"):
+            return (
+                f"refused by weights_only loading ({cause}); loading it fully can result in "
+                "arbitrary code execution, so voxid never does"
+            )
+        return f"corrupt torch file (its pickle data is broken: {cause})"
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        # Cut before its central directory (at the end); miniz then fails in various ways.
+        size = Path(path).stat().st_size
+        return (
+            f"truncated or torn torch file (zip archive of {size} bytes without its "
+            "central directory)"
+        )
+    if _is_pickle(head) and isinstance(exc, (EOFError, IndexError, pickle.UnpicklingError)):
+        # The legacy format has no index to check; a pickle cut short fails to unpickle.
+        return f"truncated or corrupt torch file (its pickle data breaks off: {first[:200]})"
+    return f"unreadable torch file ({first[:300]})"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict (`"voxid"` meta and `"state_dict"`), loaded with weights_only."""
     path = resolve_run(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or torn files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a readable voxid checkpoint ({reason[:200]})") from None
+        raise ModelError(f"{path}: {_load_failure(path, exc)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("voxid"), dict):
         raise ModelError(f"{path}: not a voxid checkpoint (no 'voxid' description)")
     if not isinstance(ckpt.get("state_dict"), dict):

@@ -85,6 +85,53 @@ def test_page_health_and_docs(server):
         )
 
 
+def _ws_handshake(srv: BackgroundServer, host: str, origin: str | None) -> int:
+    """The status a WebSocket handshake to `/ws/live` gets with these Host and Origin
+    headers, sent over a real socket to the server (what a DNS-rebound page does)."""
+    import socket
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection((srv.host, srv.port), timeout=10)
+    try:
+        with connect(f"ws://{host}/ws/live", sock=sock, origin=origin, open_timeout=10):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_foreign_host_headers_are_refused(server):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches
+    the server with `Host: evil.example`; neither HTTP nor the WebSocket may answer it."""
+    evil = f"evil.example:{server.port}"
+    Registry(server.registry, "fp").close()  # something to leak: the registry exists
+    with httpx.Client(base_url=server.url) as http:
+        r = http.get("/speakers", headers={"Host": evil})
+        assert r.status_code == 400, r.text
+        assert evil in r.json()["detail"] and "--allowed-host" in r.json()["detail"]
+        _assert_clean(r)
+        assert http.post("/identify", headers={"Host": evil}).status_code == 400
+        for ok in (f"localhost:{server.port}", f"[::1]:{server.port}", "127.0.0.1", "LOCALHOST"):
+            assert http.get("/speakers", headers={"Host": ok}).status_code == 200, ok
+    assert _ws_handshake(server, evil, f"http://{evil}") != 101
+    assert _ws_handshake(server, evil, None) != 101
+    assert _ws_handshake(server, f"127.0.0.1:{server.port}", None) == 101
+
+
+def test_allowed_hosts_extend_the_loopback_names(random_model_file, tmp_path):
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
+    app = create_app(rec, api_key=KEY, allowed_hosts=["voxid.lan"])
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
+        assert http.get("/health", headers={"Host": f"voxid.lan:{srv.port}"}).status_code == 200
+        assert http.get("/health", headers={"Host": "127.0.0.1"}).status_code == 200
+        assert http.get("/health", headers={"Host": "evil.example"}).status_code == 400
+        assert _ws_handshake(srv, f"voxid.lan:{srv.port}", f"http://voxid.lan:{srv.port}") == 101
+    app = create_app(rec, api_key=KEY, allowed_hosts=["*"])
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
+        assert http.get("/health", headers={"Host": "anything.example"}).status_code == 200
+
+
 def test_enrol_verify_identify_delete(server, speech_corpus):
     alice = sorted((speech_corpus / "alice").glob("*.wav"))[:2]
     bruno = sorted((speech_corpus / "bruno").glob("*.wav"))[:1]
@@ -388,3 +435,40 @@ def test_service_never_imports_lightning(random_model_file, tmp_path):
         "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_serve_allowed_host_option(random_model_file, tmp_path):
+    """`voxid serve --allowed-host NAME` answers for NAME and the loopback names only."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "voxid",
+            "serve",
+            str(random_model_file),
+            "--registry",
+            str(tmp_path / "speakers.db"),
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+            "--allowed-host",
+            "voxid.lan",
+            "--allowed-host",
+            "Other.Lan",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(url, proc)
+        with httpx.Client(base_url=url) as http:
+            for name in ("voxid.lan", "other.lan", "localhost"):
+                r = http.get("/health", headers={"Host": f"{name}:{port}"})
+                assert r.status_code == 200, name
+            assert http.get("/health", headers={"Host": f"evil.example:{port}"}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(10)

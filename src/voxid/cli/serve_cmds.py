@@ -52,6 +52,14 @@ def serve(
         list[str] | None,
         typer.Option(help="Allow this origin through CORS (repeatable; off by default)."),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also answer requests whose Host header names this host (repeatable; '*' "
+            "allows any). localhost, 127.0.0.1, ::1 and --host are always allowed; others get "
+            "400, against DNS rebinding.",
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help=THREADS_HELP, min=0)] = 1,
     workers: Annotated[int | None, typer.Option(help=WORKERS_HELP, min=1)] = None,
 ) -> None:
@@ -81,6 +89,9 @@ def serve(
         max_upload_mb=max_upload_mb,
         cors_origins=cors_origin or None,
         workers=workers or usable_cores(),
+        # A wildcard bind is no name a browser sends; the address each request arrived on
+        # is allowed by the app itself.
+        allowed_hosts=[*(allowed_host or ()), *([host] if host not in ("0.0.0.0", "::") else [])],
     )
     print(
         f"voxid: serving {model} on http://{host}:{port}/ (registry {registry})",

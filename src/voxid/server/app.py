@@ -7,7 +7,9 @@ answers, so `/health` and the WebSocket stay responsive while a model runs.
 
 Security defaults: mutating endpoints (enrol, delete) need the `X-API-Key` header; with no
 key configured they are refused with 401 (the `voxid serve` command generates and prints a
-key when none is given). CORS is off unless origins are listed. Bodies over the upload
+key when none is given). CORS is off unless origins are listed. A Host header that names
+neither a loopback name, the bound address nor an allowed host gets 400 (WebSockets are
+closed unaccepted), so a DNS-rebound page cannot reach the server. Bodies over the upload
 limit get 413 while they stream in. No traceback ever reaches a client.
 """
 
@@ -31,7 +33,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxid.errors import ConfigError, ModelError, RegistryError, VoxidError
-from voxid.server.limits import BodyLimitMiddleware, InternalErrorMiddleware
+from voxid.server.limits import (
+    BodyLimitMiddleware,
+    HostGuardMiddleware,
+    InternalErrorMiddleware,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -111,6 +117,7 @@ def create_app(
     cors_origins: list[str] | None = None,
     max_audio_seconds: float = 120.0,
     workers: int = 1,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """Build the service around a loaded recognizer.
 
@@ -123,6 +130,8 @@ def create_app(
     cors_origins: origins allowed by CORS; None or empty keeps CORS off.
     max_audio_seconds: the longest decoded upload accepted.
     workers: model calls run at once (load the recognizer with `threads=1` to match).
+    allowed_hosts: host names the Host header may carry besides localhost, 127.0.0.1, ::1
+        and the address the server is bound to (others get 400); `["*"]` allows any.
     """
     if max_upload_mb <= 0:
         raise ConfigError(f"max_upload_mb: must be positive, got {max_upload_mb}")
@@ -178,7 +187,9 @@ def create_app(
             allow_headers=["X-API-Key", "Content-Type"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.max_upload_bytes)
-    app.add_middleware(InternalErrorMiddleware)  # outermost of ours: catches everything
+    app.add_middleware(InternalErrorMiddleware)  # catches everything inside it
+    # Outermost: a request for a foreign host must reach nothing, not even the 500 path.
+    app.add_middleware(HostGuardMiddleware, allowed_hosts=allowed_hosts or ())
 
     return app
 

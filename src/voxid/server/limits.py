@@ -1,16 +1,88 @@
-"""ASGI guards: a body size limit enforced while the body streams in, and a last-resort
-500 that never shows a traceback."""
+"""ASGI guards: a Host header check against DNS rebinding, a body size limit enforced while
+the body streams in, and a last-resort 500 that never shows a traceback."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 log = logging.getLogger("voxid.server")
+
+#: Host names every server answers to, whatever it is bound to.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lower-cased, without port, brackets or a final dot.
+
+    >>> host_name("[::1]:8000"), host_name("LocalHost.:80"), host_name("10.0.0.2")
+    ('::1', 'localhost', '10.0.0.2')
+    """
+    name = header.strip().lower()
+    if name.startswith("["):
+        end = name.find("]")
+        name = name[1:end] if end > 0 else name
+    elif name.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        name = name.split(":")[0]
+    return name.rstrip(".")
+
+
+class HostGuardMiddleware:
+    """Answer 400 (HTTP) or close the WebSocket before accepting it when the Host header
+    names a host this server does not serve.
+
+    A page on evil.example whose DNS name is re-pointed at 127.0.0.1 ("DNS rebinding") is
+    same-origin with the local server as far as the browser knows, so CORS and the
+    WebSocket Origin check both let it in; only the Host header still says evil.example.
+    Allowed: the loopback names, the address the request arrived on (the bound address)
+    and `allowed_hosts`; `"*"` among them turns the check off. A request without a Host
+    header (HTTP/1.0) is let through: browsers always send one. Starlette's
+    TrustedHostMiddleware is not used: it cannot allow the bound address, misreads
+    `[::1]:8000` and refuses requests without Host.
+
+    Arguments
+    ---------
+    app: the ASGI app to wrap.
+    allowed_hosts: further host names (or addresses) to answer to.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = ()) -> None:
+        self.app = app
+        names = {host_name(h) for h in allowed_hosts}
+        self.allow_any = "*" in names
+        self.allowed = LOOPBACK_HOSTS | names
+
+    def allows(self, header: str, scope: Scope) -> bool:
+        """Whether a request with Host header `header` (and ASGI `scope`) is served."""
+        name = host_name(header)
+        bound = scope.get("server")
+        return self.allow_any or name in self.allowed or (bool(bound) and name == bound[0])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        if header is None or self.allows(header, scope):
+            await self.app(scope, receive, send)
+            return
+        log.warning("refused a request for host %r (not in the allowed hosts)", header)
+        if scope["type"] == "websocket":
+            await WebSocket(scope, receive, send).close(code=1008)
+            return
+        detail = (
+            f"Host {header!r} is not served here (a guard against DNS rebinding); allow it "
+            "with voxid serve --allowed-host or create_app(allowed_hosts=...)"
+        )
+        response = JSONResponse({"detail": detail}, status_code=400)
+        await response(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):

@@ -142,3 +142,20 @@ def test_eda_and_spectrograms_commands(speech_corpus, tmp_path):
     shutil.copy(sorted((speech_corpus / "alice").glob("*.wav"))[0], sub)
     _run("spectrograms", tmp_path / "sub", tmp_path / "png")
     assert len(list((tmp_path / "png" / "alice").glob("*.png"))) == 1
+
+
+def test_prepare_out_never_replaces_an_input_without_force(speech_corpus, tmp_path):
+    data = tmp_path / "data"
+    for voice in ("alice", "bruno"):
+        (data / voice).mkdir(parents=True)
+        for wav in sorted((speech_corpus / voice).glob("*.wav"))[:2]:
+            shutil.copy(wav, data / voice)
+    target = sorted((data / "alice").glob("*.wav"))[0]
+    audio = target.read_bytes()
+    args = ("prepare", data, "-o", target, "--split", "1.0", "--workers", "1", "--json")
+    with pytest.raises(DataError, match=rf"{target.name}: exists and is not a voxid store"):
+        _run(*args)
+    assert target.read_bytes() == audio
+    assert "--force" in _run("prepare", "--help").stdout
+    _run(*args, "--force")
+    assert StoreInfo.open(target).speakers == ["alice", "bruno"]

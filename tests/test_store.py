@@ -284,3 +284,36 @@ def test_not_a_store(tmp_path):
         StoreInfo.open(tmp_path / "plain.h5")
     with pytest.raises(DataError, match="store not found"):
         StoreInfo.open(tmp_path / "missing.h5")
+
+
+def _tiny_corpus(root: Path) -> Path:
+    for spk, freq in (("ann", 220.0), ("bob", 140.0)):
+        (root / spk).mkdir(parents=True)
+        for i in range(2):
+            sf.write(root / spk / f"{i}.wav", tone(1.0, freq=freq, seed=i), 16000)
+    return root
+
+
+def test_prepare_refuses_to_replace_what_is_not_a_store(tmp_path):
+    """`-o` pointing at an input recording (or any other file) must not destroy it."""
+    corpus = assign_splits(load_corpus(_tiny_corpus(tmp_path / "data")), ratios=(1.0,))
+    wav = tmp_path / "data" / "ann" / "0.wav"
+    audio = wav.read_bytes()
+    with pytest.raises(DataError, match=r"0\.wav: exists and is not a voxid store.*force"):
+        prepare(corpus, wav, workers=1)
+    assert wav.read_bytes() == audio
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(DataError, match=r"plain\.h5: exists and is not a voxid store"):
+        prepare(corpus, tmp_path / "plain.h5", workers=1)
+    assert list(h5py.File(tmp_path / "plain.h5", "r")) == ["x"]
+    os.mkfifo(tmp_path / "fifo.h5")  # must be refused without being opened (that would hang)
+    with pytest.raises(DataError, match=r"fifo\.h5: exists and is not a voxid store"):
+        prepare(corpus, tmp_path / "fifo.h5", workers=1)
+    assert not list(tmp_path.glob(".*partial"))
+    # A voxid store is replaced as before, and force replaces anything.
+    first = prepare(corpus, tmp_path / "s.h5", workers=1)
+    again = prepare(corpus, tmp_path / "s.h5", PrepareConfig(seed=1), workers=1)
+    assert StoreInfo.open(tmp_path / "s.h5").fingerprint == again.fingerprint != first.fingerprint
+    prepare(corpus, tmp_path / "plain.h5", workers=1, force=True)
+    assert len(StoreInfo.open(tmp_path / "plain.h5")) > 0

@@ -76,7 +76,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def prepare(
         data: list[Path] = typer.Argument(..., help="Corpus folders or CSV manifests."),
-        out: Path = typer.Option(..., "-o", "--out", help="The .h5 store to write."),
+        out: Path = typer.Option(
+            ...,
+            "-o",
+            "--out",
+            help="The .h5 store to write (an earlier voxid store there is replaced; any other "
+            "file only with --force).",
+        ),
         features: str = typer.Option("logmel", help="logmel | fbank | image | mfcc | waveform"),
         vad: bool = typer.Option(True, "--vad/--no-vad", help="Remove silences first."),
         vad_threshold: float = typer.Option(-35.0, help="VAD threshold, dB re the loudest frame."),
@@ -121,6 +127,9 @@ def register(app: typer.Typer) -> None:
         oversample: bool = typer.Option(False, help="Copy minority-class train items."),
         workers: int = typer.Option(2, min=0, help="Worker processes."),
         seed: int = typer.Option(0, help="Seed for splits and augmentation."),
+        force: bool = typer.Option(
+            False, "--force", help="Replace --out even when it is not a voxid store."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Decode, clean, chunk and featurise corpora into one HDF5 store.
@@ -188,6 +197,7 @@ def register(app: typer.Typer) -> None:
                 cfg,
                 workers=workers,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                force=force,
             )
         if as_json:
             print(json.dumps(report.to_dict(), indent=2))

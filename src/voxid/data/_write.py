@@ -162,7 +162,21 @@ def _write_items(h5, rows: list[dict], extra_cols: list[str]) -> None:
         )
 
 
-def run_prepare(corpus, out: Path, cfg: PrepareConfig, workers: int, progress) -> PrepareReport:
+def _is_voxid_store(path: Path) -> bool:
+    import h5py
+
+    if not path.is_file():  # a FIFO or device would block or be read for ever
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return "voxid_store" in f.attrs
+    except OSError:
+        return False
+
+
+def run_prepare(
+    corpus, out: Path, cfg: PrepareConfig, workers: int, progress, force: bool = False
+) -> PrepareReport:
     """Implementation of `voxid.data.store.prepare`."""
     import h5py
 
@@ -171,6 +185,13 @@ def run_prepare(corpus, out: Path, cfg: PrepareConfig, workers: int, progress) -
         raise DataError(f"{out}: is a folder, expected a .h5 file path")
     if not out.parent.is_dir():
         raise DataError(f"{out.parent}: output folder does not exist")
+    # A mistyped -o can name a recording of the corpus itself: only an earlier store is
+    # replaced without asking.
+    if not force and (out.exists() or out.is_symlink()) and not _is_voxid_store(out):
+        raise DataError(
+            f"{out}: exists and is not a voxid store; refusing to replace it "
+            "(choose another output, or --force / force=True)"
+        )
     items = [it for it in corpus.items if it.split is not None]
     report = PrepareReport(out, unassigned=len(corpus) - len(items), skipped=list(corpus.skipped))
     if not items:

@@ -275,7 +275,13 @@ class StoreInfo:
 
 
 def prepare(
-    corpus, out_path, config: PrepareConfig | None = None, workers: int = 2, progress=None
+    corpus,
+    out_path,
+    config: PrepareConfig | None = None,
+    workers: int = 2,
+    progress=None,
+    *,
+    force: bool = False,
 ) -> PrepareReport:
     """Decode, VAD, chunk and featurise `corpus` into an HDF5 store at `out_path`.
 
@@ -283,8 +289,11 @@ def prepare(
     out and counted. Bad files are skipped and listed in the report. The store is written
     to a temporary file next to `out_path` and renamed at the end, so an interrupted run
     leaves neither a half-written store nor a damaged previous one. `progress(done, total)`
-    is called after each file.
+    is called after each file. An existing voxid store at `out_path` is replaced; any
+    other existing file raises DataError unless `force=True`.
     """
     from voxid.data._write import run_prepare
 
-    return run_prepare(corpus, Path(out_path), config or PrepareConfig(), workers, progress)
+    return run_prepare(
+        corpus, Path(out_path), config or PrepareConfig(), workers, progress, force=force
+    )

@@ -74,6 +74,56 @@ def test_scan_folder_reports_symlinked_folders_it_does_not_follow(tmp_path):
         scan_folder(only_links)
 
 
+def test_fifos_and_other_special_files_are_skipped_not_read(tmp_path):
+    """A FIFO named like audio would block `prepare` for ever; it is reported instead."""
+    import os
+    import socket
+
+    root = tmp_path / "corpus"
+    _touch(root / "ann" / "a.wav")
+    _touch(root / "bob" / "b.wav")
+    os.mkfifo(root / "ann" / "pipe.wav")
+    (root / "bob" / "to_pipe.flac").symlink_to(root / "ann" / "pipe.wav")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "bob" / "sock.wav"))
+        corpus = scan_folder(root)
+    assert [it.path.name for it in corpus] == ["a.wav", "b.wav"]
+    reasons = {Path(p).name: why for p, why in corpus.skipped}
+    assert reasons == {
+        "pipe.wav": "not a regular file (a FIFO)",
+        "to_pipe.flac": "not a regular file (a FIFO)",
+        "sock.wav": "not a regular file (a socket)",
+    }
+    with (root / "manifest.csv").open("w") as fh:
+        fh.write("path,speaker\nann/a.wav,ann\nann/pipe.wav,ann\n")
+    corpus = read_manifest(root / "manifest.csv")
+    assert [it.path.name for it in corpus] == ["a.wav"]
+    assert [why for _, why in corpus.skipped] == ["not a regular file (a FIFO)"]
+
+
+def test_prepare_with_a_fifo_in_the_corpus_finishes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "corpus"
+    for spk in ("ann", "bob"):
+        for i in range(2):
+            path = root / spk / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, 0.3 * np.sin(np.arange(16000) * (0.05 + i / 100)), 16000)
+    os.mkfifo(root / "ann" / "pipe.wav")
+    cmd = [sys.executable, "-m", "voxid", "prepare", str(root), "-o", str(tmp_path / "s.h5")]
+    proc = subprocess.run(
+        [*cmd, "--split", "1.0", "--workers", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,  # before the fix it never ended
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pipe.wav" in proc.stdout and "not a regular file (a FIFO)" in proc.stdout
+
+
 def test_manifest_columns_paths_and_hostile_rows(tmp_path):
     _touch(tmp_path / "data" / "ann" / "1.wav")
     _touch(tmp_path / "data" / "bob" / "2.wav")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,12 @@ __all__ = [
 MANIFEST_NAME = "manifest.csv"
 #: Why a symbolic link to a folder is skipped (a link loop, or one to `/`, would be walked).
 LINKED_FOLDER = "symbolic link to a folder, not followed"
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 _RESERVED = {"path", "speaker", "split"}
 # Control characters in a name would corrupt logs, CSVs and terminal output.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -165,13 +172,31 @@ def _clean_speaker(name: str, where: str) -> str:
     return name
 
 
+def special_file(path: Path) -> str | None:
+    """Why `path` (links followed) must not be read as audio, or None for a regular file
+    or one that does not exist (the decoder reports that). Reading a FIFO blocks until
+    someone writes to it, and a device may never end.
+
+    >>> special_file(Path("/dev/null"))
+    'not a regular file (a character device)'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
+
+
 def scan_folder(root: str | os.PathLike) -> Corpus:
     """Find audio files in speaker folders at any depth under `root`.
 
     The speaker is the first folder under `root`; files directly in `root`, hidden files
-    and folders, symbolic links leading outside `root`, and symbolic links to folders (not
-    followed, which keeps a link loop or a link to `/` from being walked) are skipped and
-    reported.
+    and folders, symbolic links leading outside `root`, symbolic links to folders (not
+    followed, which keeps a link loop or a link to `/` from being walked) and FIFOs,
+    sockets or devices named like audio are skipped and reported.
     """
     from voxid.audio import AUDIO_EXTENSIONS
 
@@ -194,6 +219,10 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 skipped.append((str(path), "symbolic link leads outside the corpus"))
                 continue
+            special = special_file(path)
+            if special:
+                skipped.append((str(path), special))
+                continue
             try:
                 speaker = _clean_speaker(rel_dir.parts[0], str(path))
             except DataError as exc:
@@ -212,7 +241,8 @@ def read_manifest(csv_path: str | os.PathLike) -> Corpus:
 
     Paths are relative to the CSV's folder (absolute paths are accepted as they are);
     a relative path that climbs out of that folder (`../`) is rejected and reported.
-    Rows with an empty path or speaker are skipped and reported.
+    Rows with an empty path or speaker, or naming a FIFO, socket or device, are skipped and
+    reported.
     """
     csv_path = Path(csv_path).resolve()
     if not csv_path.is_file():
@@ -240,6 +270,10 @@ def read_manifest(csv_path: str | os.PathLike) -> Corpus:
                     if not p.is_relative_to(base):
                         skipped.append((f"{where} {rel}", "path leaves the manifest's folder"))
                         continue
+                special = special_file(p)
+                if special:
+                    skipped.append((f"{where} {rel}", special))
+                    continue
                 try:
                     speaker = _clean_speaker(row.get("speaker", ""), where)
                 except DataError as exc:

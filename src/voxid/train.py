@@ -10,6 +10,7 @@ The GMM baseline (`model: gmm`) trains through the same call, without Lightning.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -30,7 +31,14 @@ from voxid.checkpoint import (
 from voxid.config import MONITORS, TrainConfig, save_config
 from voxid.errors import ConfigError, ModelError
 
-__all__ = ["RunResult", "resolve_features", "resolve_precision", "train"]
+__all__ = [
+    "RunResult",
+    "atomic_checkpoint_io",
+    "resolve_features",
+    "resolve_precision",
+    "save_checkpoint_atomically",
+    "train",
+]
 
 # Lightning's noise that says nothing about the run: the run folder holds config.yaml before
 # the first checkpoint, and two deprecations inside Lightning itself.
@@ -94,6 +102,70 @@ def is_primary_process() -> bool:
     """False in the extra processes of a multi-process (DDP, torchrun, SLURM) launch."""
     ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ranks)
+
+
+def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """`torch.save` to `.<name>.<pid>.tmp` beside `path`, then rename it over `path`.
+
+    A kill at any moment leaves the previous checkpoint whole; Lightning's own writer stages
+    the file in TMPDIR and, from another filesystem, copies it over the target, so a kill
+    there leaves it empty. Orphans of writers that died mid-save are removed after a save.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            # Else a power cut soon after the rename can leave the new name with no data.
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _remove_orphans(path)
+    return path
+
+
+def _remove_orphans(path: Path) -> None:
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def atomic_checkpoint_io() -> Any:
+    """A Lightning `CheckpointIO` whose saves go through `save_checkpoint_atomically`."""
+    return _atomic_io_class()()
+
+
+@functools.cache
+def _atomic_io_class() -> type:
+    # Built on first use: importing Lightning takes seconds, and voxid.train is imported by
+    # commands (the GMM baseline, sweeps) that may never need it.
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """TorchCheckpointIO with an atomic save in the checkpoint's own folder."""
+
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+        ) -> None:
+            if storage_options is not None:
+                raise TypeError("voxid's checkpoint writer takes no storage_options")
+            save_checkpoint_atomically(checkpoint, path)
+
+    return AtomicCheckpointIO
 
 
 def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
@@ -194,6 +266,7 @@ def train(
         max_epochs=cfg.epochs,
         max_time=dt.timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         callbacks=callbacks,
+        plugins=[atomic_checkpoint_io()],
         logger=TensorBoardLogger(out, name="tb", version="", default_hp_metric=False),
         log_every_n_steps=cfg.log_every_n_steps,
         limit_train_batches=cfg.limit_train_batches,

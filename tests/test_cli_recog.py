@@ -108,6 +108,9 @@ def test_export_and_calibrate(model, speech_corpus, tmp_path):
 
 
 def test_errors_exit_1_with_one_line(model, tmp_path, speech_wav):
+    from voxid.registry import Registry
+
+    Registry(tmp_path / "s.db", None).close()  # exists, nobody enrolled
     env = {**os.environ, "VOXID_MODEL": str(model), "VOXID_REGISTRY": str(tmp_path / "s.db")}
     proc = subprocess.run(
         [sys.executable, "-m", "voxid", "verify", "nobody", str(speech_wav)],
@@ -284,3 +287,42 @@ def test_speakers_group_registry_reaches_its_subcommands(model, tmp_path, monkey
     listed = json.loads(run("speakers", "-m", str(model), "-r", str(team), "list", "--json"))
     assert {s["name"] for s in listed if s["source"] == "enrolled"} == {"carol"}
     assert {s["source"] for s in listed} == {"enrolled", "training"}
+
+
+def test_read_only_commands_never_create_a_registry(model, tmp_path, speech_wav, monkeypatch):
+    """A mistyped -r (or $VOXID_REGISTRY) is an error, not a new empty registry and an
+    answer from the training speakers; only enroll creates one."""
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "tpyo" / "team.db"
+    env = {**os.environ, "VOXID_MODEL": str(model)}
+    env.pop("VOXID_REGISTRY", None)
+    for args in (
+        ["identify", str(speech_wav), "-r", str(typo)],
+        ["verify", "tr_a", str(speech_wav), "--registry", str(typo)],
+        ["speakers", "list", "-r", str(typo)],
+        ["speakers", "-r", str(typo), "list", "-m", str(model)],
+        ["speakers", "-r", str(typo), "remove", "tr_a"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "voxid", *args], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 1, (args, proc.stdout)
+        assert proc.stderr.strip() == f"error: {typo}: no such registry", args
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxid", "identify", str(speech_wav), "--json"],
+        capture_output=True,
+        text=True,
+        env={**env, "VOXID_REGISTRY": str(typo)},
+    )
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {typo}: no such registry"
+    assert not typo.parent.exists()
+    # The default ./speakers.db, not named by anyone: missing means nobody enrolled yet.
+    ident = json.loads(run("identify", str(speech_wav), "--json", "-m", str(model)))
+    assert ident[str(speech_wav)]["candidates"][0]["name"].startswith("tr_")
+    listed = json.loads(run("speakers", "list", "-m", str(model), "--json"))
+    assert {s["source"] for s in listed} == {"training"}
+    assert not (tmp_path / "speakers.db").exists()
+    out = json.loads(
+        run("enroll", "alice", str(speech_wav), "-m", str(model), "-r", str(typo), "--json")
+    )
+    assert out["registry"] == str(typo) and typo.is_file()

@@ -188,6 +188,35 @@ def test_training_speakers_use_the_class_bank(rec, crnn_file, speech_wav):
     assert abs(v.score - expected) < 1e-5
 
 
+def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
+    """identify/verify/speakers with a registry file that does not exist create nothing;
+    with require_registry they say so instead of answering from the training speakers."""
+    missing = tmp_path / "typo" / "speakers.db"
+    rec = Recognizer.load(crnn_file, registry=missing)
+    assert rec.identify(speech_wav, top_k=1).candidates[0].name in TRAIN_LABELS
+    assert rec.verify("tr_a", speech_wav).source == "training"
+    assert [s.name for s in rec.speakers()] == TRAIN_LABELS
+    with pytest.raises(RegistryError, match="not enrolled"):
+        rec.remove("tr_a")
+    assert not (tmp_path / "typo").exists()
+    strict = Recognizer.load(crnn_file, registry=missing, require_registry=True)
+    for read in (
+        lambda: strict.identify(speech_wav),
+        lambda: strict.verify("tr_a", speech_wav),
+        strict.speakers,
+    ):
+        with pytest.raises(RegistryError, match=r"typo/speakers\.db: no such registry"):
+            read()
+    assert not (tmp_path / "typo").exists()
+    strict.enroll("alice", speech_wav)  # only enrolment creates a registry
+    assert missing.is_file() and strict.identify(speech_wav).name == "alice"
+    # registry=None is unchanged: the training speakers, and no registry for enrol.
+    bare = Recognizer.load(crnn_file, registry=None, require_registry=True)
+    assert bare.identify(speech_wav, top_k=1).candidates[0].name in TRAIN_LABELS
+    with pytest.raises(RegistryError, match="no registry"):
+        bare.enroll("bob", speech_wav)
+
+
 def test_other_model_is_refused(rec, tmp_path, speech_wav):
     rec.enroll("alice", speech_wav)
     other = make_model(tmp_path / "other.pt", seed=1)

@@ -120,6 +120,19 @@ def test_bad_embeddings_and_files(tmp_path):
         Registry(tmp_path, "fp-a")
 
 
+def test_must_exist_never_creates(tmp_path):
+    """`create=False` (read-only commands) refuses a missing file and creates nothing."""
+    missing = tmp_path / "typo" / "speakers.db"
+    with pytest.raises(RegistryError, match=r"typo/speakers\.db: no such registry$"):
+        Registry(missing, "fp-a", create=False)
+    assert not (tmp_path / "typo").exists()
+    Registry(tmp_path / "s.db", "fp-a").add("alice", _vectors(0))
+    existing = Registry(tmp_path / "s.db", "fp-a", create=False)
+    assert existing.names() == ["alice"]
+    existing.remove("alice")  # must exist, not read-only: removing still works
+    assert existing.names() == []
+
+
 def _worker(path: str, worker: int, n_speakers: int, out: mp.Queue) -> None:
     reg = Registry(path, "fp-a", timeout=60)
     seen = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ DEFAULT_ASNORM_THRESHOLD = 2.9
 #: Threshold on class probabilities for pure classifiers without a stored one.
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
 UNKNOWN = "unknown"
+NO_REGISTRY = "no registry: load the recogniser with registry=PATH"
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
 
@@ -55,6 +57,7 @@ class Recognizer:
         *,
         threshold: float | None = None,
         mc_samples: int = 0,
+        require_registry: bool = False,
     ) -> None:
         if not isinstance(mc_samples, int) or mc_samples < 0:
             raise ConfigError(f"mc_samples: must be a non-negative integer, got {mc_samples!r}")
@@ -65,6 +68,7 @@ class Recognizer:
         self.mc_samples = mc_samples
         self._registry_arg = registry
         self._registry: Registry | None = registry if isinstance(registry, Registry) else None
+        self.require_registry = require_registry
         self.threshold = self._pick_threshold(threshold)
 
     @classmethod
@@ -77,6 +81,7 @@ class Recognizer:
         device: str = "cpu",
         mc_samples: int = 0,
         threads: int | None = None,
+        require_registry: bool = False,
     ) -> Recognizer:
         """Load a run folder, `.ckpt`, `model.pt` or `.onnx` file and a registry.
 
@@ -84,18 +89,23 @@ class Recognizer:
             checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime); None or
                 `"base"`: the base encoder shipped with voxid (`voxid.pretrained`).
             registry: SQLite file of enrolled speakers (opened on first use), a `Registry`,
-                or None for a recogniser that only knows training speakers.
+                or None for a recogniser that only knows training speakers. Only `enroll`
+                creates a missing file; reads treat it as nobody enrolled.
             threshold: decision threshold overriding the calibrated one stored with the model.
             device: torch device ("cpu", "cuda"); ONNX uses CUDA when asked and available.
             mc_samples: MC-dropout passes for probabilistic scores (0: deterministic).
             threads: onnxruntime intra-op threads per call (default: the cores); a server
                 that runs several calls at once wants 1 (torch: `torch.set_num_threads`).
+            require_registry: a registry file that does not exist is an error ("no such
+                registry") for verify, identify, speakers and remove, instead of nobody
+                enrolled (a mistyped path must not answer from the training speakers).
         """
         return cls(
             load_backend(checkpoint_or_onnx, device=device, threads=threads),
             registry,
             threshold=threshold,
             mc_samples=mc_samples,
+            require_registry=require_registry,
         )
 
     # -- properties --------------------------------------------------------------------
@@ -120,10 +130,11 @@ class Recognizer:
 
     @property
     def registry(self) -> Registry:
-        """The speaker registry (opened on first use, so `embed` alone creates no file)."""
+        """The speaker registry, created if missing (opened on first use, so `embed` alone
+        creates no file); what `enroll` writes to."""
         if self._registry is None:
             if self._registry_arg is None:
-                raise RegistryError("no registry: load the recogniser with registry=PATH")
+                raise RegistryError(NO_REGISTRY)
             self._registry = Registry(self._registry_arg, self.model_fingerprint)
         elif self._registry.model_fingerprint != self.model_fingerprint:
             raise RegistryError(
@@ -131,6 +142,21 @@ class Recognizer:
                 f"{self._registry.model_fingerprint}, this model is "
                 f"{self.model_fingerprint}"
             )
+        return self._registry
+
+    def _enrolled(self) -> Registry | None:
+        """The registry to read from, never creating it: None without one, or when its file
+        does not exist yet (an error with `require_registry`)."""
+        if self._registry is not None:
+            return self.registry  # checks the model fingerprint
+        if self._registry_arg is None:
+            return None
+        path = Path(self._registry_arg)
+        if not path.exists():
+            if self.require_registry:
+                raise RegistryError(f"{path}: no such registry")
+            return None
+        self._registry = Registry(path, self.model_fingerprint, create=False)
         return self._registry
 
     def _pick_threshold(self, threshold: float | None) -> float:
@@ -223,17 +249,21 @@ class Recognizer:
 
     def remove(self, name: str) -> None:
         """Remove an enrolled speaker (RegistryError if not enrolled)."""
-        self.registry.remove(name)
+        registry = self._enrolled()
+        if registry is None:
+            if self._registry_arg is None:
+                raise RegistryError(NO_REGISTRY)
+            raise RegistryError(f"speaker {name!r}: not enrolled in {self._registry_arg}")
+        registry.remove(name)
 
     def speakers(self) -> list[SpeakerInfo]:
         """Enrolled speakers, then training speakers not enrolled under the same name (those
         with an AAM class weight, or a pure classifier's classes, which identify answers)."""
-        out = []
-        if self._registry_arg is not None or self._registry is not None:
-            out = [
-                SpeakerInfo(r.name, "enrolled", r.n_utterances, r.created, r.updated, r.metadata)
-                for r in self.registry.speakers()
-            ]
+        registry = self._enrolled()
+        out = [
+            SpeakerInfo(r.name, "enrolled", r.n_utterances, r.created, r.updated, r.metadata)
+            for r in (registry.speakers() if registry is not None else [])
+        ]
         enrolled = {s.name for s in out}
         listed = self.backend.has_class_bank or not self.backend.is_embedding_model
         return out + [
@@ -242,8 +272,9 @@ class Recognizer:
 
     def _references(self, training: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
         names, refs = [], []
-        if self._registry_arg is not None or self._registry is not None:
-            names, refs = self.registry.centroids()
+        registry = self._enrolled()
+        if registry is not None:
+            names, refs = registry.centroids()
             refs = list(refs)
         sources = ["enrolled"] * len(names)
         if training and self.backend.has_class_bank:

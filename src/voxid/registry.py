@@ -122,11 +122,13 @@ class Registry:
     """Enrolled speakers of one model in a SQLite file.
 
     Arguments:
-        path: the database file (created with its folder if missing).
+        path: the database file (created with its folder if missing, unless `create=False`).
         model_fingerprint: the model whose embeddings this registry holds; speakers enrolled
             with another model are refused with a message naming both. `None` opens it for
             listing and removal only.
         timeout: seconds a writer waits for another writer's lock.
+        create: False: the file must exist (RegistryError "no such registry" otherwise) and
+            nothing is ever created; for commands that only read or remove.
 
     >>> import tempfile, numpy as np
     >>> reg = Registry(tempfile.mkdtemp() + "/speakers.db", "model-a")
@@ -137,15 +139,24 @@ class Registry:
     """
 
     def __init__(
-        self, path: str | os.PathLike, model_fingerprint: str | None, *, timeout: float = 30.0
+        self,
+        path: str | os.PathLike,
+        model_fingerprint: str | None,
+        *,
+        timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.model_fingerprint = model_fingerprint
         self.timeout = timeout
+        self.create = create
         self._local = threading.local()
         if self.path.exists() and self.path.is_dir():
             raise RegistryError(f"{self.path}: is a folder, not a registry file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.exists():
+            raise RegistryError(f"{self.path}: no such registry")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connect()
         self._check_fingerprint()
 
@@ -157,14 +168,21 @@ class Registry:
         con = getattr(self._local, "con", None)
         if con is not None and getattr(self._local, "pid", None) == key:
             return con
+        # mode=rw: SQLite would otherwise create the file of a must-exist registry that was
+        # deleted since (each thread connects on its own).
+        target, uri = (self.path, False) if self.create else (self.path.absolute().as_uri(), True)
+        if uri:
+            target += "?mode=rw"
         try:
-            con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            con = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=uri)
             con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA foreign_keys = ON")
             con.execute("PRAGMA synchronous = NORMAL")
             self._init_schema(con)
         except sqlite3.DatabaseError as exc:
+            if not self.path.exists():
+                raise RegistryError(f"{self.path}: no such registry") from None
             raise RegistryError(f"{self.path}: not a voxid registry ({exc})") from None
         self._local.con, self._local.pid = con, key
         return con

@@ -1,6 +1,10 @@
 """Recogniser commands: `enroll`, `verify`, `identify`, `speakers`, `embed`, `export`,
 `calibrate`, `fit-lda`. Each takes `--json` for scripts; the model also comes from $VOXID_MODEL and
-the registry from $VOXID_REGISTRY (default speakers.db)."""
+the registry from $VOXID_REGISTRY (default speakers.db).
+
+Only `enroll` creates a registry. A registry named with -r or $VOXID_REGISTRY that does not
+exist is an error for the commands that read it; the default ./speakers.db, when missing,
+means nobody is enrolled yet."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ RegistryOpt = Annotated[
         "-r",
         envvar="VOXID_REGISTRY",
         show_envvar=True,
-        help="SQLite file of enrolled speakers.",
+        help="SQLite file of enrolled speakers (only enroll creates it).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
@@ -43,10 +47,23 @@ ThresholdOpt = Annotated[
 Files = Annotated[list[Path], typer.Argument(help="Audio files (any format voxid reads).")]
 
 
-def _recognizer(model: str, registry: Path | None, threshold: float | None = None):
+def _recognizer(
+    model: str, registry: Path | None, threshold: float | None = None, require: bool = False
+):
     from voxid.recognizer import Recognizer
 
-    return Recognizer.load(model, registry, threshold=threshold)
+    return Recognizer.load(model, registry, threshold=threshold, require_registry=require)
+
+
+def _named(ctx: typer.Context, name: str = "registry") -> bool:
+    """Whether option `name` was given on the command line or through its environment
+    variable, here or on the `speakers` group, rather than left at its default."""
+    contexts = [ctx] + ([ctx.parent] if ctx.parent is not None else [])
+    return any(
+        name in c.params
+        and getattr(c.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+        for c in contexts
+    )
 
 
 def _npy_bytes(array) -> bytes:
@@ -91,6 +108,7 @@ def enroll(
 
 
 def verify(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Claimed speaker.")],
     file: Annotated[Path, typer.Argument(help="Audio file.")],
     model: ModelOpt = "base",
@@ -99,7 +117,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check whether FILE is spoken by NAME (cosine score against the threshold)."""
-    res = _recognizer(model, registry, threshold).verify(name, str(file))
+    res = _recognizer(model, registry, threshold, _named(ctx)).verify(name, str(file))
     word = "[green]accepted[/]" if res.accepted else "[red]rejected[/]"
     _emit(
         as_json,
@@ -109,6 +127,7 @@ def verify(
 
 
 def identify(
+    ctx: typer.Context,
     files: Files,
     model: ModelOpt = "base",
     registry: RegistryOpt = Path("speakers.db"),
@@ -124,7 +143,7 @@ def identify(
     as_json: JsonOpt = False,
 ) -> None:
     """Name the enrolled speaker of each FILE, or "unknown" when nobody passes."""
-    rec = _recognizer(model, registry, threshold)
+    rec = _recognizer(model, registry, threshold, _named(ctx))
     results = {
         str(f): rec.identify(str(f), top_k=top_k, include_training=include_training) for f in files
     }
@@ -178,7 +197,7 @@ def _speakers_default(
     """List speakers when no subcommand is given; -m, -r and --json here reach the
     subcommands too."""
     if ctx.invoked_subcommand is None:
-        _list_speakers(model, registry, as_json)
+        _list_speakers(model, registry, as_json, _named(ctx))
 
 
 @speakers_app.command("list")
@@ -193,23 +212,22 @@ def list_speakers(
         _from_group(ctx, "model", model),
         _from_group(ctx, "registry", registry),
         _from_group(ctx, "as_json", as_json),
+        _named(ctx),
     )
 
 
-def _list_speakers(model: str | None, registry: Path, as_json: bool) -> None:
+def _list_speakers(model: str | None, registry: Path, as_json: bool, named: bool) -> None:
     if model:
         rows = [
             (s.name, s.source, s.n_utterances, s.updated)
-            for s in _recognizer(model, registry).speakers()
+            for s in _recognizer(model, registry, require=named).speakers()
         ]
     else:
         from voxid.registry import Registry
 
-        if not registry.exists():
-            raise ConfigError(f"{registry}: no such registry")
         rows = [
             (r.name, "enrolled", r.n_utterances, r.updated)
-            for r in Registry(registry, None).speakers()
+            for r in Registry(registry, None, create=False).speakers()
         ]
     if as_json:
         print(
@@ -240,9 +258,7 @@ def remove_speaker(
     from voxid.registry import Registry
 
     registry = _from_group(ctx, "registry", registry)
-    if not registry.exists():
-        raise ConfigError(f"{registry}: no such registry")
-    Registry(registry, None).remove(name)
+    Registry(registry, None, create=False).remove(name)
     _emit(
         _from_group(ctx, "as_json", as_json),
         {"removed": name, "registry": str(registry)},

@@ -326,3 +326,23 @@ def test_read_only_commands_never_create_a_registry(model, tmp_path, speech_wav,
         run("enroll", "alice", str(speech_wav), "-m", str(model), "-r", str(typo), "--json")
     )
     assert out["registry"] == str(typo) and typo.is_file()
+
+
+def test_foreign_sqlite_registry_is_one_line_error(model, tmp_path, speech_wav):
+    import sqlite3
+
+    foreign = tmp_path / "crm.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE speakers (id INTEGER PRIMARY KEY, who TEXT)")
+    con.commit()
+    con.close()
+    for args in (
+        ["speakers", "list", "-r", str(foreign)],
+        ["identify", str(speech_wav), "-m", str(model), "-r", str(foreign)],
+        ["enroll", "alice", str(speech_wav), "-m", str(model), "-r", str(foreign)],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "voxid", *args], capture_output=True, text=True
+        )
+        assert proc.returncode == 1, args
+        assert proc.stderr.strip() == f"error: {foreign}: not a voxid registry (no meta table)"

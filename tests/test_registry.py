@@ -133,6 +133,46 @@ def test_must_exist_never_creates(tmp_path):
     assert existing.names() == []
 
 
+def _tables(path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master"))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("fingerprint", ["fp-a", None])
+def test_foreign_sqlite_files_are_not_registries(tmp_path, fingerprint):
+    """Another program's database, even one with a `speakers` table, is refused in one
+    line and left as it was."""
+    foreign = tmp_path / "crm.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE speakers (id INTEGER PRIMARY KEY, who TEXT)")
+    con.execute("INSERT INTO speakers (who) VALUES ('alice')")
+    con.commit()
+    con.close()
+    other = tmp_path / "app.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE orders (id INTEGER)")
+    con.commit()
+    con.close()
+    for path in (foreign, other):
+        before = path.read_bytes()
+        for create in (True, False):
+            with pytest.raises(RegistryError, match=rf"{path.name}: not a voxid registry") as e:
+                Registry(path, fingerprint, create=create).names()
+            assert str(e.value).startswith(f"{path}: not a voxid registry")
+            assert "\n" not in str(e.value)
+        assert path.read_bytes() == before
+    assert _tables(foreign) == ["speakers"]
+    # An empty SQLite file (0 bytes) is still a registry to be: enrolment sets it up.
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(RegistryError, match=r"empty\.db: not a voxid registry"):
+        Registry(empty, fingerprint, create=False)
+    assert Registry(empty, "fp-a").add("alice", _vectors(0)).n_utterances == 3
+
+
 def _worker(path: str, worker: int, n_speakers: int, out: mp.Queue) -> None:
     reg = Registry(path, "fp-a", timeout=60)
     seen = 0

@@ -59,6 +59,22 @@ CREATE TABLE IF NOT EXISTS embeddings (
 );
 CREATE INDEX IF NOT EXISTS embeddings_speaker ON embeddings(speaker_id);
 """
+#: The columns every query relies on; a file without them is not a voxid registry.
+_REQUIRED_COLUMNS = {
+    "meta": {"key", "value"},
+    "speakers": {
+        "id",
+        "name",
+        "model_fingerprint",
+        "dim",
+        "centroid",
+        "n_utterances",
+        "created",
+        "updated",
+        "metadata",
+    },
+    "embeddings": {"id", "speaker_id", "vector", "created"},
+}
 
 
 def validate_name(name: str) -> str:
@@ -175,27 +191,81 @@ class Registry:
             target += "?mode=rw"
         try:
             con = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=uri)
-            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA foreign_keys = ON")
-            con.execute("PRAGMA synchronous = NORMAL")
-            self._init_schema(con)
         except sqlite3.DatabaseError as exc:
-            if not self.path.exists():
-                raise RegistryError(f"{self.path}: no such registry") from None
-            raise RegistryError(f"{self.path}: not a voxid registry ({exc})") from None
+            raise self._open_error(exc) from None
+        try:
+            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            con.execute("PRAGMA foreign_keys = ON")
+            # Checked before anything is written, so another program's database is refused
+            # as it was, not turned to WAL or given our tables.
+            has_schema = self._check_schema(con)
+            if not has_schema and not self.create:
+                raise RegistryError(f"{self.path}: not a voxid registry (it has no tables)")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")
+            if not has_schema:
+                self._init_schema(con)
+        except sqlite3.DatabaseError as exc:
+            con.close()
+            raise self._open_error(exc) from None
+        except BaseException:
+            con.close()
+            raise
         self._local.con, self._local.pid = con, key
         return con
 
-    def _init_schema(self, con: sqlite3.Connection) -> None:
-        # IF NOT EXISTS makes this safe when several processes create the file at once.
-        con.executescript(_SCHEMA)
-        con.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if int(version) > SCHEMA_VERSION:
+    def _open_error(self, exc: sqlite3.DatabaseError) -> RegistryError:
+        if not self.path.exists():
+            return RegistryError(f"{self.path}: no such registry")
+        if "locked" in str(exc) or "busy" in str(exc):
+            return RegistryError(f"{self.path}: cannot open ({exc})")
+        return RegistryError(f"{self.path}: not a voxid registry ({exc})")
+
+    def _check_schema(self, con: sqlite3.Connection) -> bool:
+        """True for a voxid registry, False for a database without tables (a new file);
+        RegistryError for anything else, such as another program's `speakers` table."""
+        con.execute("BEGIN")
+        try:
+            return self._verify_tables(con)
+        finally:
+            con.execute("COMMIT")
+
+    def _verify_tables(self, con: sqlite3.Connection) -> bool:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return False
+        for table, needed in _REQUIRED_COLUMNS.items():
+            if table not in tables:
+                raise RegistryError(f"{self.path}: not a voxid registry (no {table} table)")
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            missing = sorted(needed - have)
+            if missing:
+                raise RegistryError(
+                    f"{self.path}: not a voxid registry (table {table} has no {missing[0]} column)"
+                )
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise RegistryError(f"{self.path}: not a voxid registry (no schema version)") from None
+        if version > SCHEMA_VERSION:
             raise RegistryError(f"{self.path}: registry schema {version} is newer than this voxid")
+        return True
+
+    def _init_schema(self, con: sqlite3.Connection) -> None:
+        # One IMMEDIATE transaction: when several processes create the file at once, one
+        # creates the tables and the others find them whole.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._verify_tables(con):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -317,3 +317,28 @@ def test_prepare_refuses_to_replace_what_is_not_a_store(tmp_path):
     assert StoreInfo.open(tmp_path / "s.h5").fingerprint == again.fingerprint != first.fingerprint
     prepare(corpus, tmp_path / "plain.h5", workers=1, force=True)
     assert len(StoreInfo.open(tmp_path / "plain.h5")) > 0
+
+
+def test_prepare_removes_partials_of_dead_runs_only(tmp_path):
+    """A `kill -9` of prepare leaves `.<name>.<pid>.partial`; the next prepare into that
+    folder removes those whose process is gone, and leaves running ones alone."""
+    corpus = assign_splits(load_corpus(_tiny_corpus(tmp_path / "data")), ratios=(1.0,))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [
+            tmp_path / f".store.h5.{dead.pid}.partial",
+            tmp_path / f".old.h5.{dead.pid}.partial",
+        ]
+        running = tmp_path / f".store.h5.{alive.pid}.partial"
+        unrelated = [tmp_path / ".store.h5.partial", tmp_path / f"store.h5.{dead.pid}.partial"]
+        for path in (*stale, running, *unrelated):
+            path.write_bytes(b"half a store")
+        prepare(corpus, tmp_path / "store.h5", workers=1)
+        assert not any(p.exists() for p in stale)
+        assert running.exists() and all(p.exists() for p in unrelated)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert len(StoreInfo.open(tmp_path / "store.h5")) > 0

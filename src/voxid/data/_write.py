@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from voxid.data.corpus import SpeakerSpec
 from voxid.data.store import FORMAT_VERSION, PrepareConfig, PrepareReport
 from voxid.errors import DataError
 
+_PARTIAL = re.compile(r"^\..+\.(\d+)\.partial$")  # .<store name>.<pid>.partial
 _FLUSH_BYTES = 16 << 20  # write features to HDF5 in blocks of about this size
 _CHUNK_BYTES = 256 << 10
 
@@ -162,6 +164,33 @@ def _write_items(h5, rows: list[dict], extra_cols: list[str]) -> None:
         )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # no such pid can exist
+        return False
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the temporary files (`.<name>.<pid>.partial`) that runs killed beyond cleaning
+    up (SIGKILL, power loss) left in `folder`; those of running processes stay. Returns
+    what was removed."""
+    removed = []
+    for entry in os.scandir(folder):
+        m = _PARTIAL.match(entry.name)
+        if m is None or not entry.is_file(follow_symlinks=False) or _pid_alive(int(m[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another prepare removed it first
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _is_voxid_store(path: Path) -> bool:
     import h5py
 
@@ -213,6 +242,7 @@ def run_prepare(
     ]
     report.files = len(jobs)
     settings = cfg.worker_settings()
+    remove_stale_partials(out.parent)
     tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
     fp = hashlib.sha256(
         json.dumps({"v": FORMAT_VERSION, "cfg": cfg.to_dict()}, sort_keys=True).encode()

@@ -288,9 +288,11 @@ def prepare(
     Items need a split (see `voxid.data.splits.assign_splits`); files without one are left
     out and counted. Bad files are skipped and listed in the report. The store is written
     to a temporary file next to `out_path` and renamed at the end, so an interrupted run
-    leaves neither a half-written store nor a damaged previous one. `progress(done, total)`
-    is called after each file. An existing voxid store at `out_path` is replaced; any
-    other existing file raises DataError unless `force=True`.
+    leaves neither a half-written store nor a damaged previous one (the temporary files of
+    runs killed outright, whose process is gone, are removed by the next run into that
+    folder). `progress(done, total)` is called after each file. An existing voxid store
+    at `out_path` is replaced; any other existing file raises DataError unless
+    `force=True`.
     """
     from voxid.data._write import run_prepare
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from voxid.config import load_config
+from voxid.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -163,3 +164,130 @@ def test_training_never_writes_checkpoints_through_tmpdir(store, tmp_path, monke
     for name in ("best.ckpt", "last.ckpt", "model.pt"):
         assert (result.out_dir / name).is_file(), name
     assert not _temps(result.out_dir)
+
+
+# -- item 4: a resume checks the data and the network before writing anything ------------
+
+
+@pytest.fixture(scope="module")
+def renamed_store(speech_corpus, tmp_path_factory) -> Path:
+    """Another store with as many voices: the same count of classes, other speakers."""
+    from voxid.data import assign_splits, load_corpus
+    from voxid.data.store import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("renamed")
+    for i, folder in enumerate(sorted(p for p in speech_corpus.iterdir() if p.is_dir())):
+        shutil.copytree(folder, root / "corpus" / f"voice{i}")
+    corpus = assign_splits(load_corpus(root / "corpus"), ratios=(0.5, 0.25, 0.25), seed=0)
+    prepare(corpus, root / "renamed.h5", PrepareConfig(), workers=1)
+    return root / "renamed.h5"
+
+
+@pytest.fixture(scope="module")
+def run(store, tmp_path_factory) -> Path:
+    """One epoch of a tiny crnn: a run folder to resume (never changed by these tests)."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    _train(store, out, "epochs=1", "limit_train_batches=2")
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _refused(error, store, run, *overrides) -> str:
+    before = _snapshot(run)
+    with pytest.raises(error) as info:
+        _train(store, run, "epochs=2", "limit_train_batches=2", *overrides, resume=True)
+    assert _snapshot(run) == before  # config.yaml, checkpoints, logs: nothing written
+    message = str(info.value)
+    assert "\n" not in message and str(run) in message
+    return message
+
+
+def test_resume_on_another_store_is_refused(run, renamed_store):
+    message = _refused(DataError, renamed_store, run)
+    assert str(renamed_store) in message and "data fingerprint" in message
+
+
+def test_resume_on_the_same_voices_otherwise_split_is_refused(run, speech_corpus, tmp_path):
+    from voxid.data import assign_splits, load_corpus
+    from voxid.data.store import PrepareConfig, prepare
+
+    corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.25, 0.25), seed=1)
+    resplit = prepare(corpus, tmp_path / "resplit.h5", PrepareConfig(), workers=1).out_path
+    assert "data fingerprint" in _refused(DataError, resplit, run)
+
+
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("model.gru_hidden=8", "model.gru_hidden"),  # weights of other shapes
+        ("model.dropout=0.5", "model.dropout"),  # same shapes, another recipe
+        ("speakers=[alice,bruno,chloe]", "classes"),
+        ("mode=authenticate", "classes"),
+    ],
+)
+def test_resume_with_another_network_is_refused(run, store, override, names):
+    extra = ["members=[alice]"] if override.startswith("mode=") else []
+    message = _refused(ConfigError, store, run, override, *extra)
+    assert names in message
+
+
+def test_resume_of_authentication_for_other_members_is_refused(store, tmp_path):
+    auth = tmp_path / "auth"
+    _train(store, auth, "epochs=1", "limit_train_batches=2", "mode=authenticate",
+           "members=[alice]")  # fmt: skip
+    # The same two classes (outsider, member), but bruno would now be the member.
+    message = _refused(ConfigError, store, auth, "mode=authenticate", "members=[bruno]")
+    assert message.startswith("members: ") and "['alice']" in message
+
+
+def test_resume_as_another_model_is_refused(run, store):
+    from voxid.train import train
+
+    before = _snapshot(run)
+    with pytest.raises(ConfigError, match=r"model: .* was trained as 'crnn', not 'seed_cnn'"):
+        train(load_config("seed_cnn"), store, run, resume=True, progress=False)
+    assert _snapshot(run) == before
+
+
+def test_resume_refusal_through_the_cli_is_one_line(run, renamed_store):
+    before = _snapshot(run)
+    args = [sys.executable, "-m", "voxid", "train", "crnn", *TINY, "epochs=2",
+            "--data", str(renamed_store), "-o", str(run), "--resume", "-q"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 1, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {renamed_store}: "), out.stderr
+    assert _snapshot(run) == before
+
+
+def test_resume_with_the_same_store_and_recipe_continues(store, tmp_path):
+    # As scripts/base_model.sh does after an interruption: the same store and recipe.
+    again = tmp_path / "again"
+    _train(store, again, "epochs=1", "limit_train_batches=2")
+    result = _train(store, again, "epochs=2", "limit_train_batches=2", resume=True)
+    assert result.metrics["epochs_run"] == 2 and result.metrics["epochs_this_run"] == 1
+    assert torch.load(again / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_resume_of_a_distilled_run_needs_its_teacher(store, tmp_path):
+    import numpy as np
+
+    from voxid.data.store import StoreInfo
+
+    info = StoreInfo.open(store)
+    targets = tmp_path / "teacher.npz"
+    emb = np.random.default_rng(0).standard_normal((len(info), 8)).astype(np.float16)
+    np.savez(targets, embeddings=emb, mask=np.asarray(info.items["split"]).astype(str) == "train",
+             fingerprint=np.array(info.fingerprint), teacher=np.array("test"))  # fmt: skip
+    out = tmp_path / "distilled"
+    _train(store, out, "epochs=1", "limit_train_batches=2", f"distill_targets={targets}")
+    # Without the teacher the training module has no map to its space (distill.weight).
+    message = _refused(ConfigError, store, out)
+    assert "distill.weight" in message and "distill_targets" in message
+    result = _train(store, out, "epochs=2", "limit_train_batches=2",
+                    f"distill_targets={targets}", resume=True)  # fmt: skip
+    assert result.metrics["epochs_run"] == 2

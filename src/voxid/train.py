@@ -24,12 +24,13 @@ import torch
 from voxid.checkpoint import (
     atomic_write,
     load_checkpoint,
+    make_meta,
     read_checkpoint,
     save_inference_file,
     save_threshold,
 )
 from voxid.config import MONITORS, TrainConfig, save_config
-from voxid.errors import ConfigError, ModelError
+from voxid.errors import ConfigError, DataError, ModelError
 
 __all__ = [
     "RunResult",
@@ -168,20 +169,86 @@ def _atomic_io_class() -> type:
     return AtomicCheckpointIO
 
 
-def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
+def _check_out_dir(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "last.ckpt").is_file():
             raise ConfigError(f"{out}: no last.ckpt to resume from")
-        saved = out / "config.yaml"
-        if saved.is_file():
-            import yaml
-
-            old = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
-            old_name = old.get("name") if isinstance(old, dict) else old
-            if old_name != cfg.model:
-                raise ConfigError(f"model: {out} was trained as {old_name!r}, not {cfg.model!r}")
     elif any((out / n).exists() for n in ("best.ckpt", "last.ckpt", "model.pt", "model.npz")):
         raise ConfigError(f"{out}: already holds a run; pass --resume or choose another folder")
+
+
+@dataclass
+class _ResumePoint:
+    """What a resume needs from last.ckpt, read once (the file also holds optimizer state)."""
+
+    meta: dict[str, Any]
+    epoch: int
+    shapes: dict[str, tuple[int, ...]]
+
+
+def _read_resume_point(cfg: TrainConfig, out: Path) -> _ResumePoint:
+    ckpt = read_checkpoint(out / "last.ckpt")
+    meta = ckpt["voxid"]
+    if meta.get("model_name") != cfg.model:
+        raise ConfigError(
+            f"model: {out} was trained as {meta.get('model_name')!r}, not {cfg.model!r}"
+        )
+    shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if torch.is_tensor(v)}
+    return _ResumePoint(meta, int(ckpt.get("epoch", -1)), shapes)
+
+
+def _brief(values: list[Any], n: int = 4) -> str:
+    shown = ", ".join(map(str, values[:n]))
+    return f"[{shown}{', ...' if len(values) > n else ''}] ({len(values)})"
+
+
+def _check_resume(
+    saved: _ResumePoint, out: Path, data: Path, want: dict[str, Any], module: Any
+) -> None:
+    """Refuse to resume `out` with another store or another network than last.ckpt's.
+
+    `want` is the description this recipe and store would write (`make_meta`). Lightning
+    would otherwise continue on other speakers without a word (their labels taken for the
+    old ones), or fail deep in `load_state_dict` after config.yaml was rewritten.
+    """
+    old = saved.meta
+    if old.get("data_fingerprint") not in (None, want["data_fingerprint"]):
+        raise DataError(
+            f"{data}: not the store {out} was trained on (data fingerprint "
+            f"{str(want['data_fingerprint'])[:12]}, last.ckpt has "
+            f"{str(old['data_fingerprint'])[:12]}); resume with that store, or train into a "
+            "new folder"
+        )
+    if old.get("labels") != want["labels"]:
+        raise ConfigError(
+            f"speakers: {out} was trained on the classes {_brief(old.get('labels') or [])}, "
+            f"this recipe gives {_brief(want['labels'])}; resume with the run's speakers, "
+            "mode and members"
+        )
+    for key in ("mode", "members", "auth_scoring"):
+        if old.get(key) != want[key]:
+            raise ConfigError(
+                f"{key}: {out} was trained with {old.get(key)!r}, this recipe has "
+                f"{want[key]!r}; resume with the run's own config.yaml"
+            )
+    old_params, new_params = old.get("hparams") or {}, want["hparams"]
+    for key in sorted(set(old_params) | set(new_params)):
+        if old_params.get(key) != new_params.get(key):
+            raise ConfigError(
+                f"model.{key}: {out} was trained with {old_params.get(key)!r}, this recipe "
+                f"has {new_params.get(key)!r}; resume with the run's own config.yaml"
+            )
+    if old.get("feature_config") != want["feature_config"]:
+        raise ConfigError(f"features: {out} was trained on other features than this recipe's")
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    for key in sorted(set(saved.shapes) | set(shapes)):
+        if saved.shapes.get(key) != shapes.get(key):
+            held = saved.shapes.get(key, "nothing")
+            raise ConfigError(
+                f"{out}: last.ckpt holds another network than this recipe builds ({key}: "
+                f"{held} there, {shapes.get(key, 'nothing')} here; distill_targets and "
+                "the model settings must be the run's)"
+            )
 
 
 def train(
@@ -204,7 +271,8 @@ def train(
         raise ConfigError("resume: the gmm baseline trains in one fit; there is nothing to resume")
     primary = is_primary_process()
     if primary:
-        _check_out_dir(cfg, out, resume)
+        _check_out_dir(out, resume)
+    saved = _read_resume_point(cfg, out) if resume else None
     if cfg.model == "gmm":
         from voxid.training.gmm import train_gmm
 
@@ -240,6 +308,8 @@ def train(
         model, cfg, task.labels, class_weights=weights, waveform=task.waveform, meta=meta,
         heldout=heldout, teacher_dim=task.targets[0].shape[1] if task.targets else None,
     )  # fmt: skip
+    if saved is not None:  # before anything in the run folder is written
+        _check_resume(saved, out, Path(data), make_meta(model, task.labels, **meta), module)
     if primary:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -278,7 +348,7 @@ def train(
         enable_model_summary=progress,
     )
     # Lightning stores the finished epoch (0-based); a resumed fit starts one later.
-    first_epoch = int(read_checkpoint(out / "last.ckpt").get("epoch", -1)) + 1 if resume else 0
+    first_epoch = saved.epoch + 1 if saved is not None else 0
     start = time.perf_counter()
     with warnings.catch_warnings():
         for message in _QUIET:

@@ -137,12 +137,15 @@ def test_calibration_with_too_few_utterances_says_what_to_do():
     tar, non, _ = cosine_trials(
         np.eye(2, dtype=np.float32)[[0, 0, 1, 1]], np.array([0, 0, 1, 1]), 1
     )
-    assert tar.tolist() == [1.0, 1.0] and non.tolist() == [0.0, 0.0]
+    # Leave-one-out: each of the 4 files is tested against the other file of its speaker
+    # and against both enrolments of the other speaker.
+    assert tar.tolist() == [1.0] * 4 and non.tolist() == [0.0] * 8
     # By default the enrolment shrinks to leave two speakers a test utterance: three files
-    # each (30 files per speaker under the default 80/10/10 split) enrol with two.
+    # each (30 files per speaker under the default 80/10/10 split) enrol with two; each
+    # file meets the one enrolment of its speaker without it and all 6 of the others.
     labels = np.repeat([0, 1, 2], 3)
     tar, non, _ = cosine_trials(np.eye(3, dtype=np.float32)[labels], labels)
-    assert (tar.size, non.size) == (3, 6)
+    assert (tar.size, non.size) == (9, 54)
     with pytest.raises(DataError, match=r"more than 1 utterances, found 0"):
         cosine_trials(embs, np.array([0, 1, 2]))
 

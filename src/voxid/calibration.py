@@ -1,20 +1,24 @@
 """Choose a model's verification threshold on held-out data (`voxid calibrate`).
 
 Trials mirror how the recogniser is used: every utterance of a split becomes one embedding
-(the renormalised mean of its chunks' embeddings); each speaker is enrolled with the mean of
-its first few utterances, and every remaining utterance is scored (cosine, AS-normed when
-the model carries a cohort, see `voxid fit-lda`) against every speaker: target trials for
-its own speaker, non-target trials for the others. The threshold is chosen for a target
-FAR, or at the equal error rate, with `voxid.metrics`, and stored in the checkpoint
-(`voxid.checkpoint.save_threshold`) where `Recognizer` picks it up.
+(the renormalised mean of its chunks' embeddings); enrolments are means of a few utterances
+of one speaker, and every utterance is scored (cosine, AS-normed when the model carries a
+cohort, see `voxid fit-lda`) against every enrolment that leaves it out: target trials for
+its own speaker, non-target trials for the others (leave-one-out, so a small split still
+gives every trial it can). The threshold is chosen for a target FAR, or at the equal error
+rate, with `voxid.metrics`, and stored in the checkpoint (`voxid.checkpoint.save_threshold`)
+where `Recognizer` picks it up.
 
-The achieved FAR/FRR is reported twice: on the trials the threshold was chosen on, and by
-two-fold cross-validation over test utterances (choose on one half, measure on the other),
-which is the honest estimate of what a new utterance will see.
+The achieved FAR/FRR is reported twice, each with its trial count and a 95 % interval: on
+the trials the threshold was chosen on, and by two-fold cross-validation over probe
+utterances (choose on one half, measure on the other), the honest estimate of what a new
+utterance will see. A threshold is not saved (unless forced) when the trials are too few
+for the target FAR (`needed_trials`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +30,17 @@ from voxid.errors import ConfigError, DataError, ModelError
 from voxid.registry import mean_embedding, normalize_rows
 from voxid.scoring import as_norm
 
+#: Confidence of the intervals on FAR and FRR in the report.
+CONFIDENCE = 0.95
+#: Target and non-target trials an EER threshold needs before it is saved (without --force).
+MIN_EER_TRIALS = 10
+
 
 @dataclass
 class CalibrationReport:
-    """The chosen threshold and the error rates it gives."""
+    """The chosen threshold and the error rates it gives, with trial counts and 95 %
+    (Clopper-Pearson) intervals. `n_speakers` took part in any trial, `n_target_speakers`
+    had target trials; `supported` says whether the counts reach `needed_trials`."""
 
     threshold: float
     kind: str
@@ -44,6 +55,14 @@ class CalibrationReport:
     n_utterances: int
     saved_to: list[str]
     n_enroll: int = 3
+    n_target_speakers: int = 0
+    far_ci: tuple[float, float] = (0.0, 1.0)
+    frr_ci: tuple[float, float] = (0.0, 1.0)
+    heldout_far_ci: tuple[float, float] = (0.0, 1.0)
+    heldout_frr_ci: tuple[float, float] = (0.0, 1.0)
+    needed_target: int = 0
+    needed_nontarget: int = 0
+    supported: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -109,52 +128,88 @@ def enrolment_size(labels: np.ndarray, n_enroll: int | None = None) -> int:
     return next((n for n in (3, 2) if (counts > n).sum() >= 2), 1)
 
 
+def _enrolments(labels: np.ndarray, n_enroll: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Utterance indices of every enrolment, and the label of each.
+
+    A speaker with more than `n_enroll` utterances gets one enrolment starting at each of
+    them (`n_enroll` consecutive ones, wrapping round), so every utterance is left out of
+    some; one with exactly `n_enroll` gets one; one with fewer gets none.
+    """
+    members, owners = [], []
+    for s in np.unique(labels):
+        idx = np.flatnonzero(labels == s)
+        if idx.size < n_enroll:
+            continue
+        starts = range(idx.size) if idx.size > n_enroll else [0]
+        members += [idx[(j + np.arange(n_enroll)) % idx.size] for j in starts]
+        owners += [s] * len(starts)
+    return members, np.array(owners)
+
+
 def cosine_trials(
     embs: np.ndarray,
     labels: np.ndarray,
     n_enroll: int | None = None,
     cohort: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Target and non-target scores, and the test utterance index of each score row.
+    """Target and non-target scores, and the utterance index (into `embs`) of each score's
+    probe.
 
-    Each speaker with more than `n_enroll` utterances (default: `enrolment_size`) is
-    enrolled with the mean of its first `n_enroll`; every other utterance of those speakers
-    is scored against every model: the cosine, AS-normed against `cohort` when given, as
-    `Recognizer` scores.
+    Every utterance is a probe (leave-one-out). Enrolments are means of `n_enroll` utterances
+    (default: `enrolment_size`), one starting at each utterance of a speaker that has more
+    (see `_enrolments`). A probe is scored against every enrolment of its own speaker that
+    leaves it out (target trials) and every enrolment of the others (non-target trials):
+    the cosine, AS-normed against `cohort` when given, as `Recognizer` scores. Trials share
+    utterances, so they are not independent: intervals on their rates are optimistic.
 
     >>> e = np.eye(4, dtype=np.float32)[[0, 0, 0, 1, 1, 1]]
-    >>> tar, non, _ = cosine_trials(e, np.array([0, 0, 0, 1, 1, 1]), n_enroll=2)
-    >>> tar.tolist(), non.tolist()
-    ([1.0, 1.0], [0.0, 0.0])
+    >>> tar, non, rows = cosine_trials(e, np.array([0, 0, 0, 1, 1, 1]), n_enroll=2)
+    >>> tar.size, set(tar.tolist()), non.size, set(non.tolist()), sorted(set(rows.tolist()))
+    (6, {1.0}, 18, {0.0}, [0, 1, 2, 3, 4, 5])
     """
     n_enroll = enrolment_size(labels, n_enroll)
-    names, counts = np.unique(labels, return_counts=True)
-    speakers = names[counts > n_enroll]
-    if len(speakers) < 2:
+    counts = np.unique(labels, return_counts=True)[1]
+    testable = int((counts > n_enroll).sum())
+    if testable < 2:
         most = int(counts.max()) if counts.size else 0
         raise DataError(
             f"calibration needs at least 2 speakers with more than {n_enroll} "
-            f"utterances, found {len(speakers)} (at most {most} utterances per speaker in this "
-            f"split): use fewer enrolment utterances (--n-enroll), or give the held-out "
-            f"split more files (voxid prepare --split 0.6,0.2,0.2)"
+            f"utterances, found {testable} (at most {most} utterances per "
+            f"speaker in this split): use fewer enrolment utterances (--n-enroll), or give "
+            f"the held-out split more files (voxid prepare --split 0.6,0.2,0.2)"
         )
-    models, test = [], []
-    for s in speakers:
-        idx = np.flatnonzero(labels == s)
-        models.append(mean_embedding(embs[idx[:n_enroll]]))
-        test.extend(idx[n_enroll:])
-    test = np.array(test)
-    probes, refs = normalize_rows(embs[test]), np.stack(models)
-    scores = probes @ refs.T  # (n_test, n_speakers)
+    members, owners = _enrolments(labels, n_enroll)
+    probes = normalize_rows(embs)
+    refs = np.stack([mean_embedding(embs[m]) for m in members])
+    scores = probes @ refs.T  # (n_utterances, n_enrolments)
     if cohort is not None:
         scores = as_norm(scores, probes, refs, cohort)
-    is_target = labels[test][:, None] == np.array(speakers)[None, :]
-    rows = np.broadcast_to(np.arange(len(test))[:, None], scores.shape)
+    inside = np.zeros(scores.shape, dtype=bool)
+    for j, m in enumerate(members):
+        inside[m, j] = True
+    same = labels[:, None] == owners[None, :]
+    is_target, is_non = same & ~inside, ~same
+    rows = np.broadcast_to(np.arange(len(embs))[:, None], scores.shape)
     return (
         scores[is_target],
-        scores[~is_target],
-        np.concatenate([rows[is_target], rows[~is_target]]),
+        scores[is_non],
+        np.concatenate([rows[is_target], rows[is_non]]),
     )
+
+
+def needed_trials(far: float | None) -> tuple[int, int]:
+    """Target and non-target trials a threshold needs before `calibrate` saves it.
+
+    For a target FAR: 3 / FAR non-target trials (the rule of three: with none of n accepted,
+    the 95 % upper bound on the FAR is about 3 / n); the target trials do not move that
+    threshold. At the EER: `MIN_EER_TRIALS` of each kind.
+
+    >>> needed_trials(0.01), needed_trials(0.25), needed_trials(None)
+    ((0, 300), (0, 12), (10, 10))
+    """
+    if far is None:
+        return MIN_EER_TRIALS, MIN_EER_TRIALS
+    return 0, math.ceil(3.0 / far - 1e-9)
 
 
 def choose_threshold(tar: np.ndarray, non: np.ndarray, far: float | None) -> float:
@@ -166,21 +221,26 @@ def choose_threshold(tar: np.ndarray, non: np.ndarray, far: float | None) -> flo
 
 def _heldout(
     tar: np.ndarray, non: np.ndarray, rows: np.ndarray, far: float | None, seed: int = 0
-) -> tuple[float, float]:
-    from voxid.metrics import far_frr
-
+) -> tuple[int, int, int, int]:
+    """Two-fold cross-validation over probe utterances: (false accepts, non-target trials,
+    false rejects, target trials) pooled over both evaluation halves."""
     n_rows = int(rows.max()) + 1
     fold = np.random.default_rng(seed).permutation(n_rows) % 2
     tar_fold, non_fold = fold[rows[: tar.size]], fold[rows[tar.size :]]
-    fars, frrs = [], []
+    fa = n_non = fr = n_tar = 0
     for k in (0, 1):
         fit_t, fit_n = tar[tar_fold == k], non[non_fold == k]
         ev_t, ev_n = tar[tar_fold != k], non[non_fold != k]
         if min(fit_t.size, fit_n.size, ev_t.size, ev_n.size) == 0:
             continue
-        a, r = far_frr(ev_t, ev_n, choose_threshold(fit_t, fit_n, far))
-        fars.append(a), frrs.append(r)
-    return (float(np.mean(fars)), float(np.mean(frrs))) if fars else (float("nan"),) * 2
+        thr = choose_threshold(fit_t, fit_n, far)
+        fa, n_non = fa + int((ev_n >= thr).sum()), n_non + ev_n.size
+        fr, n_tar = fr + int((ev_t < thr).sum()), n_tar + ev_t.size
+    return fa, n_non, fr, n_tar
+
+
+def _rate(errors: int, trials: int) -> float:
+    return errors / trials if trials else float("nan")
 
 
 def calibrate(
@@ -191,6 +251,7 @@ def calibrate(
     far: float | None = 0.01,
     n_enroll: int | None = None,
     save: bool = True,
+    force: bool = False,
 ) -> CalibrationReport:
     """Choose and (with `save`) store the cosine threshold of `run` on a store split.
 
@@ -201,9 +262,12 @@ def calibrate(
         far: target false-acceptance rate; None chooses the EER threshold.
         n_enroll: utterances per speaker averaged into its enrolment model (default: 3, or
             fewer where the split holds too few per speaker; see `enrolment_size`).
+        save: store the threshold in the run's checkpoints.
+        force: save even when the split has fewer trials than `needed_trials` (otherwise a
+            DataError says how many it had and needs, and nothing is written).
     """
     from voxid.checkpoint import refuse_shipped, resolve_run, save_threshold
-    from voxid.metrics import eer, far_frr
+    from voxid.metrics import eer, error_interval
 
     if far is not None and not 0 < far < 1:
         raise ConfigError(f"far: must be in (0, 1), got {far}")
@@ -213,23 +277,43 @@ def calibrate(
     n_enroll = enrolment_size(labels, n_enroll)
     tar, non, rows = cosine_trials(embs, labels, n_enroll, cohort)
     threshold = choose_threshold(tar, non, far)
-    a, r = far_frr(tar, non, threshold)
-    ha, hr = _heldout(tar, non, rows, far)
+    fa, fr = int((non >= threshold).sum()), int((tar < threshold).sum())
+    h_fa, h_non, h_fr, h_tar = _heldout(tar, non, rows, far)
+    need_tar, need_non = needed_trials(far)
+    supported = tar.size >= need_tar and non.size >= need_non
     score = "cosine" if cohort is None else "asnorm"
     kind = f"{score}:far={far:g}" if far is not None else f"{score}:eer"
+    if save and not supported and not force:
+        aim = f"a FAR of {far:.2%}" if far is not None else "an EER threshold"
+        raise DataError(
+            f"{store} ({split}): {tar.size} target and {non.size} non-target trials cannot "
+            f"support {aim}: it needs at least {need_non} non-target"
+            + (f" and {need_tar} target" if need_tar else "")
+            + " trials (rule of three); nothing saved: add speakers or files to the split, "
+            "aim at a higher --far, or save anyway with --force / force=True"
+        )
     saved = [str(p) for p in save_threshold(run, threshold, kind)] if save else []
+    probe_labels = labels[rows]
     return CalibrationReport(
-        threshold,
-        kind,
-        a,
-        r,
-        ha,
-        hr,
-        float(eer(tar, non)[0]),
-        tar.size,
-        non.size,
-        int(np.unique(labels).size),
-        int(embs.shape[0]),
-        saved,
-        n_enroll,
+        threshold=threshold,
+        kind=kind,
+        far=_rate(fa, non.size),
+        frr=_rate(fr, tar.size),
+        heldout_far=_rate(h_fa, h_non),
+        heldout_frr=_rate(h_fr, h_tar),
+        eer=float(eer(tar, non)[0]),
+        n_target=int(tar.size),
+        n_nontarget=int(non.size),
+        n_speakers=int(np.unique(probe_labels).size),
+        n_utterances=int(embs.shape[0]),
+        saved_to=saved,
+        n_enroll=n_enroll,
+        n_target_speakers=int(np.unique(probe_labels[: tar.size]).size),
+        far_ci=error_interval(fa, non.size, CONFIDENCE),
+        frr_ci=error_interval(fr, tar.size, CONFIDENCE),
+        heldout_far_ci=error_interval(h_fa, h_non, CONFIDENCE),
+        heldout_frr_ci=error_interval(h_fr, h_tar, CONFIDENCE),
+        needed_target=need_tar,
+        needed_nontarget=need_non,
+        supported=supported,
     )

@@ -334,11 +334,24 @@ def calibrate(
         int | None,
         typer.Option(help="Utterances per enrolment [default: 3, fewer if the split is small]."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Save the threshold even when the split has too few trials for the target "
+            "FAR (3 / FAR non-target trials; 10 of each kind for --eer).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Choose the verification threshold on held-out data and store it with the model."""
+    """Choose the verification threshold on held-out data and store it with the model.
+
+    Every utterance is tested against enrolments that leave it out; the report gives the
+    trial counts and 95 % intervals, and nothing is saved when the trials are too few.
+    """
     from voxid.calibration import calibrate as run_calibration
 
+    copied = None
     if out is not None:
         import shutil
 
@@ -348,18 +361,43 @@ def calibrate(
         if source.suffix != ".pt":
             raise ConfigError(f"--out: copies a model.pt file; {source.name} is a {source.suffix}")
         out.parent.mkdir(parents=True, exist_ok=True)
+        copied = None if out.exists() else out
         shutil.copyfile(source, out)
         run = str(out)
 
-    rep = run_calibration(run, data, split=split, far=None if use_eer else far, n_enroll=n_enroll)
-    _emit(
-        as_json,
-        rep.to_dict(),
-        f"threshold {rep.threshold:.4f} ({rep.kind}) from {rep.n_target} target / "
-        f"{rep.n_nontarget} non-target trials ({rep.n_speakers} speakers, enrolled with "
-        f"{rep.n_enroll} utterances each): FAR "
-        f"{rep.far:.2%}, FRR {rep.frr:.2%}; held out (2-fold): FAR {rep.heldout_far:.2%}, "
-        f"FRR {rep.heldout_frr:.2%}; EER {rep.eer:.2%}; saved to {', '.join(rep.saved_to)}",
+    try:
+        rep = run_calibration(
+            run, data, split=split, far=None if use_eer else far, n_enroll=n_enroll, force=force
+        )
+    except BaseException:
+        if copied is not None:
+            copied.unlink(missing_ok=True)  # no uncalibrated copy under the name asked for
+        raise
+    _emit(as_json, rep.to_dict(), _calibration_line(rep))
+
+
+def _pct(rate: float, ci: tuple[float, float]) -> str:
+    return f"{rate:.2%} (95% CI {ci[0]:.2%}-{ci[1]:.2%})"
+
+
+def _calibration_line(rep) -> str:
+    warning = (
+        ""
+        if rep.supported
+        else f"; [yellow]not supported by the trials[/] (needs {rep.needed_nontarget} "
+        f"non-target"
+        + (f" and {rep.needed_target} target" if rep.needed_target else "")
+        + " trials)"
+    )
+    saved = f"saved to {', '.join(rep.saved_to)}" if rep.saved_to else "not saved"
+    return (
+        f"threshold {rep.threshold:.4f} ({rep.kind}) from {rep.n_target} target trials "
+        f"({rep.n_target_speakers} speakers) and {rep.n_nontarget} non-target trials "
+        f"({rep.n_speakers} speakers), {rep.n_utterances} utterances, enrolled with "
+        f"{rep.n_enroll} each, leave-one-out: FAR {_pct(rep.far, rep.far_ci)}, "
+        f"FRR {_pct(rep.frr, rep.frr_ci)}; held out (2-fold): "
+        f"FAR {_pct(rep.heldout_far, rep.heldout_far_ci)}, "
+        f"FRR {_pct(rep.heldout_frr, rep.heldout_frr_ci)}; EER {rep.eer:.2%}{warning}; {saved}"
     )
 
 

@@ -24,6 +24,7 @@ from voxid.metrics.classification import (
 from voxid.metrics.detection import (
     det_curve,
     eer,
+    error_interval,
     far_frr,
     min_dcf,
     min_dcf_threshold,
@@ -38,6 +39,7 @@ __all__ = [
     "confusion_matrix",
     "det_curve",
     "eer",
+    "error_interval",
     "expected_calibration_error",
     "far_frr",
     "min_dcf",

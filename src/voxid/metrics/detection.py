@@ -30,6 +30,26 @@ def far_frr(tar: np.ndarray, non: np.ndarray, threshold: float) -> tuple[float, 
     return float(np.mean(n >= thr)), float(np.mean(t < thr))
 
 
+def error_interval(errors: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of an error rate seen as `errors` of
+    `trials` independent trials; `(0, 1)` when there are no trials.
+
+    With no errors the upper bound is about 3.7 / trials (the one-sided 95 % bound is the
+    rule of three, 3 / trials).
+
+    >>> [round(b, 4) for b in error_interval(1, 10)]
+    [0.0025, 0.445]
+    """
+    from scipy.stats import beta
+
+    if not 0 <= errors <= trials:
+        raise ConfigError(f"errors: must be between 0 and trials ({trials}), got {errors}")
+    alpha = 1.0 - probability(confidence, "confidence", open_interval=True)
+    lo = 0.0 if errors == 0 else float(beta.ppf(alpha / 2, errors, trials - errors + 1))
+    hi = 1.0 if errors == trials else float(beta.ppf(1 - alpha / 2, errors + 1, trials - errors))
+    return lo, hi
+
+
 def _sweep(tar: np.ndarray, non: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All distinct operating points, threshold ascending.
 

@@ -41,6 +41,81 @@ def _known_fields(cls: type, data: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (data or {}).items() if k in names}
 
 
+_MODES = ("identify", "authenticate")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check(ok: bool, source: str, key: str, value: Any, want: str) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
+        raise ModelError(f"{source}: metadata {key} is {shown}, expected {want}")
+
+
+def _section(parent: dict, key: str, source: str, prefix: str = "") -> dict[str, Any]:
+    value = parent.get(key)
+    _check(value is None or isinstance(value, dict), source, prefix + key, value, "an object")
+    return value or {}
+
+
+def validate_meta(meta: Any, source: str) -> dict[str, Any]:
+    """Check the types of the model description a backend relies on; return it.
+
+    A file from elsewhere may carry anything in its metadata; a wrong type must be one
+    `ModelError` naming the file and the key, not a traceback later on. Absent keys pass.
+
+    >>> validate_meta({"labels": ["a"], "embedding_dim": 8}, "m.onnx")["labels"]
+    ['a']
+    >>> validate_meta({"embedding_dim": "abc"}, "m.onnx")
+    Traceback (most recent call last):
+    ...
+    voxid.errors.ModelError: m.onnx: metadata embedding_dim is 'abc', expected a positive integer
+    """
+    if not isinstance(meta, dict):
+        raise ModelError(f"{source}: voxid metadata is a {type(meta).__name__}, not an object")
+    for key in ("labels", "members", "train_speakers"):
+        value = meta.get(key)
+        ok = value is None or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+        _check(ok, source, key, value, "a list of names")
+    for key in ("model_name", "model_fingerprint", "auth_scoring", "threshold_kind"):
+        value = meta.get(key)
+        _check(value is None or isinstance(value, str), source, key, value, "a string")
+    dim = meta.get("embedding_dim")
+    _check(dim is None or _is_count(dim), source, "embedding_dim", dim, "a positive integer")
+    threshold = meta.get("threshold")
+    ok = threshold is None or (_is_number(threshold) and bool(np.isfinite(threshold)))
+    _check(ok, source, "threshold", threshold, "a finite number or null")
+    mode = meta.get("mode")
+    _check(mode is None or mode in _MODES, source, "mode", mode, " or ".join(_MODES))
+    audio = _section(meta, "audio_config", source)
+    features = _section(meta, "feature_config", source)
+    for name, section in (("audio_config", audio), ("feature_config", features)):
+        rate = section.get("sample_rate")
+        _check(rate is None or _is_count(rate), source, f"{name}.sample_rate", rate,
+               "a positive integer (Hz)")  # fmt: skip
+    normalize = audio.get("normalize")
+    _check(normalize is None or isinstance(normalize, str), source, "audio_config.normalize",
+           normalize, "a string or null")  # fmt: skip
+    vad = _section(audio, "vad", source, "audio_config.")
+    for field in dataclasses.fields(VadConfig):
+        if field.name in vad:
+            flag = field.type in (bool, "bool")
+            value = vad[field.name]
+            _check(isinstance(value, bool) if flag else _is_number(value), source,
+                   f"audio_config.vad.{field.name}", value,
+                   "true or false" if flag else "a number")  # fmt: skip
+    seconds = _section(audio, "chunk", source, "audio_config.").get("seconds")
+    ok = seconds is None or (_is_number(seconds) and 0 < seconds < float("inf"))
+    _check(ok, source, "audio_config.chunk.seconds", seconds, "a positive number")
+    return meta
+
+
 class Backend:
     """What the recogniser needs from a model; subclasses implement `_embed` / `_logits`."""
 
@@ -57,6 +132,7 @@ class Backend:
         class_weights: np.ndarray | None,
         cohort: np.ndarray | None = None,
     ) -> None:
+        meta = validate_meta(meta, source)
         self.source, self.meta, self.fingerprint = source, meta, fingerprint
         #: Training speakers' mean embeddings that scores are AS-normed against, or None.
         self.cohort = None if cohort is None else normalize_rows(np.asarray(cohort, np.float32))

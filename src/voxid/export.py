@@ -7,7 +7,12 @@ classifier (`seed_cnn`), `logits` `(batch, C)`.
 
 The file describes itself in its `metadata_props`:
 - `voxid`: the checkpoint's meta JSON (labels, feature and audio config, threshold,
-  `model_fingerprint`, ...), plus `onnx_precision` ("fp32" or "int8").
+  `model_fingerprint`, ...), plus `onnx_precision` ("fp32" or "int8") and
+  `onnx_weights_sha256`: a sha256 over that fingerprint, the graph's weights (initializers
+  and constants) and the two banks below. A loader recomputes it, so a fingerprint edited
+  by hand, or other weights under the same metadata, are refused; a file without it (an
+  older export) gets a fingerprint derived from its weights, `onnx-<hash>`, which no torch
+  file shares (export it again to share a registry with the torch model).
 - `voxid_class_weights`: the AAM-softmax class-weight bank of the training speakers, as
   base64 of a float32 `.npy` `(C, D)` (absent for classifiers), so training speakers can
   be verified without enrolment, as with the torch backend.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.backends import Backend, usable_cores
+from voxid.backends import Backend, usable_cores, validate_meta
 from voxid.errors import ModelError
 
 OPSET = 17
@@ -41,6 +47,8 @@ META_KEY = "voxid"
 WEIGHTS_KEY = "voxid_class_weights"
 #: The score-normalisation cohort (`voxid fit-lda`), base64 `.npy` like the class weights.
 COHORT_KEY = "voxid_cohort"
+#: The key in the `voxid` metadata of the hash that ties the fingerprint to the weights.
+DIGEST_KEY = "onnx_weights_sha256"
 
 
 @dataclass
@@ -71,6 +79,49 @@ def _decode_array(text: str, source: str, what: str = "class-weight bank") -> np
         return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ModelError(f"{source}: corrupt {what} in metadata ({exc})") from None
+
+
+def _graph_tensors(graph: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every weight of a graph and its subgraphs: initializers and Constant nodes' values."""
+    from onnx import AttributeProto
+
+    for init in graph.initializer:
+        yield prefix + init.name, init
+    for i, node in enumerate(graph.node):
+        where = f"{prefix}{node.name or node.op_type + str(i)}/"
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                yield f"{where}{attr.name}", attr.t
+            elif attr.type == AttributeProto.GRAPH:
+                yield from _graph_tensors(attr.g, f"{where}{attr.name}/")
+            elif attr.type == AttributeProto.GRAPHS:
+                for j, sub in enumerate(attr.graphs):
+                    yield from _graph_tensors(sub, f"{where}{attr.name}{j}/")
+
+
+def weights_digest(proto: Any, fingerprint: str, banks: tuple[str | None, ...] = ()) -> str:
+    """sha256 over `fingerprint`, the graph's weights (sorted by name: name, type, shape,
+    bytes) and the metadata banks (class weights, cohort) of an ONNX model proto."""
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256(f"voxid-onnx-1|{fingerprint}|".encode())
+    for name, tensor in sorted(_graph_tensors(proto.graph), key=lambda item: item[0]):
+        array = numpy_helper.to_array(tensor)  # the same bytes whichever field holds them
+        data = repr(array.tolist()) if array.dtype == object else array.tobytes()
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|{len(data)}|".encode())
+        digest.update(data if isinstance(data, bytes) else data.encode())
+    for bank in banks:
+        digest.update(b"|bank|" + (b"-" if bank is None else bank.encode()))
+    return digest.hexdigest()
+
+
+def _set_metadata(proto: Any, props: dict[str, str], description: dict[str, Any]) -> None:
+    banks = (props.get(WEIGHTS_KEY), props.get(COHORT_KEY))
+    fingerprint = description["model_fingerprint"]
+    described = {**description, DIGEST_KEY: weights_digest(proto, fingerprint, banks)}
+    del proto.metadata_props[:]
+    for key, value in {META_KEY: json.dumps(described), **props}.items():
+        proto.metadata_props.add(key=key, value=value)
 
 
 def _export_module(model: Any):
@@ -224,15 +275,13 @@ def export_onnx(
             "onnx_precision": "int8" if int8 else "fp32",
             "onnx_outputs": outputs,
         }
-        props = {META_KEY: json.dumps(description)}
+        props = {}
         bank, cohort = model.class_bank(), model.score_cohort()
         if bank is not None:
             props[WEIGHTS_KEY] = _encode_array(bank)
         if cohort is not None:
             props[COHORT_KEY] = _encode_array(cohort)
-        del proto.metadata_props[:]
-        for key, value in props.items():
-            proto.metadata_props.add(key=key, value=value)
+        _set_metadata(proto, props, description)
         final = Path(tmp) / "final.onnx"
         onnx.save(proto, str(final))
         if int8:
@@ -254,9 +303,7 @@ def export_onnx(
             finally:
                 root.setLevel(level)
             quantised = onnx.load(str(Path(tmp) / "int8.onnx"))
-            del quantised.metadata_props[:]
-            for key, value in props.items():
-                quantised.metadata_props.add(key=key, value=value)
+            _set_metadata(quantised, props, description)  # over the int8 weights
             onnx.save(quantised, str(final))
         os.replace(final, out)
     with torch.inference_mode():
@@ -327,22 +374,55 @@ class OnnxBackend(Backend):
             meta = json.loads(props[META_KEY])
         except ValueError as exc:
             raise ModelError(f"{path}: corrupt voxid metadata ({exc})") from None
-        names = [o.name for o in self.session.get_outputs()]
-        if "embedding" not in names:
+        meta = validate_meta(meta, str(path))
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if "embedding" not in outputs:
             raise ModelError(f"{path}: ONNX model has no 'embedding' output")
-        is_embedding = "logits" not in names
+        is_embedding = "logits" not in outputs
         bank = _decode_array(props[WEIGHTS_KEY], str(path)) if WEIGHTS_KEY in props else None
         cohort = (
             _decode_array(props[COHORT_KEY], str(path), "score cohort")
             if COHORT_KEY in props
             else None
         )
-        dim = int(meta.get("embedding_dim") or self.session.get_outputs()[0].shape[-1])
-        fingerprint = str(meta.get("model_fingerprint", ""))
-        super().__init__(str(path), meta, fingerprint, is_embedding, dim, bank, cohort)
+        width = outputs["embedding"].shape[-1]  # an int, or a name for a dynamic axis
+        dim = meta.get("embedding_dim") or width
+        if isinstance(width, int) and dim != width:
+            raise ModelError(
+                f"{path}: metadata embedding_dim is {dim}, but the graph's embeddings have {width}"
+            )
+        fingerprint = _verified_fingerprint(path, meta, props)
+        super().__init__(str(path), meta, fingerprint, is_embedding, int(dim), bank, cohort)
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"waveform": chunks})[0]
 
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"waveform": chunks})[0]
+
+
+def _verified_fingerprint(path: Path, meta: dict[str, Any], props: dict[str, str]) -> str:
+    """The model fingerprint of an ONNX file, checked against (or derived from) its weights.
+
+    The registry trusts this string to tell which model embedded its speakers, and any
+    ONNX tool can edit metadata; an edit of the fingerprint, the weights or the banks that
+    does not also recompute the hash is caught (a check of integrity, not a signature).
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
+    claimed = meta.get("model_fingerprint") or ""
+    banks = (props.get(WEIGHTS_KEY), props.get(COHORT_KEY))
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:  # exported before weights were hashed: trust only the weights
+        return "onnx-" + weights_digest(proto, "", banks)[:16]
+    if stored != weights_digest(proto, claimed, banks):
+        raise ModelError(
+            f"{path}: metadata does not match the weights (model_fingerprint {claimed!r}, "
+            "the weights or the class bank were edited after export); export it again"
+        )
+    return claimed

@@ -48,7 +48,7 @@ def test_enroll_verify_identify_speakers(model, speech_corpus, tmp_path):
 
     listed = json.loads(run("speakers", "list", "--json", "--registry", db))
     assert [(s["name"], s["n_utterances"]) for s in listed] == [("alice", 3)]
-    with_training = json.loads(run("speakers", "list", "--json", env=env))
+    with_training = json.loads(run("speakers", "list", "--include-training", "--json", env=env))
     assert {s["source"] for s in with_training} == {"enrolled", "training"}
     run("speakers", "remove", "alice", "--registry", db)
     assert json.loads(run("speakers", "--json", "--registry", db)) == []
@@ -119,9 +119,29 @@ def test_errors_exit_1_with_one_line(model, tmp_path, speech_wav):
         env=env,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip() == (
-        "error: speaker 'nobody': not enrolled and not a training speaker"
+    assert proc.stderr.strip() == "error: speaker 'nobody': not enrolled"
+
+
+def test_training_speakers_only_with_include_training(model, tmp_path, speech_wav):
+    """verify, identify and speakers list leave the model's training speakers out unless
+    --include-training is given (#15 item 14)."""
+    env = {**os.environ, "VOXID_MODEL": str(model), "VOXID_REGISTRY": str(tmp_path / "s.db")}
+    run("enroll", "alice", str(speech_wav), env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxid", "verify", "tr_a", str(speech_wav)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
+    assert proc.returncode == 1 and "--include-training" in proc.stderr, proc.stderr
+    v = json.loads(run("verify", "tr_a", str(speech_wav), "--include-training", "--json", env=env))
+    assert v["source"] == "training"
+    listed = json.loads(run("speakers", "list", "--json", env=env))
+    assert [(s["name"], s["source"]) for s in listed] == [("alice", "enrolled")]
+    listed = json.loads(run("speakers", "list", "--include-training", "--json", env=env))
+    assert {s["source"] for s in listed} == {"enrolled", "training"}
+    ident = json.loads(run("identify", str(speech_wav), "--json", env=env))
+    assert [c["name"] for c in ident[str(speech_wav)]["candidates"]] == ["alice"]
 
 
 def test_calibration_with_too_few_utterances_says_what_to_do():
@@ -286,8 +306,9 @@ def test_speakers_group_registry_reaches_its_subcommands(model, tmp_path, monkey
     assert [s["name"] for s in listed] == ["dora"]
     run("speakers", "-r", str(team), "remove", "dora", "-r", str(other))
     assert _names(other) == [] and _names(team) == ["carol"]
-    # -m on the group reaches `list` too: the model's training speakers are added.
-    listed = json.loads(run("speakers", "-m", str(model), "-r", str(team), "list", "--json"))
+    # -m and --include-training on the group reach `list` too: training speakers are added.
+    args = ("speakers", "-m", str(model), "-r", str(team), "--include-training", "list")
+    listed = json.loads(run(*args, "--json"))
     assert {s["name"] for s in listed if s["source"] == "enrolled"} == {"carol"}
     assert {s["source"] for s in listed} == {"enrolled", "training"}
 
@@ -320,9 +341,10 @@ def test_read_only_commands_never_create_a_registry(model, tmp_path, speech_wav,
     assert proc.returncode == 1 and proc.stderr.strip() == f"error: {typo}: no such registry"
     assert not typo.parent.exists()
     # The default ./speakers.db, not named by anyone: missing means nobody enrolled yet.
-    ident = json.loads(run("identify", str(speech_wav), "--json", "-m", str(model)))
+    args = ("--include-training", "--json", "-m", str(model))
+    ident = json.loads(run("identify", str(speech_wav), *args))
     assert ident[str(speech_wav)]["candidates"][0]["name"].startswith("tr_")
-    listed = json.loads(run("speakers", "list", "-m", str(model), "--json"))
+    listed = json.loads(run("speakers", "list", *args))
     assert {s["source"] for s in listed} == {"training"}
     assert not (tmp_path / "speakers.db").exists()
     out = json.loads(

@@ -159,7 +159,7 @@ def test_enroll_verify_identify_remove(rec, speech_corpus):
     strict = Recognizer.load(rec.backend.source, rec.registry, threshold=1.01)
     assert strict.identify(bruno[4]).name == "unknown"  # open set: nobody passes
 
-    names = {(s.name, s.source) for s in rec.speakers()}
+    names = {(s.name, s.source) for s in rec.speakers(include_training=True)}
     assert names == {
         ("alice", "enrolled"),
         ("bruno", "enrolled"),
@@ -170,7 +170,7 @@ def test_enroll_verify_identify_remove(rec, speech_corpus):
     with pytest.raises(RegistryError, match="'bruno': not enrolled"):
         rec.remove("bruno")
     with pytest.raises(RegistryError, match="'nobody': not enrolled and not a training"):
-        rec.verify("nobody", alice[3])
+        rec.verify("nobody", alice[3], include_training=True)
     with pytest.raises(RegistryError, match="speaker name"):
         rec.enroll("../../etc", alice[:1])
     with pytest.raises(ConfigError, match="top_k"):
@@ -181,11 +181,32 @@ def test_training_speakers_use_the_class_bank(rec, crnn_file, speech_wav):
     from voxid.checkpoint import load_checkpoint
 
     _, model = load_checkpoint(crnn_file)
-    v = rec.verify("tr_b", speech_wav)
+    v = rec.verify("tr_b", speech_wav, include_training=True)
     assert v.source == "training"
     weight = model.head.weight[1].detach().numpy()
     expected = float(rec.embed(speech_wav) @ (weight / np.linalg.norm(weight)))
     assert abs(v.score - expected) < 1e-5
+
+
+def test_training_speakers_are_offered_only_when_asked(crnn_file, tmp_path, speech_corpus):
+    """Class-weight scores run on another scale than the threshold calibrated on enrolments
+    (#15 item 14): training speakers are listed, verified and ranked only on request."""
+    alice = _files(speech_corpus, "alice")
+    rec = Recognizer.load(crnn_file, registry=tmp_path / "speakers.db")
+    assert rec.speakers() == []
+    assert [s.name for s in rec.speakers(include_training=True)] == TRAIN_LABELS
+    with pytest.raises(RegistryError, match=r"'tr_a': not enrolled .*include_training=True"):
+        rec.verify("tr_a", alice[0])
+    assert rec.verify("tr_a", alice[0], include_training=True).source == "training"
+    with pytest.raises(RegistryError, match=r"no enrolled speakers.*include_training"):
+        rec.identify(alice[0])
+    ranked = rec.identify(alice[0], top_k=5, include_training=True)
+    assert sorted(c.name for c in ranked.candidates) == TRAIN_LABELS
+    rec.enroll("alice", alice[:2])
+    assert [c.name for c in rec.identify(alice[3], top_k=5).candidates] == ["alice"]
+    assert [s.name for s in rec.speakers()] == ["alice"]
+    with pytest.raises(RegistryError, match="'nobody': not enrolled"):
+        rec.verify("nobody", alice[3])
 
 
 def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
@@ -193,9 +214,10 @@ def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
     with require_registry they say so instead of answering from the training speakers."""
     missing = tmp_path / "typo" / "speakers.db"
     rec = Recognizer.load(crnn_file, registry=missing)
-    assert rec.identify(speech_wav, top_k=1).candidates[0].name in TRAIN_LABELS
-    assert rec.verify("tr_a", speech_wav).source == "training"
-    assert [s.name for s in rec.speakers()] == TRAIN_LABELS
+    first = rec.identify(speech_wav, top_k=1, include_training=True).candidates[0]
+    assert first.name in TRAIN_LABELS
+    assert rec.verify("tr_a", speech_wav, include_training=True).source == "training"
+    assert [s.name for s in rec.speakers(include_training=True)] == TRAIN_LABELS
     with pytest.raises(RegistryError, match="not enrolled"):
         rec.remove("tr_a")
     assert not (tmp_path / "typo").exists()
@@ -212,7 +234,8 @@ def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
     assert missing.is_file() and strict.identify(speech_wav).name == "alice"
     # registry=None is unchanged: the training speakers, and no registry for enrol.
     bare = Recognizer.load(crnn_file, registry=None, require_registry=True)
-    assert bare.identify(speech_wav, top_k=1).candidates[0].name in TRAIN_LABELS
+    first = bare.identify(speech_wav, top_k=1, include_training=True).candidates[0]
+    assert first.name in TRAIN_LABELS
     with pytest.raises(RegistryError, match="no registry"):
         bare.enroll("bob", speech_wav)
 

@@ -60,7 +60,7 @@ def _enrolled(db: Path) -> list[str]:
 def test_page_health_and_docs(server):
     with httpx.Client(base_url=server.url) as http:
         health = http.get("/health").json()
-        assert health["status"] == "ok" and health["speakers"] == 2  # the training classes
+        assert health["status"] == "ok" and health["speakers"] == 0  # training classes aren't
         assert health["sample_rate"] == 16000 and health["mutations"] is True
         page = http.get("/")
         assert page.status_code == 200 and "<title>voxid" in page.text
@@ -130,6 +130,19 @@ def test_allowed_hosts_extend_the_loopback_names(random_model_file, tmp_path):
     app = create_app(rec, api_key=KEY, allowed_hosts=["*"])
     with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url) as http:
         assert http.get("/health", headers={"Host": "anything.example"}).status_code == 200
+
+
+def test_training_speakers_are_not_offered(server, speech_wav):
+    """The model's training classes are no speakers of the service (#15 item 14): nobody is
+    listed or counted, and identify and verify say nobody is enrolled."""
+    wav = {"file": (speech_wav.name, speech_wav.read_bytes(), "audio/wav")}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        assert http.get("/health").json()["speakers"] == 0
+        assert http.get("/speakers").json()["speakers"] == []
+        r = http.post("/identify", files=wav)
+        assert r.status_code == 409 and "no speakers enrolled" in r.json()["detail"]
+        r = http.post("/verify", data={"name": "train_a"}, files=wav)
+        assert r.status_code == 404 and "'train_a' is not enrolled" in r.json()["detail"]
 
 
 def test_enrol_verify_identify_delete(server, speech_corpus):

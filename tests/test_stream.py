@@ -69,9 +69,20 @@ def test_stream_config_rejects_bad_values(bad):
         StreamConfig(**bad)
 
 
-def test_silence_is_gated_and_speech_is_identified(random_model_file, conversation, tmp_path):
+def _enrolled_db(model: Path, db: Path, speech_corpus: Path) -> Path:
+    # Someone to identify: the model's training classes are no candidates by default.
+    Recognizer.load(model, registry=db).enroll(
+        "alice", sorted((speech_corpus / "alice").glob("*.wav"))[:2]
+    )
+    return db
+
+
+def test_silence_is_gated_and_speech_is_identified(
+    random_model_file, conversation, speech_corpus, tmp_path
+):
     path, gap_start, gap_end = conversation
-    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
+    db = _enrolled_db(random_model_file, tmp_path / "speakers.db", speech_corpus)
+    rec = Recognizer.load(random_model_file, registry=db)
     ident = LiveIdentifier(rec, StreamConfig(smoothing=1))
     wav = load_audio(path, sr=SR)
     decisions = []
@@ -99,9 +110,10 @@ def test_who_speaks_when(trained_model, conversation, speech_corpus, tmp_path):
     assert last.count("bruno") >= 0.8 * len(last), last
 
 
-def test_websocket_streams_decisions(random_model_file, conversation, tmp_path):
+def test_websocket_streams_decisions(random_model_file, conversation, speech_corpus, tmp_path):
     path, _gap_start, gap_end = conversation
-    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
+    db = _enrolled_db(random_model_file, tmp_path / "speakers.db", speech_corpus)
+    rec = Recognizer.load(random_model_file, registry=db)
     pcm = (load_audio(path, sr=SR)[: int(gap_end * SR)] * 32767).astype("<i2").tobytes()
     with BackgroundServer(create_app(rec)) as srv:
         url = srv.url.replace("http", "ws") + "/ws/live"
@@ -148,9 +160,12 @@ def _listen(model: Path, db: Path, wav: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_listen_fast_prints_every_decision(random_model_file, conversation, tmp_path):
+def test_listen_fast_prints_every_decision(
+    random_model_file, conversation, speech_corpus, tmp_path
+):
     path, _gap_start, _gap_end = conversation
-    proc = _listen(random_model_file, tmp_path / "speakers.db", path, "--fast", "--json")
+    db = _enrolled_db(random_model_file, tmp_path / "speakers.db", speech_corpus)
+    proc = _listen(random_model_file, db, path, "--fast", "--json")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     decisions = [json.loads(line) for line in out.splitlines()]
@@ -160,10 +175,23 @@ def test_listen_fast_prints_every_decision(random_model_file, conversation, tmp_
     assert "done:" in err and "Traceback" not in err
 
 
+def test_listen_with_nobody_enrolled_says_so(random_model_file, conversation, tmp_path):
+    """Nobody to answer with (a model's training classes are no candidates): one line and
+    exit status 1 before listening, not a warning and then an error at the first word."""
+    proc = _listen(random_model_file, tmp_path / "speakers.db", conversation[0], "--fast")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and out == ""
+    assert err.strip() == (
+        f"error: no speakers enrolled in {tmp_path / 'speakers.db'}: enrol someone first "
+        "(voxid enroll NAME FILES)"
+    )
+
+
 @pytest.mark.slow
-def test_listen_stops_cleanly_on_ctrl_c(random_model_file, conversation, tmp_path):
+def test_listen_stops_cleanly_on_ctrl_c(random_model_file, conversation, speech_corpus, tmp_path):
     path, _, _ = conversation
-    proc = _listen(random_model_file, tmp_path / "speakers.db", path)  # real-time pacing
+    db = _enrolled_db(random_model_file, tmp_path / "speakers.db", speech_corpus)
+    proc = _listen(random_model_file, db, path)  # real-time pacing
     try:
         first = proc.stdout.readline()  # blocks until the first decision (~1.5 s of audio)
         assert "latency" in first and "ms" in first, first

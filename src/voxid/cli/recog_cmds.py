@@ -45,6 +45,14 @@ ThresholdOpt = Annotated[
     ),
 ]
 Files = Annotated[list[Path], typer.Argument(help="Audio files (any format voxid reads).")]
+IncludeTrainingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-training",
+        help="Also offer the model's training speakers (scored against class weights, which "
+        "run below the threshold calibrated on enrolments; enrol them to be sure).",
+    ),
+]
 
 
 def _recognizer(
@@ -114,10 +122,12 @@ def verify(
     model: ModelOpt = "base",
     registry: RegistryOpt = Path("speakers.db"),
     threshold: ThresholdOpt = None,
+    include_training: IncludeTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check whether FILE is spoken by NAME (cosine score against the threshold)."""
-    res = _recognizer(model, registry, threshold, _named(ctx)).verify(name, str(file))
+    rec = _recognizer(model, registry, threshold, _named(ctx))
+    res = rec.verify(name, str(file), include_training=include_training)
     word = "[green]accepted[/]" if res.accepted else "[red]rejected[/]"
     _emit(
         as_json,
@@ -133,13 +143,7 @@ def identify(
     registry: RegistryOpt = Path("speakers.db"),
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
     threshold: ThresholdOpt = None,
-    include_training: Annotated[
-        bool | None,
-        typer.Option(
-            "--include-training/--enrolled-only",
-            help="Also rank the speakers seen in training (default: only when nobody is enrolled).",
-        ),
-    ] = None,
+    include_training: IncludeTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Name the enrolled speaker of each FILE, or "unknown" when nobody passes."""
@@ -162,8 +166,15 @@ speakers_app = typer.Typer(help="List or remove known speakers.", no_args_is_hel
 SpeakersModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", envvar="VOXID_MODEL", help="Also list the model's training speakers."
+        "--model",
+        "-m",
+        envvar="VOXID_MODEL",
+        help="The model (its training speakers are listed with --include-training).",
     ),
+]
+ListTrainingOpt = Annotated[
+    bool,
+    typer.Option("--include-training", help="Also list the model's training speakers (-m)."),
 ]
 
 
@@ -192,12 +203,13 @@ def _speakers_default(
     ctx: typer.Context,
     model: SpeakersModelOpt = None,
     registry: RegistryOpt = Path("speakers.db"),
+    include_training: ListTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List speakers when no subcommand is given; -m, -r and --json here reach the
-    subcommands too."""
+    """List speakers when no subcommand is given; -m, -r, --include-training and --json
+    here reach the subcommands too."""
     if ctx.invoked_subcommand is None:
-        _list_speakers(model, registry, as_json, _named(ctx))
+        _list_speakers(model, registry, as_json, _named(ctx), include_training)
 
 
 @speakers_app.command("list")
@@ -205,22 +217,29 @@ def list_speakers(
     ctx: typer.Context,
     model: SpeakersModelOpt = None,
     registry: RegistryOpt = Path("speakers.db"),
+    include_training: ListTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List enrolled speakers (and, with a model, its training speakers)."""
+    """List enrolled speakers (and, with --include-training, the model's training ones)."""
     _list_speakers(
         _from_group(ctx, "model", model),
         _from_group(ctx, "registry", registry),
         _from_group(ctx, "as_json", as_json),
         _named(ctx),
+        _from_group(ctx, "include_training", include_training),
     )
 
 
-def _list_speakers(model: str | None, registry: Path, as_json: bool, named: bool) -> None:
+def _list_speakers(
+    model: str | None, registry: Path, as_json: bool, named: bool, training: bool = False
+) -> None:
+    if training and not model:
+        raise ConfigError("--include-training: name the model (-m / $VOXID_MODEL)")
     if model:
+        rec = _recognizer(model, registry, require=named)
         rows = [
             (s.name, s.source, s.n_utterances, s.updated)
-            for s in _recognizer(model, registry, require=named).speakers()
+            for s in rec.speakers(include_training=training)
         ]
     else:
         from voxid.registry import Registry

@@ -142,9 +142,11 @@ def listen(
     config = StreamConfig(window_s=window, hop_s=hop, smoothing=smoothing)
     recognizer = Recognizer.load(model, registry=registry, threads=threads or None)
     if not recognizer.speakers():
-        print(
-            f"voxid: warning: no speakers enrolled in {registry}; every answer will be 'unknown'",
-            file=sys.stderr,
+        from voxid.errors import RegistryError
+
+        # Identify has nobody to compare with: say so now, not at the first word.
+        raise RegistryError(
+            f"no speakers enrolled in {registry}: enrol someone first (voxid enroll NAME FILES)"
         )
     ident = LiveIdentifier(recognizer, config, sample_rate=16000)
     if input is not None:

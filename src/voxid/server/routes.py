@@ -88,7 +88,9 @@ def _display_name(filename: str | None) -> str:
 
 
 def _speaker_list(recognizer: Any) -> list[dict[str, Any]]:
-    """Enrolled speakers (and, for a model with a class bank, its training speakers)."""
+    """Enrolled speakers. A model's training speakers are left out: their class weights
+    score on another scale than the calibrated threshold, so they would always be refused
+    (a pure classifier's classes stay: they are all it answers)."""
     return [
         {
             "name": str(s.name),
@@ -105,10 +107,13 @@ def _speaker_names(recognizer: Any) -> list[str]:
 
 async def _require_enrolled(service: Service, name: str | None = None) -> None:
     names = await service.read(_speaker_names, service.recognizer)
+    if name is not None and name not in names:
+        # A name that is not there is 404 whether or not anyone else is enrolled.
+        raise HTTPException(
+            404, f"speaker {name!r} is not enrolled" + ("" if names else " (nobody is yet)")
+        )
     if not names:
         raise HTTPException(409, "no speakers enrolled yet: enrol someone first")
-    if name is not None and name not in names:
-        raise HTTPException(404, f"speaker {name!r} is not enrolled")
 
 
 @router.get("/health", summary="Liveness and model facts")

@@ -144,6 +144,22 @@ def test_training_speakers_only_with_include_training(model, tmp_path, speech_wa
     assert [c["name"] for c in ident[str(speech_wav)]["candidates"]] == ["alice"]
 
 
+def test_enroll_warns_once_when_the_model_heard_few_speakers(model, tmp_path, speech_wav):
+    """One 'voxid: warning:' line on stderr naming the count and the base model (#15 item 16)."""
+    env = {**os.environ, "VOXID_MODEL": str(model), "VOXID_REGISTRY": str(tmp_path / "s.db")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "voxid", "enroll", "alice", str(speech_wav), str(speech_wav)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxid: warning: "), proc.stderr
+    assert "trained on 3 speakers" in lines[0] and "voxid models" in lines[0]
+    assert "enrolled" in proc.stdout
+
+
 def test_calibration_with_too_few_utterances_says_what_to_do():
     """One file per speaker in the split: the error counts them and names the remedies."""
     import numpy as np

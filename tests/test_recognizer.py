@@ -209,6 +209,33 @@ def test_training_speakers_are_offered_only_when_asked(crnn_file, tmp_path, spee
         rec.verify("nobody", alice[3])
 
 
+def test_enrolling_with_a_model_of_few_speakers_warns(crnn_file, tmp_path, speech_wav):
+    """Open set (#15 item 16): a model that heard few voices accepts strangers; enrolling
+    with one warns once, naming the count and the shipped base model."""
+    import warnings
+
+    from voxid.errors import VoxidWarning
+
+    rec = Recognizer.load(crnn_file, registry=tmp_path / "a.db")
+    with pytest.warns(VoxidWarning, match=r"trained on 3 speakers .*voxid models.*finetune"):
+        rec.enroll("alice", speech_wav)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.enroll("bruno", speech_wav)  # once per recogniser
+    many = make_model(tmp_path / "many.pt", train_speakers=[f"s{i}" for i in range(100)])
+    # Speed-augmented copies (`prepare --speaker-augment`) are not new voices.
+    copies = [f"s{i}@{a}" for i in range(40) for a in ("orig", "speed0.9", "speed1.1")]
+    few = make_model(tmp_path / "few.pt", train_speakers=copies)
+    tuned = make_model(tmp_path / "tuned.pt", init="base")  # its encoder heard the base's voices
+    assert "trained on 40 speakers" in Recognizer.load(few, None).open_set_warning
+    for quiet in (many, tuned, "base"):
+        rec = Recognizer.load(quiet, registry=tmp_path / f"{Path(quiet).stem}.db")
+        assert rec.open_set_warning is None, quiet
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rec.enroll("alice", speech_wav)
+
+
 def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
     """identify/verify/speakers with a registry file that does not exist create nothing;
     with require_registry they say so instead of answering from the training speakers."""

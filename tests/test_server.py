@@ -145,6 +145,32 @@ def test_training_speakers_are_not_offered(server, speech_wav):
         assert r.status_code == 404 and "'train_a' is not enrolled" in r.json()["detail"]
 
 
+def test_serve_warns_at_start_when_the_model_heard_few_speakers(random_model_file, tmp_path):
+    """`voxid serve` with a model of 2 training speakers says so before serving (#15 item 16)."""
+    port = free_port()
+    env = {**os.environ, "VOXID_API_KEY": KEY, "OMP_NUM_THREADS": "1"}
+    args = ["serve", str(random_model_file), "--registry", str(tmp_path / "s.db")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxid", *args, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        while not any("serving" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    warned = [line for line in lines if line.startswith("voxid: warning: ")]
+    assert len(warned) == 1 and "trained on 2 speakers" in warned[0], lines
+    assert "voxid models" in warned[0]
+
+
 def test_enrol_verify_identify_delete(server, speech_corpus):
     alice = sorted((speech_corpus / "alice").glob("*.wav"))[:2]
     bruno = sorted((speech_corpus / "bruno").glob("*.wav"))[:1]

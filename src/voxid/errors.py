@@ -29,3 +29,8 @@ class ModelError(VoxidError):
 
 class RegistryError(VoxidError):
     """A speaker registry operation that cannot be done (unknown name, wrong model...)."""
+
+
+class VoxidWarning(UserWarning):
+    """Something that works but is likely not what the user wants (one-line message, shown
+    by the CLI as `voxid: warning: ...`)."""

@@ -15,6 +15,7 @@ L2-normalised chunk embeddings (renormalised). Scores are cosine similarities.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from voxid.audio import AudioError
 from voxid.backends import Backend, load_backend, prepare_chunks
-from voxid.errors import ConfigError, ModelError, RegistryError
+from voxid.errors import ConfigError, ModelError, RegistryError, VoxidWarning
 from voxid.registry import Registry, SpeakerRecord, mean_embedding, validate_name
 from voxid.results import Candidate, Identification, SpeakerInfo, Verification
 from voxid.scoring import as_norm
@@ -36,10 +37,19 @@ DEFAULT_COSINE_THRESHOLD = 0.5
 DEFAULT_ASNORM_THRESHOLD = 2.9
 #: Threshold on class probabilities for pure classifiers without a stored one.
 DEFAULT_PROBABILITY_THRESHOLD = 0.5
+#: Fewer training voices than this and enrolment warns: a model that has heard few voices
+#: maps strangers close to the enrolled ones (confident false accepts in open-set use).
+MIN_OPEN_SET_SPEAKERS = 100
 UNKNOWN = "unknown"
 NO_REGISTRY = "no registry: load the recogniser with registry=PATH"
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
+
+
+def _shipped(model: str | os.PathLike) -> bool:
+    from voxid.pretrained import is_shipped, resolve
+
+    return is_shipped(resolve(model))
 
 
 class Recognizer:
@@ -70,6 +80,7 @@ class Recognizer:
         self._registry: Registry | None = registry if isinstance(registry, Registry) else None
         self.require_registry = require_registry
         self.threshold = self._pick_threshold(threshold)
+        self._warned_open_set = False
 
     @classmethod
     def load(
@@ -122,6 +133,34 @@ class Recognizer:
         if self.backend.cohort is None:
             return -1.0, 1.0
         return self.threshold - 4.0, self.threshold + 4.0
+
+    @property
+    def open_set_warning(self) -> str | None:
+        """Why enrolling strangers with this model is risky, or None: an embedding model
+        (not shipped, not fine-tuned from a shipped one) trained on fewer than
+        `MIN_OPEN_SET_SPEAKERS` voices. Speed-augmented copies (`name@aug`) are one voice."""
+        if not self.backend.is_embedding_model or _shipped(self.backend.source):
+            return None
+        if self.meta.get("init") is not None and _shipped(self.meta["init"]):
+            return None
+        heard = (self.meta.get("base") or {}).get("trained_speakers")
+        if heard is None:
+            names = self.meta.get("train_speakers") or self.meta.get("labels") or []
+            heard = len({str(n).split("@")[0] for n in names})
+        if not heard or heard >= MIN_OPEN_SET_SPEAKERS:
+            return None  # 0: a model that does not say what it heard
+        return (
+            f"{self.backend.source}: trained on {heard} speakers only, so it may accept "
+            f"strangers as enrolled speakers; for people it never heard use the shipped base "
+            f"model (voxid models; -m base) or fine-tune it on yours (voxid train finetune)"
+        )
+
+    def warn_open_set(self) -> None:
+        """Issue `open_set_warning` as a `VoxidWarning`, once per recogniser."""
+        message = self.open_set_warning
+        if message and not self._warned_open_set:
+            self._warned_open_set = True
+            warnings.warn(message, VoxidWarning, stacklevel=3)
 
     @property
     def sample_rate(self) -> int:
@@ -245,7 +284,9 @@ class Recognizer:
         embs = [self.embed(a, sr) for a in audios]
         if not embs:
             raise ConfigError(f"enroll {name!r}: no audio given")
-        return self.registry.add(name, np.stack(embs), replace=replace, metadata=metadata)
+        record = self.registry.add(name, np.stack(embs), replace=replace, metadata=metadata)
+        self.warn_open_set()  # after success: a failed enrolment stays a one-line error
+        return record
 
     def remove(self, name: str) -> None:
         """Remove an enrolled speaker (RegistryError if not enrolled)."""

@@ -14,9 +14,23 @@ import sys
 # (0.7 s passive against 1.8-9.4 s spinning, beside another training run).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import warnings
+
 import typer
 
-from voxid.errors import VoxidError
+from voxid.errors import VoxidError, VoxidWarning
+
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    # voxid's own warnings are for the user: one line, no source location.
+    if issubclass(category, VoxidWarning):
+        return f"voxid: warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _one_line_warning
 
 app = typer.Typer(
     name="voxid",

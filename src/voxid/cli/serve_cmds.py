@@ -72,6 +72,7 @@ def serve(
 
     _set_threads(threads)
     recognizer = Recognizer.load(model, registry=registry, threads=threads or None)
+    recognizer.warn_open_set()
     if not api_key:
         # Safe by default and still usable: a fresh key each start, shown only to the
         # person who started the server.

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from voxid.errors import ConfigError, VoxidError
+from voxid.errors import ConfigError, VoxidError, printable
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -40,6 +40,9 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
      ".webm", ".aif", ".aiff", ".au", ".caf", ".w64", ".amr", ".3gp", ".mka"}
 )  # fmt: skip
 
+#: Native sample rates a real recording can have; a header outside them is corrupt (a rate
+#: of 2e9 Hz would otherwise resample to nothing and read as "too little speech").
+PLAUSIBLE_RATES = (1_000, 768_000)
 _RMS_TARGET = 0.1  # -20 dBFS: loud enough for features, leaves headroom for speech peaks
 # Leading bytes of formats we know; a file starting with one of them is "corrupt", not "not audio".
 _MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff", b"\x1aE\xdf\xa3",
@@ -88,13 +91,14 @@ class AudioInfo:
 
 
 def _describe(source: Source, name: str | None) -> str:
+    # Escaped: the label goes into messages printed on terminals (see errors.printable).
     if name:
-        return str(name)
+        return printable(name)
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return printable(source)
     if isinstance(source, (bytes, bytearray)):
         return "<bytes>"
-    return str(getattr(source, "name", None) or "<stream>")
+    return printable(getattr(source, "name", None) or "<stream>")
 
 
 def _read_source(source: Source, label: str) -> tuple[bytes | None, Path | None]:
@@ -137,13 +141,27 @@ def _head(data: bytes | None, path: Path | None) -> bytes:
         return fh.read(16)
 
 
-def _undecodable(label: str, head: bytes, cause: Exception) -> AudioDecodeError:
+def _undecodable(label: str, head: bytes, cause: Exception, src: object) -> AudioDecodeError:
     known = (
         head.startswith(_MAGIC) or head[4:8] == b"ftyp" or head[:2] in (b"\xff\xfb", b"\xff\xf3")
     )
     what = "corrupt or truncated audio" if known else "not a recognised audio format"
-    detail = str(cause).splitlines()[0][:120] if str(cause) else type(cause).__name__
+    detail = str(cause)
+    # libsndfile's "Error opening <repr of what it was given>: " repeats the file (or shows
+    # an in-memory buffer's repr, "<_io.BytesIO object at 0x...>"): the label says which.
+    opening = f"Error opening {src!r}: "
+    if detail.startswith(opening):
+        detail = detail[len(opening) :]
+    detail = printable(detail.splitlines()[0][:120]) if detail else type(cause).__name__
     return AudioDecodeError(f"{label}: {what} ({detail})")
+
+
+def _check_rate(label: str, rate: int) -> None:
+    lo, hi = PLAUSIBLE_RATES
+    if not lo <= rate <= hi:
+        raise AudioDecodeError(
+            f"{label}: implausible sample rate {rate} Hz in the header (corrupt file?)"
+        )
 
 
 def _too_long(label: str, seconds: float, max_seconds: float | None) -> None:
@@ -190,8 +208,9 @@ def _decode_pyav(src, label: str, max_seconds: float | None) -> tuple[np.ndarray
 
 
 def _decode(data: bytes | None, path: Path | None, label: str, max_seconds: float | None):
+    src = _open(data, path)
     try:
-        return _decode_soundfile(_open(data, path), label, max_seconds)
+        return _decode_soundfile(src, label, max_seconds)
     except AudioError:
         raise
     except Exception as sf_error:  # libsndfile cannot read it: let ffmpeg try
@@ -201,9 +220,9 @@ def _decode(data: bytes | None, path: Path | None, label: str, max_seconds: floa
     except AudioError:
         raise
     except Exception:
-        raise _undecodable(label, _head(data, path), first) from None
+        raise _undecodable(label, _head(data, path), first, src) from None
     if frames.shape[0] == 0:  # ffmpeg "probed" garbage as some format but found nothing in it
-        raise _undecodable(label, _head(data, path), first)
+        raise _undecodable(label, _head(data, path), first, src)
     return frames, rate
 
 
@@ -247,8 +266,7 @@ def load_audio(
 
     if frames.shape[0] == 0:
         raise EmptyAudio(f"{label}: no samples")
-    if native_sr <= 0:
-        raise AudioDecodeError(f"{label}: invalid sample rate {native_sr}")
+    _check_rate(label, native_sr)
     _too_long(label, frames.shape[0] / native_sr, max_seconds)
     if not np.isfinite(frames).all():
         raise NonFiniteAudio(f"{label}: contains NaN or infinite samples")
@@ -276,12 +294,15 @@ def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
     """
     label = _describe(source, name)
     data, path = _read_source(source, label)
+    src = _open(data, path)
     try:
-        info = sf.info(_open(data, path))
-        return AudioInfo(info.frames / info.samplerate, int(info.samplerate), int(info.channels),
-                         int(info.frames), str(info.format))  # fmt: skip
+        info = sf.info(src)
     except Exception as sf_error:
         first = sf_error
+    else:
+        _check_rate(label, int(info.samplerate))
+        return AudioInfo(info.frames / info.samplerate, int(info.samplerate), int(info.channels),
+                         int(info.frames), str(info.format))  # fmt: skip
     try:
         import av
 
@@ -299,4 +320,4 @@ def audio_info(source: Source, *, name: str | None = None) -> AudioInfo:
     except AudioError:
         raise
     except Exception:
-        raise _undecodable(label, _head(data, path), first) from None
+        raise _undecodable(label, _head(data, path), first, src) from None

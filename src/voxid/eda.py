@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import DataError, VoxidError
+from voxid.errors import DataError, VoxidError, reason
 
 __all__ = ["run_eda", "safe_name", "write_spectrogram_images"]
 
@@ -74,7 +74,7 @@ def write_spectrogram_images(
             tmp.replace(target)
             written += 1
         except VoxidError as exc:
-            skipped.append((str(it.path), str(exc).split(": ", 1)[-1]))
+            skipped.append((str(it.path), reason(exc, it.path)))
     return written, skipped
 
 
@@ -100,7 +100,7 @@ def _corpus_table(corpus, max_files: int, seed: int) -> dict[str, Any]:
                 }
             )
         except VoxidError as exc:
-            skipped.append((str(it.path), str(exc).split(": ", 1)[-1]))
+            skipped.append((str(it.path), reason(exc, it.path)))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(files))
     per_speaker = max(1, max_files // max(1, len({f["speaker"] for f in files})))

@@ -6,6 +6,12 @@ a speaker) and the cause, so the CLI, the service and batch jobs can report it a
 
 from __future__ import annotations
 
+import unicodedata
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Bidirectional overrides and isolates reorder what a terminal shows (Trojan Source).
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 
 class VoxidError(Exception):
     """Base class for errors that are the user's input, not a bug in voxid.
@@ -34,3 +40,39 @@ class RegistryError(VoxidError):
 class VoxidWarning(UserWarning):
     """Something that works but is likely not what the user wants (one-line message, shown
     by the CLI as `voxid: warning: ...`)."""
+
+
+def printable(text: object) -> str:
+    r"""`text` safe to print on one terminal line: control characters (an ANSI escape, a
+    newline in a file name) and bidirectional overrides become backslash escapes.
+
+    >>> printable("red\x1b[31m\nline.wav")
+    'red\\x1b[31m\\nline.wav'
+    >>> printable("Zoë.wav")
+    'Zoë.wav'
+    """
+    out = []
+    for ch in str(text):
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def reason(exc: BaseException | str, subject: object) -> str:
+    """The cause in `exc`'s message without the `subject: ` it starts with (a file name
+    may itself hold ": ", so the prefix is matched whole, never split at).
+
+    >>> reason(DataError("take: one.wav: corrupt"), "take: one.wav")
+    'corrupt'
+    >>> reason(DataError("something else"), "x.wav")
+    'something else'
+    """
+    text = str(exc)
+    for name in (str(subject), printable(subject)):
+        if text.startswith(f"{name}: "):
+            return text[len(name) + 2 :]
+    return text

@@ -18,7 +18,7 @@ import warnings
 
 import typer
 
-from voxid.errors import VoxidError, VoxidWarning
+from voxid.errors import VoxidError, VoxidWarning, printable
 
 _format_warning = warnings.formatwarning
 
@@ -26,7 +26,7 @@ _format_warning = warnings.formatwarning
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     # voxid's own warnings are for the user: one line, no source location.
     if issubclass(category, VoxidWarning):
-        return f"voxid: warning: {message}\n"
+        return f"voxid: warning: {printable(message)}\n"
     return _format_warning(message, category, filename, lineno, line)
 
 
@@ -38,6 +38,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's option tables cut option names at 80 columns, show flags
+    # as "<bool>" (inviting "--json true") and read "[default: ...]" in help as markup.
+    rich_markup_mode=None,
 )
 
 
@@ -69,7 +72,7 @@ def main() -> None:
     try:
         app()  # standalone mode: typer reports usage errors and sets the exit status
     except VoxidError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)  # one line, whatever a name holds
         sys.exit(1)
 
 

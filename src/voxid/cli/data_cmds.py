@@ -7,18 +7,29 @@ from pathlib import Path
 
 import typer
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, printable
 
 FEATURE_KINDS = ("logmel", "fbank", "image", "mfcc", "waveform")
 
 
 def _ratios(text: str) -> tuple[float, ...]:
+    """`--split` fractions; they must add up to 1 (or percentages to 100), since silently
+    rescaling a typo (1.2,0.1) would give splits nobody asked for.
+
+    >>> _ratios("0.8,0.1,0.1"), _ratios("90/10")
+    ((0.8, 0.1, 0.1), (0.9, 0.1))
+    """
     try:
         vals = tuple(float(v) for v in text.replace("/", ",").split(","))
     except ValueError:
-        raise ConfigError(f"split: expected fractions like 0.8,0.1,0.1, got {text!r}") from None
+        raise ConfigError(f"--split: expected fractions like 0.8,0.1,0.1, got {text!r}") from None
     if sum(vals) > 1.5:  # percentages: 80,10,10
         vals = tuple(v / 100 for v in vals)
+    if any(not 0 <= v <= 1 for v in vals) or abs(sum(vals) - 1) > 1e-6:
+        raise ConfigError(
+            f"--split: fractions between 0 and 1 that add up to 1 (or percentages that add up "
+            f"to 100), like 0.8,0.1,0.1; got {text!r}"
+        )
     return vals
 
 
@@ -67,7 +78,8 @@ def _print_report(report, console) -> None:
         console.print(f"[yellow]{len(report.skipped)} skipped:[/]")
         for path, reason in report.skipped:
             # one line per file, never wrapped: easy to grep and to copy a path from
-            console.print(f"  {escape(path)}: {escape(reason)}", soft_wrap=True)
+            line = f"{escape(printable(path))}: {escape(printable(reason))}"
+            console.print(f"  {line}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +106,8 @@ def register(app: typer.Typer) -> None:
         normalize: str = typer.Option(None, help="Level normalisation: peak | rms."),
         split: str = typer.Option(
             "0.8,0.1,0.1",
-            help="train,val[,test] fractions for files without a manifest split (or 90,10).",
+            help="train,val[,test] fractions for files without a manifest split, adding up "
+            "to 1 (or percentages: 90,10).",
         ),
         split_by: str = typer.Option("utterance", help="utterance (per speaker) | speaker."),
         split_rule: str = typer.Option(
@@ -221,7 +234,8 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(f"{written} images in {escape(str(out))}")
         for path, reason in skipped:
-            console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", soft_wrap=True)
+            line = f"{escape(printable(path))}: {escape(printable(reason))}"
+            console.print(f"[yellow]skipped[/] {line}", soft_wrap=True)
 
     @app.command()
     def eda(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, printable, reason
 
 ModelOpt = Annotated[
     str,
@@ -82,6 +82,13 @@ def _npy_bytes(array) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
+
+
+def _shown(text: Any) -> str:
+    """`text` for a rich console line: control characters escaped, markup taken literally."""
+    from rich.markup import escape
+
+    return escape(printable(text))
 
 
 def _emit(as_json: bool, payload: Any, human: str) -> None:
@@ -155,14 +162,20 @@ def identify(
         print(json.dumps({path: r.to_dict() for path, r in results.items()}))
         return
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     for path, r in results.items():
-        ranked = ", ".join(f"{c.name} {c.score:.3f}" for c in r.candidates)
-        console.print(f"{path}: [bold]{r.name}[/] ({ranked}; threshold {r.threshold:.3f})")
+        ranked = ", ".join(f"{escape(c.name)} {c.score:.3f}" for c in r.candidates)
+        console.print(
+            f"{escape(printable(path))}: [bold]{escape(r.name)}[/] ({ranked}; threshold "
+            f"{r.threshold:.3f})"
+        )
 
 
-speakers_app = typer.Typer(help="List or remove known speakers.", no_args_is_help=False)
+speakers_app = typer.Typer(
+    help="List or remove known speakers.", no_args_is_help=False, rich_markup_mode=None
+)
 SpeakersModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -309,7 +322,8 @@ def embed(
             "shape": list(embs.shape),
             "skipped": [{"file": f, "reason": r} for f, r in errors],
         },
-        f"wrote {out} {embs.shape}" + "".join(f"\nskipped {f}: {r}" for f, r in errors),
+        f"wrote {out} {embs.shape}"
+        + "".join(f"\nskipped {_shown(f)}: {_shown(reason(r, f))}" for f, r in errors),
     )
 
 
@@ -320,9 +334,16 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the front-end and encoder to ONNX (waveform in, embedding out)."""
+    import warnings
+
     from voxid.export import export_onnx
 
-    rep = export_onnx(run, onnx, int8=int8)
+    with warnings.catch_warnings():
+        # PyTorch's tracer and exporter notes (stft's return_complex, constant folding, GRU
+        # batch sizes) are for its developers; the export checks its own output against
+        # torch and reports the difference below.
+        warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxscript|onnxruntime)(\.|$)")
+        rep = export_onnx(run, onnx, int8=int8)
     _emit(
         as_json,
         rep.to_dict(),
@@ -351,7 +372,7 @@ def calibrate(
     use_eer: Annotated[bool, typer.Option("--eer", help="Threshold at the EER.")] = False,
     n_enroll: Annotated[
         int | None,
-        typer.Option(help="Utterances per enrolment [default: 3, fewer if the split is small]."),
+        typer.Option(help="Utterances per enrolment (default: 3, fewer if the split is small)."),
     ] = None,
     force: Annotated[
         bool,

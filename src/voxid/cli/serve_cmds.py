@@ -177,6 +177,15 @@ def listen(
     finally:
         blocks.close()  # releases the audio device at once
     elapsed = time.perf_counter() - start
+    if input is not None and not stopped and not latencies:
+        from voxid.audio import audio_info
+        from voxid.errors import DataError, printable
+
+        seconds = audio_info(input).duration
+        raise DataError(
+            f"{printable(input)}: {seconds:.2f} s of audio is shorter than one window "
+            f"({window:g} s): no decision; give a longer clip or a shorter --window"
+        )
     summary = f"{len(latencies)} decisions in {elapsed:.1f} s"
     if latencies:
         summary += f", median latency {sorted(latencies)[len(latencies) // 2]:.1f} ms"

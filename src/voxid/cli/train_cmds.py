@@ -3,6 +3,7 @@ them, or embed a store with a teacher encoder for distillation."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -21,6 +22,30 @@ def _ints(text: str, option: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise ConfigError(f"{option}: expected positive integers, got {text!r}")
     return values
+
+
+#: Lightning's start-up lines that say nothing about this run: hardware it did not find,
+#: advertisements for its cloud products, and limits left at their defaults.
+LIGHTNING_NOISE = (
+    "💡 Tip",
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "`Trainer(limit_",
+)
+
+
+class _LightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(LIGHTNING_NOISE)
+
+
+def _quiet_lightning() -> None:
+    """Drop `LIGHTNING_NOISE` from the command's output (its warnings and other lines stay)."""
+    # The logger the records are made on: a filter there sees each of them once.
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _LightningNoise) for f in logger.filters):
+        logger.addFilter(_LightningNoise())
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +68,7 @@ def register(app: typer.Typer) -> None:
         from voxid.train import train as run_training
 
         cfg = load_config(config, overrides or [])
+        _quiet_lightning()
         result = run_training(cfg, data, out, resume=resume, progress=not quiet)
         if result.metrics:  # only the main process of a multi-process run reports
             _print_result(Console(), result)
@@ -65,6 +91,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config, overrides or [])
         grid = (_ints(batch_sizes, "--batch-sizes"), _ints(epochs, "--epochs"))
+        _quiet_lightning()
         rows = run_sweep(cfg, data, out, *grid, progress=not quiet)
         console = Console()
         console.print(sweep_table(rows))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import VoxidError
+from voxid.errors import VoxidError, reason
 
 # One entry per worker process: settings, the feature frontend and the noise bank.
 _STATE: dict[str, Any] = {}
@@ -154,5 +154,5 @@ def process_file(job: FileJob) -> FileResult:
                 res.items.append((tag, i, feats, secs))
     except VoxidError as exc:
         res.items.clear()
-        res.error = str(exc).split(": ", 1)[-1] if str(exc).startswith(job.path) else str(exc)
+        res.error = reason(exc, job.path)
     return res

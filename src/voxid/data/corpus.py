@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from voxid.errors import DataError
+from voxid.errors import DataError, reason
 
 __all__ = [
     "Corpus",
@@ -226,7 +226,7 @@ def scan_folder(root: str | os.PathLike) -> Corpus:
             try:
                 speaker = _clean_speaker(rel_dir.parts[0], str(path))
             except DataError as exc:
-                skipped.append((str(path), str(exc).split(": ", 1)[-1]))
+                skipped.append((str(path), reason(exc, path)))
                 continue
             items.append(CorpusItem(path, speaker))
     if not items:
@@ -277,7 +277,7 @@ def read_manifest(csv_path: str | os.PathLike) -> Corpus:
                 try:
                     speaker = _clean_speaker(row.get("speaker", ""), where)
                 except DataError as exc:
-                    skipped.append((where, str(exc).split(": ", 1)[-1]))
+                    skipped.append((where, reason(exc, where)))
                     continue
                 extra = {k: v for k, v in row.items() if k and k not in _RESERVED}
                 items.append(CorpusItem(p, speaker, row.get("split") or None, extra))

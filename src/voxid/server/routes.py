@@ -58,6 +58,7 @@ def _service(request: Request) -> Service:
 async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode one upload from memory at the model's rate; return it with its statistics."""
     from voxid.audio import load_audio
+    from voxid.backends import speech_chunks
     from voxid.stream import speech_stats
 
     sr = model_sample_rate(service.recognizer)
@@ -71,6 +72,11 @@ async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dic
             raise ConfigError(
                 f"{label}: no speech found (speech ratio {ratio:.0%}, level {rms_db:.0f} dBFS)"
             )
+        backend = getattr(service.recognizer, "backend", None)
+        if backend is not None:
+            # The model's own speech check, here where the upload still has its name: the
+            # recogniser only sees an array ("audio array: only 0.20 s of speech").
+            speech_chunks(wav, sr, backend.vad, backend.chunk_seconds, label)
         return wav, {
             "filename": label,
             "duration_s": round(wav.size / sr, 3),

@@ -140,8 +140,9 @@ def test_training_speakers_only_with_include_training(model, tmp_path, speech_wa
     assert [(s["name"], s["source"]) for s in listed] == [("alice", "enrolled")]
     listed = json.loads(run("speakers", "list", "--include-training", "--json", env=env))
     assert {s["source"] for s in listed} == {"enrolled", "training"}
-    ident = json.loads(run("identify", str(speech_wav), "--json", env=env))
-    assert [c["name"] for c in ident[str(speech_wav)]["candidates"]] == ["alice"]
+    for only in ((), ("--enrolled-only",)):  # the default, and its explicit name
+        ident = json.loads(run("identify", str(speech_wav), *only, "--json", env=env))
+        assert [c["name"] for c in ident[str(speech_wav)]["candidates"]] == ["alice"]
 
 
 def test_enroll_warns_once_when_the_model_heard_few_speakers(model, tmp_path, speech_wav):

@@ -150,7 +150,14 @@ def identify(
     registry: RegistryOpt = Path("speakers.db"),
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
     threshold: ThresholdOpt = None,
-    include_training: IncludeTrainingOpt = False,
+    include_training: Annotated[
+        bool,
+        typer.Option(
+            "--include-training/--enrolled-only",
+            help="Also rank the model's training speakers (their class-weight scores run "
+            "below the threshold calibrated on enrolments).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Name the enrolled speaker of each FILE, or "unknown" when nobody passes."""

@@ -63,6 +63,22 @@ def write_wav(tmp_path):
     return _write
 
 
+@pytest.fixture(scope="session")
+def wide_flac(tmp_path_factory) -> Path:
+    """60 s of 8-channel 384 kHz FLAC, a quiet tone in channel 0's first second and zeros
+    after: about 200 KB on disk, 737 MB once decoded as float32 (issue #15's upload)."""
+    sr, channels = 384_000, 8
+    path = tmp_path_factory.mktemp("wide") / "wide.flac"
+    block = np.zeros((sr, channels), np.float32)
+    with sf.SoundFile(path, "w", sr, channels, format="FLAC", subtype="PCM_16") as f:
+        block[:, 0] = tone(1.0, sr, amp=0.2)
+        f.write(block)
+        block[:, 0] = 0.0
+        for _ in range(59):
+            f.write(block)
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module, as `voxid serve`/`listen` run.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -22,6 +24,14 @@ from voxid.audio import (
     load_audio,
 )
 from voxid.errors import ConfigError, VoxidError
+
+#: Source of a function giving this process's peak RSS in MB (for code run in a subprocess).
+PEAK_RSS_MB = (
+    "def peak_rss_mb():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1]) // 1024\n"
+)
 
 
 def sine(freq: float, seconds: float, sr: int, amp: float = 0.5) -> np.ndarray:
@@ -184,6 +194,59 @@ def test_too_long_is_refused_from_the_header(write_wav):
     with pytest.raises(AudioTooLong, match=r"long\.wav: 3\.0 s is longer than the 2 s limit"):
         load_audio(path, max_seconds=2.0)
     assert load_audio(path, max_seconds=None).size == 48000
+
+
+def test_wide_high_rate_audio_is_refused_before_decoding(wide_flac):
+    # 60 s is under the limit, but 8 channels at 384 kHz decode to what 120 s at 192 kHz
+    # stereo would be four times over: the header alone decides.
+    with pytest.raises(
+        AudioTooLong,
+        match=r"wide\.flac: 60\.0 s x 8 channels at 384000 Hz decodes to 737 MB, "
+        r"over the 184 MB limit \(120 s at 192 kHz stereo\)$",
+    ):
+        load_audio(wide_flac, max_seconds=120)
+    from voxid.audio import AudioTooLarge
+
+    with pytest.raises(AudioTooLarge):
+        load_audio(wide_flac.read_bytes(), max_seconds=120, name="wide.flac")
+
+
+def test_wide_audio_decodes_in_blocks_with_bounded_memory(wide_flac):
+    """737 MB of decoded samples go through a few MB at a time; only the mono output stays."""
+    # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's RSS.
+    code = (
+        "from voxid.audio import load_audio\n"
+        f"{PEAK_RSS_MB}\n"
+        "before = peak_rss_mb()\n"
+        f"wav = load_audio({str(wide_flac)!r}, sr=16000, max_seconds=600)\n"
+        "grown = peak_rss_mb() - before\n"
+        "print(wav.size, float(abs(wav[:16000]).max()), float(abs(wav[20000:]).max()), grown)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    size, head, rest, grown_mb = out.stdout.split()
+    assert int(size) == 60 * 16000
+    # the tone in one channel of eight, mixed down: about 0.2 * 2.28 / 8 at its peaks
+    assert 0.03 < float(head) < 0.08 and float(rest) < 1e-3
+    assert int(grown_mb) < 300, f"peak RSS grew by {grown_mb} MB"
+
+
+def test_wide_m4a_is_refused_from_the_container_header(tmp_path):
+    path = tmp_path / "wide.m4a"
+    sr = 96000
+    wav = np.tile(sine(440, 1.5, sr, amp=0.1)[None, :], (8, 1))
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sr, layout="7.1")
+        # packed: PyAV 18 cannot fill more than 8 planes from an array
+        packed = np.ascontiguousarray(wav.T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout="7.1")
+        frame.sample_rate = sr
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    # 1.5 s x 8 channels x 96 kHz: more samples than 2 s of 192 kHz stereo
+    with pytest.raises(AudioTooLong, match=r"wide\.m4a: .*8 channels at 96000 Hz"):
+        load_audio(path, max_seconds=2)
+    assert load_audio(path, max_seconds=4).size == pytest.approx(24000, abs=1600)
 
 
 def test_bad_parameters(write_wav):

@@ -1,9 +1,10 @@
 """Decode any audio source to float32 mono at a target rate, with typed errors.
 
 soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF and friends; whatever it
-cannot read (M4A/AAC, WMA, WebM, ...) goes to PyAV (ffmpeg). Channels are averaged, the rate
-is converted with soxr, and every way the input can be unusable maps to one `AudioError`
-subclass whose message names the file and the cause.
+cannot read (M4A/AAC, WMA, WebM, ...) goes to PyAV (ffmpeg). Decoding runs block by
+block: each block's channels are averaged and its rate converted with a streaming soxr
+resampler, so peak memory is the mono output plus one block. Every way the input can be
+unusable maps to one `AudioError` subclass whose message names the file and the cause.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "AudioNotFound",
+    "AudioTooLarge",
     "AudioTooLong",
     "EmptyAudio",
     "NonFiniteAudio",
@@ -169,15 +171,88 @@ def _too_long(label: str, seconds: float, max_seconds: float | None) -> None:
         raise AudioTooLong(f"{label}: {seconds:.1f} s is longer than the {max_seconds:g} s limit")
 
 
-def _decode_soundfile(src, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+#: Decoded samples (frames x channels) allowed per second of `max_seconds`: what 192 kHz
+#: stereo (or 48 kHz 8-channel) audio holds. A duration limit alone lets a small upload of
+#: 8 channels at 384 kHz decode to gigabytes.
+SAMPLES_PER_SECOND = 384_000
+_BLOCK_SAMPLES = 1 << 19  # per decoded block, all channels together (2 MB of float32)
+
+
+class AudioTooLarge(AudioTooLong):
+    """More samples (frames x channels) than `max_seconds` of 192 kHz stereo would hold."""
+
+
+def _budget(max_seconds: float | None) -> int | None:
+    return None if max_seconds is None else int(max_seconds * SAMPLES_PER_SECOND)
+
+
+def _check_size(label: str, frames: int, channels: int, rate: int, budget: int | None) -> None:
+    if budget is not None and frames * channels > budget:
+        raise AudioTooLarge(
+            f"{label}: {frames / max(rate, 1):.1f} s x {channels} channels at {rate} Hz "
+            f"decodes to {frames * channels * 4 / 1e6:.0f} MB, over the "
+            f"{budget * 4 / 1e6:.0f} MB limit ({budget / SAMPLES_PER_SECOND:g} s at 192 kHz stereo)"
+        )
+
+
+class _MonoSink:
+    """Mix decoded blocks to mono, check them and resample them as they arrive, so that
+    only the output and one block are ever in memory."""
+
+    def __init__(self, label: str, rate: int, sr: int, max_seconds: float | None) -> None:
+        self.label, self.rate, self.sr = label, rate, sr
+        self.max_seconds = max_seconds
+        self.budget = _budget(max_seconds)
+        self.limit = None if max_seconds is None else int(max_seconds * rate)
+        self.frames = self.samples = 0
+        self.nonzero = False
+        self.parts: list[np.ndarray] = []
+        self.stream: soxr.ResampleStream | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        """Take a (frames, channels) float32 block."""
+        if block.shape[0] == 0:
+            return
+        if self.frames == 0:  # first samples: the rate must be sane before soxr sees it
+            _check_rate(self.label, self.rate)
+            if self.rate != self.sr:
+                self.stream = soxr.ResampleStream(self.rate, self.sr, 1, "float32", "HQ")
+        self.frames += block.shape[0]
+        self.samples += block.size
+        # The header lied or had no length: stop as soon as the limits are passed.
+        if self.limit is not None and self.frames > self.limit:
+            _too_long(self.label, self.frames / self.rate, self.max_seconds)
+        _check_size(self.label, self.frames, block.shape[1], self.rate, self.budget)
+        if not np.isfinite(block).all():
+            raise NonFiniteAudio(f"{self.label}: contains NaN or infinite samples")
+        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        self.nonzero = self.nonzero or bool(np.any(mono))
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        self.parts.append(mono if self.stream is None else self.stream.resample_chunk(mono))
+
+    def finish(self) -> np.ndarray:
+        """The whole mono signal at `sr`."""
+        if self.stream is not None:
+            self.parts.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        out = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        self.parts = []
+        return out
+
+
+def _decode_soundfile(src, label: str, sr: int, max_seconds: float | None) -> _MonoSink:
     with sf.SoundFile(src) as f:
-        if f.frames > 0 and f.samplerate > 0:
-            _too_long(label, f.frames / f.samplerate, max_seconds)
-        data = f.read(dtype="float32", always_2d=True)
-        return data, int(f.samplerate)
+        rate, channels = int(f.samplerate), int(f.channels)
+        if f.frames > 0 and rate > 0:
+            _too_long(label, f.frames / rate, max_seconds)
+            _check_size(label, int(f.frames), channels, rate, _budget(max_seconds))
+        sink = _MonoSink(label, rate, sr, max_seconds)
+        block = max(1024, _BLOCK_SAMPLES // max(channels, 1))
+        for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+            sink.add(data)
+        return sink
 
 
-def _decode_pyav(src, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _decode_pyav(src, label: str, sr: int, max_seconds: float | None) -> _MonoSink:
     import av  # ffmpeg is heavy to load; only formats libsndfile cannot read need it
 
     with av.open(src, mode="r") as container:
@@ -186,44 +261,45 @@ def _decode_pyav(src, label: str, max_seconds: float | None) -> tuple[np.ndarray
             raise AudioDecodeError(f"{label}: no audio stream in the container")
         stream = streams[0]
         rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+        channels = int(stream.channels or 1)
         if stream.duration is not None and stream.time_base is not None:
-            _too_long(label, float(stream.duration * stream.time_base), max_seconds)
+            seconds = float(stream.duration * stream.time_base)
         elif container.duration is not None:
-            _too_long(label, container.duration / av.time_base, max_seconds)
-        # fltp keeps channels apart; we average them ourselves so every decoder mixes alike.
-        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
-        parts, n = [], 0
-        limit = None if max_seconds is None or not rate else int(max_seconds * rate)
+            seconds = container.duration / av.time_base
+        else:
+            seconds = None
+        if seconds is not None:
+            _too_long(label, seconds, max_seconds)
+            _check_size(label, round(seconds * rate), channels, rate, _budget(max_seconds))
+        # Packed float: one (1, frames * channels) array per frame, whatever the codec's own
+        # layout (PyAV cannot read more than 8 planes of a planar frame).
+        resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=rate)
+        sink = _MonoSink(label, rate, sr, max_seconds)
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
-                parts.append(out.to_ndarray())
-                n += out.samples
-            if limit is not None and n > limit:  # header lied or was missing: stop early
-                _too_long(label, n / rate, max_seconds)
+                sink.add(out.to_ndarray().reshape(out.samples, -1))
         for out in resampler.resample(None):
-            parts.append(out.to_ndarray())
-    if not parts:
-        return np.zeros((0, 1), np.float32), rate
-    return np.concatenate(parts, axis=1).T.astype(np.float32, copy=False), rate
+            sink.add(out.to_ndarray().reshape(out.samples, -1))
+    return sink
 
 
-def _decode(data: bytes | None, path: Path | None, label: str, max_seconds: float | None):
+def _decode(data: bytes | None, path: Path | None, label: str, sr: int, max_seconds):
     src = _open(data, path)
     try:
-        return _decode_soundfile(src, label, max_seconds)
+        return _decode_soundfile(src, label, sr, max_seconds)
     except AudioError:
         raise
     except Exception as sf_error:  # libsndfile cannot read it: let ffmpeg try
         first = sf_error
     try:
-        frames, rate = _decode_pyav(_open(data, path), label, max_seconds)
+        sink = _decode_pyav(_open(data, path), label, sr, max_seconds)
     except AudioError:
         raise
     except Exception:
         raise _undecodable(label, _head(data, path), first, src) from None
-    if frames.shape[0] == 0:  # ffmpeg "probed" garbage as some format but found nothing in it
+    if sink.frames == 0:  # ffmpeg "probed" garbage as some format but found nothing in it
         raise _undecodable(label, _head(data, path), first, src)
-    return frames, rate
+    return sink
 
 
 def load_audio(
@@ -241,8 +317,9 @@ def load_audio(
     source: a path, the file's bytes, or a binary file object.
     sr: target sample rate; the native rate is converted with soxr (high quality).
     normalize: None (as recorded), "peak" (max |x| = 1) or "rms" (RMS = -20 dBFS, unclipped).
-    max_seconds: refuse longer audio (checked from the header before decoding when it
-        has one); None disables the limit.
+    max_seconds: refuse longer audio, and audio with more samples (frames x channels)
+        than this many seconds of 192 kHz stereo (`AudioTooLarge`); both are checked from
+        the header before decoding when it has one. None disables both limits.
     name: how to call the input in error messages (useful for bytes and streams).
 
     Raises an `AudioError` subclass for missing, corrupt, non-audio, empty, silent,
@@ -262,20 +339,13 @@ def load_audio(
         raise ConfigError(f"max_seconds: must be positive or None, got {max_seconds!r}")
     label = _describe(source, name)
     data, path = _read_source(source, label)
-    frames, native_sr = _decode(data, path, label, max_seconds)
-
-    if frames.shape[0] == 0:
+    sink = _decode(data, path, label, int(sr), max_seconds)
+    if sink.frames == 0:
         raise EmptyAudio(f"{label}: no samples")
-    _check_rate(label, native_sr)
-    _too_long(label, frames.shape[0] / native_sr, max_seconds)
-    if not np.isfinite(frames).all():
-        raise NonFiniteAudio(f"{label}: contains NaN or infinite samples")
-    wav = frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
-    if not np.any(wav):
+    _too_long(label, sink.frames / sink.rate, max_seconds)
+    if not sink.nonzero:
         raise SilentAudio(f"{label}: all samples are zero (digital silence)")
-    if native_sr != sr:
-        wav = soxr.resample(np.ascontiguousarray(wav), native_sr, int(sr), quality="HQ")
-    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    wav = sink.finish()
     if normalize == "peak":
         wav /= np.abs(wav).max()
     elif normalize == "rms":

@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VOXID_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+#: Source of a function giving this process's peak RSS in MB (for code run in a subprocess).
+PEAK_RSS_MB = (
+    "def peak_rss_mb():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1]) // 1024\n"
+)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared real-speech corpora; the test is skipped where they are absent."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import PEAK_RSS_MB
 from voxid.audio import (
     AUDIO_EXTENSIONS,
     AudioDecodeError,
@@ -24,14 +25,6 @@ from voxid.audio import (
     load_audio,
 )
 from voxid.errors import ConfigError, VoxidError
-
-#: Source of a function giving this process's peak RSS in MB (for code run in a subprocess).
-PEAK_RSS_MB = (
-    "def peak_rss_mb():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            return int(line.split()[1]) // 1024\n"
-)
 
 
 def sine(freq: float, seconds: float, sr: int, amp: float = 0.5) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import PEAK_RSS_MB
 from voxid.recognizer import Recognizer
 from voxid.registry import Registry
 from voxid.server import create_app
@@ -304,6 +306,79 @@ def test_oversized_uploads_get_413(server, speech_wav):
         assert r.status_code == 413 and "upload limit" in r.json()["detail"]
         assert http.get("/health").status_code == 200  # the server is fine afterwards
     assert _enrolled(server.registry) == []
+
+
+def test_wide_uploads_are_refused_without_a_memory_jump(random_model_file, wide_flac, tmp_path):
+    """Three small uploads that decode to 737 MB each (issue #15): a 422 from the header."""
+    code = f"""
+import asyncio, json, httpx
+from voxid.recognizer import Recognizer
+from voxid.server import create_app
+from voxid.server.background import BackgroundServer
+{PEAK_RSS_MB}
+rec = Recognizer.load({str(random_model_file)!r}, registry={str(tmp_path / "s.db")!r}, threads=1)
+data = open({str(wide_flac)!r}, "rb").read()
+
+async def three(url):
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return await asyncio.gather(
+            *(client.post("/identify", files={{"file": ("wide.flac", data)}}) for _ in range(3))
+        )
+
+with BackgroundServer(create_app(rec, api_key="k")) as srv:
+    httpx.get(srv.url + "/health")
+    before = peak_rss_mb()
+    replies = asyncio.run(three(srv.url))
+    grown = peak_rss_mb() - before
+print(json.dumps([[r.status_code, r.json()["detail"]] for r in replies] + [grown]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    *replies, grown_mb = json.loads(out.stdout.splitlines()[-1])
+    for status, detail in replies:
+        assert status == 422 and "\n" not in detail, detail
+        assert re.fullmatch(r"wide\.flac: 60\.0 s x 8 channels at 384000 Hz .* limit .*", detail)
+    assert grown_mb < 100, f"the server's peak RSS grew by {grown_mb} MB"
+
+
+def test_concurrent_decodes_are_bounded_by_the_workers(
+    random_model_file, speech_wav, tmp_path, monkeypatch
+):
+    """However many uploads arrive at once, no more than `workers` decode at a time."""
+    import asyncio
+
+    import voxid.audio
+
+    real, lock = voxid.audio.load_audio, threading.Lock()
+    running, most = [0], [0]
+
+    def counting_load_audio(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.2)  # long enough for the other requests to arrive meanwhile
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(voxid.audio, "load_audio", counting_load_audio)
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db", threads=1)
+    data = speech_wav.read_bytes()
+
+    async def burst(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            replies = await asyncio.gather(
+                *(client.post("/identify", files={"file": ("a.wav", data)}) for _ in range(5))
+            )
+        return [r.status_code for r in replies]
+
+    for workers in (1, 2):
+        most[0] = 0
+        with BackgroundServer(create_app(rec, workers=workers)) as srv:
+            assert asyncio.run(burst(srv.url)) == [409] * 5  # decoded, then: nobody enrolled
+        assert most[0] == workers
 
 
 def test_bad_input_gets_4xx_with_the_cause(server, speech_wav, write_wav):

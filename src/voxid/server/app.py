@@ -2,8 +2,9 @@
 
 Model inference is CPU-bound and the recognizer (its torch model and its SQLite registry)
 is not meant for concurrent use, so every call into it runs on one dedicated worker
-thread; the event loop only parses requests, decodes audio in the default threadpool and
-answers, so `/health` and the WebSocket stay responsive while a model runs.
+thread; the event loop only parses requests, decodes audio in the default threadpool (at
+most `workers` uploads at a time) and answers, so `/health` and the WebSocket stay
+responsive while a model runs.
 
 Security defaults: mutating endpoints (enrol, delete) need the `X-API-Key` header; with no
 key configured they are refused with 401 (the `voxid serve` command generates and prints a
@@ -73,6 +74,9 @@ class Service:
         self.max_upload_bytes = max_upload_bytes
         self.max_audio_seconds = max_audio_seconds
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxid-infer")
+        # Decodes run in the shared threadpool (40 threads): without a bound, a burst of
+        # uploads decodes all at once, each holding its bytes and its output in memory.
+        self.decode_slots = asyncio.Semaphore(workers)
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking call into the recognizer on one of its inference workers."""

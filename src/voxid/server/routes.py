@@ -56,14 +56,14 @@ def _service(request: Request) -> Service:
 
 
 async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode one upload from memory at the model's rate; return it with its statistics."""
+    """Decode one upload from memory at the model's rate, at most `workers` at a time;
+    return it with its statistics."""
     from voxid.audio import load_audio
     from voxid.backends import speech_chunks
     from voxid.stream import speech_stats
 
     sr = model_sample_rate(service.recognizer)
     label = _display_name(upload.filename)
-    data = await upload.read()
 
     def work() -> tuple[np.ndarray, dict[str, Any]]:
         wav = load_audio(data, sr=sr, max_seconds=service.max_audio_seconds, name=label)
@@ -84,7 +84,10 @@ async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dic
             "rms_db": round(rms_db, 1),
         }
 
-    return await run_in_threadpool(work)
+    # The bytes are read inside the slot too: waiting uploads stay spooled on disk.
+    async with service.decode_slots:
+        data = await upload.read()
+        return await run_in_threadpool(work)
 
 
 def _display_name(filename: str | None) -> str:

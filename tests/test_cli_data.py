@@ -83,6 +83,43 @@ def test_user_errors_are_voxid_errors(speech_corpus, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_prepare_max_seconds(tmp_path):
+    """Long recordings (a 620 s lecture) are prepared with a higher --max-seconds, and a
+    lower one refuses what the default keeps; 0 means no limit."""
+    import soundfile as sf
+
+    from conftest import tone
+
+    root = tmp_path / "data"
+    for spk in ("ann", "bob"):
+        (root / spk).mkdir(parents=True)
+        sf.write(root / spk / "0.wav", tone(2.0, 8000, freq=180.0 if spk == "ann" else 120.0), 8000)
+    lecture = np.zeros(620 * 8000, np.float32)  # 2 s of voice, then the room: tiny as FLAC
+    lecture[:16000] = tone(2.0, 8000)
+    sf.write(root / "ann" / "lecture.flac", lecture, 8000)
+    sf.write(root / "bob" / "long.wav", tone(40.0, 8000, freq=120.0), 8000)
+
+    def used(*extra: str) -> tuple[int, dict[str, str]]:
+        args = ("prepare", root, "-o", tmp_path / "s.h5", "--split", "1.0", "--workers", "1")
+        report = json.loads(_run(*args, *extra, "--json").stdout)
+        return report["files_used"], {
+            s["path"].split("/")[-1]: s["reason"] for s in report["skipped"]
+        }
+
+    n, skipped = used()
+    assert n == 3 and list(skipped) == ["lecture.flac"]
+    assert "620.0 s is longer than the 600 s limit" in skipped["lecture.flac"]
+    assert used("--max-seconds", "700") == (4, {})
+    assert used("--max-seconds", "0") == (4, {})
+    n, skipped = used("--max-seconds", "30")
+    assert n == 2 and sorted(skipped) == ["lecture.flac", "long.wav"]
+    assert "40.0 s is longer than the 30 s limit" in skipped["long.wav"]
+    import h5py
+
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert json.loads(f.attrs["prepare_config"])["max_seconds"] == 30
+
+
 def test_protocol_a_one_command(shared_data, tmp_path):
     """asc30 P-A on a 2-speaker, 3-keyword subset: the `take` column drives the split."""
     manifest = tmp_path / "asc.csv"

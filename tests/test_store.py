@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,6 +294,59 @@ def _tiny_corpus(root: Path) -> Path:
         for i in range(2):
             sf.write(root / spk / f"{i}.wav", tone(1.0, freq=freq, seed=i), 16000)
     return root
+
+
+def _sparse_wav(path: Path, head: np.ndarray, sr: int, channels: int, size: int) -> None:
+    """A 16-bit WAV of `size` bytes: `head` (int16 frames), then zeros that the file
+    system stores as a hole, so a file of hundreds of MB costs no disk."""
+    data = size - 44
+    with open(path, "wb") as f:
+        f.write(b"RIFF" + (size - 8).to_bytes(4, "little") + b"WAVEfmt ")
+        f.write((16).to_bytes(4, "little") + (1).to_bytes(2, "little"))
+        f.write(channels.to_bytes(2, "little") + sr.to_bytes(4, "little"))
+        f.write((sr * channels * 2).to_bytes(4, "little") + (channels * 2).to_bytes(2, "little"))
+        f.write((16).to_bytes(2, "little") + b"data" + data.to_bytes(4, "little"))
+        f.write(head.astype("<i2").tobytes())
+        f.truncate(size)
+
+
+def test_prepare_streams_big_files(tmp_path):
+    """A 130 s 192 kHz stereo WAV (100 MB) and a 600 MB one far over the limit: prepare
+    never holds either file, nor its decoded samples, in memory."""
+    from conftest import PEAK_RSS_MB
+
+    small = _tiny_corpus(tmp_path / "small")
+    big = shutil.copytree(small, tmp_path / "big")
+    voice = (tone(2.0, 192000) * 20000).astype(np.int16)
+    _sparse_wav(big / "ann" / "lecture.wav", np.stack([voice, voice], 1), 192000, 2, 100_000_000)
+    _sparse_wav(big / "bob" / "huge.wav", voice[:16000], 16000, 1, 600_000_000)
+    code = f"""
+import json
+{PEAK_RSS_MB}
+from voxid.data import assign_splits, load_corpus
+from voxid.data.store import prepare
+
+def run(root, out):
+    return prepare(assign_splits(load_corpus(root), ratios=(1.0,)), out, workers=1)
+
+run({str(small)!r}, {str(tmp_path / "small.h5")!r})  # imports torch, builds the frontend
+before = peak_rss_mb()
+report = run({str(big)!r}, {str(tmp_path / "big.h5")!r})
+print(json.dumps([report.files_used, [r for _, r in report.skipped], peak_rss_mb() - before]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    used, skipped, grown_mb = json.loads(out.stdout.splitlines()[-1])
+    assert used == 5, out.stdout
+    assert skipped == ["18750.0 s is longer than the 600 s limit"]
+    # Reading either file whole costs its size; its 16 kHz mono output is 8 MB and the VAD
+    # over 130 s about 70 MB.
+    assert grown_mb < 150, f"peak RSS grew by {grown_mb} MB"
+    info = StoreInfo.open(tmp_path / "big.h5")
+    lecture = [s.endswith("lecture.wav") for s in info.items["source"]]
+    assert sum(lecture) >= 2  # the 2 s of voice, in 1 s chunks
+    with pytest.raises(ConfigError, match="max_seconds: must be positive"):
+        PrepareConfig(max_seconds=0)
 
 
 def test_prepare_refuses_to_replace_what_is_not_a_store(tmp_path):

@@ -104,6 +104,12 @@ def register(app: typer.Typer) -> None:
         min_tail: float = typer.Option(0.5, help="Shortest tail kept, seconds."),
         no_chunk: bool = typer.Option(False, "--no-chunk", help="Store whole files."),
         normalize: str = typer.Option(None, help="Level normalisation: peak | rms."),
+        max_seconds: float = typer.Option(
+            600.0,
+            min=0.0,
+            help="Skip recordings longer than this (read from the header, so long files "
+            "cost nothing); 0 means no limit.",
+        ),
         split: str = typer.Option(
             "0.8,0.1,0.1",
             help="train,val[,test] fractions for files without a manifest split, adding up "
@@ -180,6 +186,7 @@ def register(app: typer.Typer) -> None:
             oversample=oversample,
             members=members,
             seed=seed,
+            max_seconds=max_seconds or None,
         )
         corpus = _corpus(
             data,

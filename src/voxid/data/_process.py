@@ -1,6 +1,7 @@
 """Per-file work of `voxid prepare`, run in worker processes: read, decode, VAD, augment,
 chunk and compute features. Everything here is a pure function of the file's bytes and
-the settings, so results do not depend on which worker ran them or when."""
+the settings (files are streamed, never read whole), so results do not depend on which
+worker ran them or when."""
 
 from __future__ import annotations
 
@@ -101,6 +102,25 @@ def _seed_for(index: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def file_digest(path: str, block: int = 1 << 20) -> str:
+    """The BLAKE2b-128 hex digest of a file's bytes, read `block` bytes at a time.
+
+    >>> import os, tempfile
+    >>> fd, name = tempfile.mkstemp(); _ = os.write(fd, b"abc"); os.close(fd)
+    >>> file_digest(name) == hashlib.blake2b(b"abc", digest_size=16).hexdigest()
+    True
+    >>> os.remove(name)
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(block):
+                digest.update(chunk)
+    except OSError as exc:
+        raise VoxidError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
 def process_file(job: FileJob) -> FileResult:
     """Turn one file into stored items; any VoxidError becomes a skip with its reason."""
     from voxid.audio import load_audio
@@ -110,15 +130,12 @@ def process_file(job: FileJob) -> FileResult:
     sr = _STATE["feature"].sample_rate
     res = FileResult(job.index)
     try:
-        try:
-            with open(job.path, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise VoxidError(f"{job.path}: cannot read ({exc.strerror or exc})") from None
-        res.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        # The decoder reads the file block by block (refusing it from its header when it is
+        # too long), so neither the file nor its samples at the native rate sit in memory.
         wav = load_audio(
-            data, sr, normalize=s["normalize"], max_seconds=s["max_seconds"], name=job.path
+            job.path, sr, normalize=s["normalize"], max_seconds=s["max_seconds"], name=job.path
         )
+        res.digest = file_digest(job.path)
         res.seconds = wav.size / sr
         if _STATE["vad"] is not None:
             segments = speech_segments(wav, sr, **_STATE["vad"])

@@ -50,6 +50,7 @@ class PrepareConfig:
     noise_dir: recordings for the `noise_real` augmentation.
     oversample: copy training items of minority speakers (or members) until balanced.
     members: speaker spec of the members (authentication); balances members vs others.
+    max_seconds: recordings longer than this are skipped (None: no limit).
 
     >>> cfg = PrepareConfig(chunk=ChunkConfig(seconds=2.0))
     >>> cfg.audio_config()["chunk"]["seconds"], cfg.feature.kind
@@ -66,7 +67,7 @@ class PrepareConfig:
     oversample: bool = False
     members: str | None = None
     seed: int = 0
-    max_seconds: float = 600.0
+    max_seconds: float | None = 600.0
     min_speech_seconds: float = 0.1
 
     def __post_init__(self) -> None:
@@ -83,6 +84,8 @@ class PrepareConfig:
                 f"speaker_augment: {sorted(both)[0]!r} is also in augment; a copy is either the "
                 "same speaker or a new one"
             )
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds: must be positive or None, got {self.max_seconds!r}")
         if self.normalize not in (None, "peak", "rms"):
             raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {self.normalize!r}")
         if self.augment or self.speaker_augment:

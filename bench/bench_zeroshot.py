@@ -32,6 +32,7 @@ from common import write_result  # noqa: E402
 from voxid import metrics  # noqa: E402
 from voxid.evaluation.common import l2_normalize  # noqa: E402
 from voxid.registry import mean_embedding  # noqa: E402
+from voxid.scoring import as_norm  # noqa: E402
 
 RESEMBLYZER = "resemblyzer"
 
@@ -71,8 +72,10 @@ def zero_shot_sets(data: Path) -> dict[str, list[dict]]:
     return sets
 
 
-def score_set(emb: np.ndarray, rows: list[dict]) -> dict:
-    """EER, minDCF and top-1 of every test clip against every enrolled speaker's mean."""
+def score_set(emb: np.ndarray, rows: list[dict], cohort: np.ndarray | None = None) -> dict:
+    """EER, minDCF and top-1 of every test clip against every enrolled speaker's mean;
+    with a `cohort` (a model fitted with `voxid fit-lda --cohort`), the scores are AS-normed
+    against it, as the recogniser scores them."""
     speaker = np.array([r["speaker"] for r in rows])
     enroll = np.array([r["role"] == "enroll" for r in rows])
     ok = np.isfinite(emb).all(axis=1)
@@ -80,6 +83,8 @@ def score_set(emb: np.ndarray, rows: list[dict]) -> dict:
     cents = np.stack([mean_embedding(emb[enroll & ok & (speaker == n)]) for n in names])
     test = ~enroll & ok & np.isin(speaker, names)
     scores = l2_normalize(emb[test]) @ cents.T
+    if cohort is not None:
+        scores = as_norm(scores, l2_normalize(emb[test]), cents, cohort)
     target = speaker[test][:, None] == np.array(names)[None, :]
     tar, non = scores[target], scores[~target]
     top1 = float(np.mean(np.array(names)[scores.argmax(1)] == speaker[test]))
@@ -94,12 +99,14 @@ def score_set(emb: np.ndarray, rows: list[dict]) -> dict:
     }
 
 
-def embed_voxid(model: str, paths: list[Path]) -> np.ndarray:
-    """The recogniser's embeddings (NaN rows for files it refuses, e.g. too little speech)."""
+def embed_voxid(model: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The recogniser's embeddings (NaN rows for files it refuses, e.g. too little speech),
+    and the model's AS-norm cohort (None without one)."""
     from voxid import Recognizer
 
     rec = Recognizer.load(model, registry=None)
-    return rec.embed_many([str(p) for p in paths], batch_size=64, errors=[])
+    emb = rec.embed_many([str(p) for p in paths], batch_size=64, errors=[])
+    return emb, rec.backend.cohort
 
 
 def embed_resemblyzer(paths: list[Path], cache: Path | None = None) -> tuple[np.ndarray, float]:
@@ -156,17 +163,18 @@ def main() -> int:
     models += [tuple(spec.split("=", 1)) for spec in args.model_path]
     rows = []
     for label, spec in models:
+        cohort = None
         if spec == RESEMBLYZER:
             emb, seconds = embed_resemblyzer(paths, BENCH / "work" / "pz_resemblyzer.npz")
             label = "resemblyzer (pretrained)"
         else:
             start = time.perf_counter()
-            emb = embed_voxid(spec, paths)
+            emb, cohort = embed_voxid(spec, paths)
             seconds = time.perf_counter() - start
             label = f"voxid {label}"
         for name, set_rows in sets.items():
             sub = emb[[index[r["path"]] for r in set_rows]]
-            rows.append({"model": label, "set": name, **score_set(sub, set_rows)})
+            rows.append({"model": label, "set": name, **score_set(sub, set_rows, cohort)})
         rows[-1]["embed_x_realtime"] = round(audio_s / seconds, 1)
         print(label, [f"{r['set']}: {r['eer']:.3f}" for r in rows[-len(sets) :]], flush=True)
     if args.no_write:

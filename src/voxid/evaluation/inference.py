@@ -50,11 +50,16 @@ class Outputs:
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large scores.
+    """Row-wise softmax, stable for large scores; no columns (a model without classes,
+    such as the shipped base encoder) gives no columns.
 
     >>> softmax(np.array([[0.0, 0.0], [1000.0, 0.0]])).round(3).tolist()
     [[0.5, 0.5], [1.0, 0.0]]
+    >>> softmax(np.zeros((2, 0))).shape
+    (2, 0)
     """
+    if scores.shape[-1] == 0:
+        return scores.copy()
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

@@ -214,7 +214,7 @@ def hold_out_for_verification(
     ...             for s in "abcd" for i in range(2)])
     >>> held = hold_out_for_verification(c, 1, seed=3)
     >>> sorted({it.speaker for it in held.items if it.split == "heldout"})
-    ['c']
+    ['d']
     """
     speakers = sorted({it.speaker for it in corpus.items})
     if not 0 <= count < len(speakers):

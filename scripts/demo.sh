@@ -22,6 +22,7 @@ mkdir -p "$OUT"
 
 if [ -z "${DATA:-}" ]; then
   DATA=$OUT/data
+  export DEMO_SYNTHETIC=1
   step "Synthesising the demo corpus: 20 espeak-ng voices x 30 sentences -> $DATA"
   voxid demo-corpus "$DATA" --speakers 20 --sentences 30
 fi

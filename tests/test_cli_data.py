@@ -64,11 +64,35 @@ def test_demo_corpus_and_prepare_two_corpora(speech_corpus, tmp_path):
         "2.0",
         "--workers",
         "1",
-    ).stdout
+    )
+    # 8 files per speaker under the default 80/10/10: one line on stderr before training
+    warned = [ln for ln in text.stderr.splitlines() if ln.startswith("voxid: warning: ")]
+    assert len(warned) == 1 and "--split 0.6,0.2,0.2" in warned[0], text.stderr
+    text = text.stdout
     assert "skipped" in text and "junk.wav" in text
     info = StoreInfo.open(tmp_path / "t.h5")
     assert info.feature_config.kind == "mfcc" and info.audio_config["chunk"]["seconds"] == 2.0
     assert info.audio_config["vad"]["enabled"] is False
+
+
+def test_prepare_warns_when_val_or_test_is_too_thin():
+    """10 speakers x 10 files under the default 80/10/10 leave one val and one test file
+    per speaker; prepare says so and what to do, and is quiet once the split is wide."""
+    from pathlib import Path
+
+    from voxid.cli.data_cmds import _thin_split_warning
+    from voxid.data import assign_splits
+    from voxid.data.corpus import Corpus, CorpusItem
+
+    corpus = Corpus(
+        [CorpusItem(Path(f"/c/s{s}/{i}.wav"), f"s{s}") for s in range(10) for i in range(10)]
+    )
+    warning = _thin_split_warning(assign_splits(corpus, seed=0))
+    assert warning is not None
+    assert warning.startswith("10 of 10 speakers") and "--split 0.6,0.2,0.2" in warning
+    assert _thin_split_warning(assign_splits(corpus, ratios=(0.6, 0.2, 0.2), seed=0)) is None
+    # speaker-disjoint val/test hold other voices: nothing to count per training speaker
+    assert _thin_split_warning(assign_splits(corpus, by="speaker", seed=0)) is None
 
 
 def test_user_errors_are_voxid_errors(speech_corpus, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -58,6 +60,34 @@ def _corpus(
     if heldout:
         corpus = hold_out_for_verification(corpus, heldout, seed=seed)
     return corpus
+
+
+def _thin_split_warning(corpus) -> str | None:
+    """A warning when training speakers have fewer than 2 files in val or test, else None.
+
+    One val file per speaker makes early stopping and the reported accuracy a coin toss
+    (80/10/10 of 10 files: 50 % top-1 after a premature stop), so say so before training.
+
+    >>> from pathlib import Path
+    >>> from voxid.data.corpus import Corpus, CorpusItem
+    >>> c = Corpus([CorpusItem(Path(f"/{i}.wav"), "ann", s) for i, s in enumerate("tvv")])
+    >>> _thin_split_warning(c) is None
+    True
+    """
+    per = Counter((it.speaker, it.split) for it in corpus.items if it.split is not None)
+    trained = {spk for spk, split in per if split == "train"}
+    thin: set[str] = set()
+    for split in ("val", "test"):
+        # A split no training speaker is in holds other voices (split by speaker): counts
+        # of files per training speaker mean nothing there.
+        if any(per[spk, split] for spk in trained):
+            thin |= {spk for spk in trained if per[spk, split] < 2}
+    if not thin:
+        return None
+    return (
+        f"{len(thin)} of {len(trained)} speakers have fewer than 2 files in val or test; "
+        "early stopping and accuracy will be noisy: try --split 0.6,0.2,0.2"
+    )
 
 
 def _print_report(report, console) -> None:
@@ -200,6 +230,8 @@ def register(app: typer.Typer) -> None:
             seed,
             heldout_speakers,
         )
+        if warning := _thin_split_warning(corpus):
+            print(f"voxid: warning: {warning}", file=sys.stderr, flush=True)
         console = Console(stderr=as_json)
         with Progress(
             "[progress.description]{task.description}",

@@ -118,11 +118,24 @@ def test_existing_run_and_missing_resume_are_refused(quick_run, stores, tmp_path
 
 
 def test_early_stopping(stores, tmp_path):
+    from typer.testing import CliRunner
+
+    from voxid.cli import app
+
     # No later epoch can beat the first by min_delta, so patience 1 stops after epoch 2.
-    result = _train(stores, tmp_path / "es", "epochs=6", "patience=1", "min_delta=1000",
-                    "limit_train_batches=2")  # fmt: skip
-    assert result.metrics["stopped_early"] is True
-    assert result.metrics["epochs_run"] == 2 and result.metrics["best_epoch"] in (0, 1)
+    out = tmp_path / "es"
+    args = ["train", "crnn", *TINY, "epochs=6", "patience=1", "min_delta=1000",
+            "limit_train_batches=2", "--data", str(stores["logmel"]), "-o", str(out),
+            "-q"]  # fmt: skip
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_early"] is True
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (0, 1)
+    # announced, not left for the reader of metrics.json to find
+    best = metrics["best_epoch"] + 1
+    line = f"stopped early at epoch 2 (no better {metrics['monitor']} for 1 epochs); best epoch"
+    assert f"{line} {best}\n" in outcome.stdout, outcome.stdout
 
 
 def test_authenticate_on_waveforms_stores_threshold(stores, tmp_path):

@@ -71,7 +71,10 @@ def register(app: typer.Typer) -> None:
         _quiet_lightning()
         result = run_training(cfg, data, out, resume=resume, progress=not quiet)
         if result.metrics:  # only the main process of a multi-process run reports
-            _print_result(Console(), result)
+            console = Console()
+            _print_result(console, result)
+            if line := early_stop_line(result.metrics, cfg.patience):
+                console.print(line, soft_wrap=True)  # one line, easy to grep
 
     @app.command()
     def sweep(
@@ -129,6 +132,26 @@ def register_teacher(app: typer.Typer) -> None:
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
         print(f"wrote {path}")
+
+
+def early_stop_line(metrics: dict, patience: int) -> str | None:
+    """The line announcing an early stop, from a run's metrics; None when the run used
+    all its epochs.
+
+    Epochs count from 1 here, as people count them (metrics.json's `best_epoch` is 0-based).
+
+    >>> early_stop_line({"stopped_early": True, "epochs_run": 7, "best_epoch": 1,
+    ...                  "monitor": "val_loss"}, 5)
+    'stopped early at epoch 7 (no better val_loss for 5 epochs); best epoch 2'
+    >>> early_stop_line({"stopped_early": False, "epochs_run": 10}, 5) is None
+    True
+    """
+    if not metrics.get("stopped_early"):
+        return None
+    return (
+        f"stopped early at epoch {metrics['epochs_run']} (no better {metrics['monitor']} "
+        f"for {patience} epochs); best epoch {metrics['best_epoch'] + 1}"
+    )
 
 
 def _print_result(console, result) -> None:

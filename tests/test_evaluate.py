@@ -359,3 +359,38 @@ def test_trained_run_agrees_with_the_trainers_test_metrics(trained_run, tmp_path
     assert chunk["macro"]["f1"] == pytest.approx(trainer["macro_f1"], abs=1e-9)
     assert chunk["top1_accuracy"] > 0.5  # four speakers: chance is 0.25
     assert rep["identification"]["unseen_speakers"] == []
+
+
+def test_confusion_figure_labels_colour_bar_and_row_counts():
+    cm = np.array([[8, 2, 0], [1, 1, 0], [0, 0, 5]])
+    fig = plots.confusion_figure(cm, ["ann", "bob", "cy"])
+    ax, bar = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ann (10)", "bob (2)", "cy (5)"]
+    assert bar.get_ylabel() == "share of the true speaker's items"
+    counts = plots.confusion_figure(cm, ["ann", "bob", "cy"], normalize=False)
+    assert counts.axes[1].get_ylabel() == "items"
+
+
+def test_det_eer_marker_lies_on_the_drawn_curve():
+    # Few trials: a stepped DET whose convex-hull EER point is off the steps.
+    rng = np.random.default_rng(3)
+    tar, non = rng.normal(1.0, 1.0, 7), rng.normal(0.0, 1.0, 11)
+    fig = plots.det_roc_figure(tar, non)
+    curve, marker = fig.axes[0].get_lines()[:2]
+    x, y = curve.get_xdata(), curve.get_ydata()
+    (mx,), (my,) = marker.get_xdata(), marker.get_ydata()
+    # distance from the marker to the nearest segment of the polyline
+    p0, p1 = np.c_[x[:-1], y[:-1]], np.c_[x[1:], y[1:]]
+    seg = p1 - p0
+    t = np.clip(((np.array([mx, my]) - p0) * seg).sum(1) / np.maximum((seg**2).sum(1), 1e-12), 0, 1)
+    gap = np.hypot(*(p0 + t[:, None] * seg - [mx, my]).T).min()
+    assert gap < 1e-6 and abs(mx - my) < 1e-6
+
+
+def test_score_histogram_marks_the_calibrated_threshold():
+    tar, non = np.linspace(0.4, 0.9, 30), np.linspace(-0.2, 0.5, 60)
+    fig = plots.histogram_figure(tar, non, threshold=0.45, calibrated=0.62)
+    lines = {ln.get_label(): ln.get_xdata()[0] for ln in fig.axes[0].get_lines()}
+    assert lines["calibrated threshold 0.620"] == 0.62 and lines["threshold 0.450"] == 0.45
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "calibrated threshold 0.620" in legend

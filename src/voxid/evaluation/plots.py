@@ -35,7 +35,15 @@ def _save(fig: Any, path: Path) -> Path:
 def confusion_png(
     cm: np.ndarray, names: list[str], path: Path, *, normalize: bool = True, title: str = ""
 ) -> Path:
-    """Confusion matrix heat map; rows are true speakers, columns predicted.
+    """Confusion matrix heat map as PNG (see `confusion_figure`)."""
+    return _save(confusion_figure(cm, names, normalize=normalize, title=title), path)
+
+
+def confusion_figure(
+    cm: np.ndarray, names: list[str], *, normalize: bool = True, title: str = ""
+) -> Any:
+    """Confusion matrix heat map; rows are true speakers (with their item counts), columns
+    predicted.
 
     Figure and font sizes grow and shrink with the number of speakers so that 60 names
     stay legible; cell values are printed only while they fit (up to 30 speakers).
@@ -57,7 +65,11 @@ def confusion_png(
     # A square-root colour scale keeps rare confusions visible beside a strong diagonal.
     im = ax.imshow(m, cmap="Blues", norm=PowerNorm(gamma=0.5, vmin=0.0, vmax=vmax))
     ax.set_xticks(range(n), names, rotation=90, fontsize=font)
-    ax.set_yticks(range(n), names, fontsize=font)
+    # Row counts: a row-normalised 1.00 from 2 items is not one from 200.
+    counts = cm.sum(axis=1).astype(int)
+    ax.set_yticks(
+        range(n), [f"{s} ({c})" for s, c in zip(names, counts, strict=True)], fontsize=font
+    )
     ax.set_xlabel("predicted speaker", fontsize=font + 1)
     ax.set_ylabel("true speaker", fontsize=font + 1)
     ax.set_title(title or ("confusion (row-normalised)" if normalize else "confusion (counts)"))
@@ -74,11 +86,35 @@ def confusion_png(
                 fontsize=font * 0.8,
                 color="white" if dark else "black",
             )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true speaker's items" if normalize else "items")
+    return fig
 
 
 def det_roc_png(tar: np.ndarray, non: np.ndarray, path: Path, *, title: str = "") -> Path:
+    """DET beside ROC curve as PNG (see `det_roc_figure`)."""
+    return _save(det_roc_figure(tar, non, title=title), path)
+
+
+def _diagonal_crossing(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Where the polyline (x, y) first meets x = y, interpolated on its segment.
+
+    >>> [round(v, 3) for v in _diagonal_crossing(np.array([2.0, 0.0]), np.array([0.0, 1.0]))]
+    [0.667, 0.667]
+    """
+    d = y - x
+    hit = np.flatnonzero(d >= 0)
+    if not hit.size:
+        return float(x[-1]), float(y[-1])
+    j = int(hit[0])
+    if j == 0 or d[j] == 0:
+        return float(x[j]), float(y[j])
+    t = d[j - 1] / (d[j - 1] - d[j])  # d changes sign between j - 1 and j
+    px = x[j - 1] + t * (x[j] - x[j - 1])
+    return float(px), float(y[j - 1] + t * (y[j] - y[j - 1]))
+
+
+def det_roc_figure(tar: np.ndarray, non: np.ndarray, *, title: str = "") -> Any:
     """DET curve (probit axes, as NIST plots it) beside the ROC curve, EER marked."""
     from scipy.special import ndtri  # the probit: DET axes are normal deviates
 
@@ -88,8 +124,12 @@ def det_roc_png(tar: np.ndarray, non: np.ndarray, path: Path, *, title: str = ""
     value, _ = metrics.eer(tar, non)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.6))
     eps = 1e-4  # probit of 0 and 1 is infinite; clip to the plotted range
-    a.plot(ndtri(np.clip(far, eps, 1 - eps)), ndtri(np.clip(frr, eps, 1 - eps)))
-    a.plot(*[ndtri(np.clip([value], eps, 1 - eps))] * 2, "o", label=f"EER {100 * value:.2f} %")
+    x, y = ndtri(np.clip(far, eps, 1 - eps)), ndtri(np.clip(frr, eps, 1 - eps))
+    a.plot(x, y)
+    # The EER is the convex hull's (metrics.eer), which the stepped empirical curve need
+    # not pass through: mark where the drawn curve meets FAR = FRR, so the dot is on it.
+    ex, ey = _diagonal_crossing(x, y)
+    a.plot([ex], [ey], "o", label=f"EER {100 * value:.2f} %")
     ticks = np.array([0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
     for setter in (a.set_xticks, a.set_yticks):
         setter(ndtri(ticks), [f"{100 * t:g}" for t in ticks])
@@ -109,13 +149,33 @@ def det_roc_png(tar: np.ndarray, non: np.ndarray, path: Path, *, title: str = ""
     b.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def histogram_png(
-    tar: np.ndarray, non: np.ndarray, path: Path, *, threshold: float | None = None, title: str = ""
+    tar: np.ndarray,
+    non: np.ndarray,
+    path: Path,
+    *,
+    threshold: float | None = None,
+    calibrated: float | None = None,
+    title: str = "",
 ) -> Path:
-    """Target and non-target score histograms (densities), with the threshold if given."""
+    """Score histograms as PNG (see `histogram_figure`)."""
+    fig = histogram_figure(tar, non, threshold=threshold, calibrated=calibrated, title=title)
+    return _save(fig, path)
+
+
+def histogram_figure(
+    tar: np.ndarray,
+    non: np.ndarray,
+    *,
+    threshold: float | None = None,
+    calibrated: float | None = None,
+    title: str = "",
+) -> Any:
+    """Target and non-target score histograms (densities), with the `threshold` (e.g.
+    the EER's) and the `calibrated` (deployed) threshold when given."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     lo, hi = float(min(tar.min(), non.min())), float(max(tar.max(), non.max()))
@@ -123,12 +183,19 @@ def histogram_png(
     ax.hist(non, bins=bins, density=True, alpha=0.6, label=f"non-target ({non.size})")
     ax.hist(tar, bins=bins, density=True, alpha=0.6, label=f"target ({tar.size})")
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+        # grey and dashed beside a calibrated one: the line decisions are made at stands out
+        style = {"color": "grey", "linestyle": ":"} if calibrated is not None else {}
+        ax.axvline(
+            threshold, **({"color": "black", "linestyle": "--"} | style),
+            label=f"threshold {threshold:.3f}",
+        )  # fmt: skip
+    if calibrated is not None:
+        ax.axvline(calibrated, color="black", label=f"calibrated threshold {calibrated:.3f}")
     ax.set_xlabel("score")
     ax.set_ylabel("density")
     ax.set_title(title or "score distributions")
     ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 def reliability_png(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:

@@ -127,6 +127,7 @@ def run_verification(
         "cohort_size": None if cohort is None else len(cohort),
         **verification.verification_report(levels, _stored_cosine_threshold(meta)),
     }
+    stored = _stored_cosine_threshold(meta)
     for level, ts in levels.items():
         kinds = [("cosine", ts.tar, ts.non)]
         if ts.norm_tar is not None:
@@ -142,6 +143,8 @@ def run_verification(
                 non,
                 out / f"scores_{key}.png",
                 threshold=m["eer_threshold"],
+                # the checkpoint's threshold is on raw cosine scores, not AS-norm ones
+                calibrated=stored if kind == "cosine" else None,
                 title=f"target and non-target scores ({kind}, {level} level)",
             ).name
     return section

@@ -97,3 +97,30 @@ def test_safe_name_and_errors(tmp_path):
     assert safe_name("..") == "_" and "/" not in safe_name("a/../../b")
     with pytest.raises(DataError):
         run_eda(tmp_path / "missing", tmp_path / "out")
+
+
+def test_mean_spectra_colour_bar_is_labelled():
+    from voxid.data._eda_plots import _mean_spectra_figure
+
+    fig = _mean_spectra_figure({"ann": [np.ones(8)], "bob": [np.zeros(8)]}, "logmel")
+    assert fig.axes[1].get_ylabel() == "mean logmel value"
+
+
+@pytest.mark.parametrize("n", [3, 12, 20])
+def test_tsne_legend_outside_and_colours_apart(n):
+    from matplotlib.colors import to_rgb
+
+    from voxid.data._eda_plots import _tsne_figure
+
+    rng = np.random.default_rng(n)
+    labels = [f"spk{k:02d}" for k in range(n) for _ in range(5)]
+    fig = _tsne_figure(labels, rng.normal(size=(len(labels), 2)))
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == sorted(set(labels))
+    fig.canvas.draw()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= axes_box.x1  # beside the axes: it hides no cluster
+    rgb = np.array([to_rgb(h.get_facecolor()[0]) for h in legend.legend_handles])
+    dist = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(n, 1)]
+    assert dist.min() > 0.2, dist.min()  # no two speakers in near-identical colours

@@ -92,13 +92,18 @@ def _durations(files, out: Path) -> tuple[str, str]:
 
 
 def _mean_spectra(files, out: Path, feature: str) -> str | None:
-    plt = _plt()
     by: dict[str, list[np.ndarray]] = defaultdict(list)
     for f in files:
         if "mean" in f:
             by[f["speaker"]].append(f["mean"])
     if not by:
         return None
+    return _save(_mean_spectra_figure(by, feature), out, "mean_spectra.png")
+
+
+def _mean_spectra_figure(by: dict[str, list[np.ndarray]], feature: str) -> Any:
+    """Heat map of each speaker's mean feature vector, its colour bar labelled."""
+    plt = _plt()
     speakers = sorted(by)
     img = np.stack([np.mean(by[s], axis=0) for s in speakers])
     fig, ax = plt.subplots(figsize=(7, max(3, 0.18 * len(speakers) + 1.5)))
@@ -108,8 +113,8 @@ def _mean_spectra(files, out: Path, feature: str) -> str | None:
     )
     ax.set_xlabel(f"{feature} bin (low to high)")
     ax.set_title("Mean spectrum of each speaker")
-    fig.colorbar(im, ax=ax)
-    return _save(fig, out, "mean_spectra.png")
+    fig.colorbar(im, ax=ax, label=f"mean {feature} value")
+    return fig
 
 
 def _group_spectra(files, out: Path, col: str, feature: str) -> str | None:
@@ -136,7 +141,6 @@ def _tsne(files, out: Path, seed: int) -> str | None:
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    plt = _plt()
     rows = [f for f in files if "mean" in f]
     if len(rows) < 5:
         return None
@@ -152,28 +156,50 @@ def _tsne(files, out: Path, seed: int) -> str | None:
             max_iter=500,
             random_state=seed,
         ).fit_transform(x)
-    speakers = sorted({f["speaker"] for f in rows})
-    colour = {s: i for i, s in enumerate(speakers)}
-    fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(
-        emb[:, 0],
-        emb[:, 1],
-        c=[colour[f["speaker"]] for f in rows],
-        cmap="tab20" if len(speakers) <= 20 else "nipy_spectral",
-        s=8,
-    )
+    return _save(_tsne_figure([f["speaker"] for f in rows], emb), out, "tsne.png")
+
+
+def _palette(n: int) -> list[tuple[float, float, float]]:
+    """`n` colours far apart: tab10, then, up to 20, the qualitative colours farthest from
+    those already taken (min RGB distance 0.25), then evenly spaced hues.
+
+    tab20 pairs each hue with a light shade (light blue and light cyan are 0.1 apart), and
+    a colormap stretched over the speakers gives neighbours near-identical colours.
+    """
+    import matplotlib
+
+    maps = matplotlib.colormaps
+    if n > 20:
+        return [tuple(maps["nipy_spectral"](v)[:3]) for v in np.linspace(0.05, 0.95, n)]
+    pool = np.array([c[:3] for m in ("tab20", "Set1", "Dark2", "Accent", "Set2")
+                     for c in maps[m].colors])  # fmt: skip
+    chosen = [np.array(c[:3]) for c in maps["tab10"].colors]
+    while len(chosen) < n:  # greedy farthest point: deterministic and far enough here
+        gap = np.linalg.norm(pool[:, None] - np.array(chosen)[None], axis=-1).min(axis=1)
+        chosen.append(pool[int(gap.argmax())])
+    return [tuple(float(v) for v in c) for c in chosen[:n]]
+
+
+def _tsne_figure(labels: list[str], emb: np.ndarray) -> Any:
+    """The 2-D embedding coloured by speaker; the legend (up to 20) sits outside the axes so
+    it hides no cluster."""
+    plt = _plt()
+    speakers = sorted(set(labels))
+    colours = dict(zip(speakers, _palette(len(speakers)), strict=True))
+    who = np.array(labels)
+    fig, ax = plt.subplots(figsize=(7.5 if len(speakers) <= 20 else 6, 5))
+    for spk in speakers:
+        pts = emb[who == spk]
+        ax.scatter(pts[:, 0], pts[:, 1], color=colours[spk], s=8, label=spk)
     if len(speakers) <= 20:
         ax.legend(
-            sc.legend_elements(num=len(speakers))[0],
-            speakers,
-            fontsize=6,
-            loc="best",
-            markerscale=0.7,
-        )
+            fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+            markerscale=1.5,
+        )  # fmt: skip
     ax.set_title("t-SNE of per-file mean features, by speaker")
     ax.set_xticks([])
     ax.set_yticks([])
-    return _save(fig, out, "tsne.png")
+    return fig
 
 
 def write_report(table: dict[str, Any], out: Path, *, title: str, seed: int) -> dict:

@@ -145,3 +145,50 @@ def test_phone_layout_and_denied_microphone(server, tmp_path):
         assert "Record something" in page.text_content("#message")
         page.screenshot(path=str(tmp_path / "voxid-phone.png"), full_page=True)
         browser.close()
+
+
+def test_result_cleared_on_error_chips_folded_threshold_marked(server, tmp_path):
+    """Against faked answers: score bars mark the threshold, an error leaves no stale
+    result behind, and names that differ only in case make one chip."""
+    import json
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    speakers = {"speakers": [
+        {"name": "wisleyv", "source": "trained", "n_utterances": 0},
+        {"name": "Wisleyv", "source": "enrolled", "n_utterances": 3},
+        {"name": "alice", "source": "trained", "n_utterances": 0},
+    ]}  # fmt: skip
+    identified = {"name": "alice", "threshold": 0.5, "audio": {}, "candidates": [
+        {"name": "alice", "score": 0.8}, {"name": "bruno", "score": 0.2}]}  # fmt: skip
+    answers = [(200, identified), (422, {"detail": "no speech in this recording"})]
+
+    def identify(route):
+        status, body = answers.pop(0)
+        route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
+
+    with sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page()
+        page.route("**/speakers", lambda r: r.fulfill(json=speakers))
+        page.route("**/identify?*", identify)
+        page.goto(server.url)
+        page.wait_for_selector("#speakers li:has-text('alice')")
+        chips = page.locator("#speakers li").all_text_contents()
+        assert [c.strip("✕ ") for c in chips] == ["Wisleyv (3, trained)", "alice (trained)"]
+
+        page.set_input_files("#file", str(clip))
+        page.click("#identify")
+        page.wait_for_selector("#result .candidates")
+        marks = page.locator("#result .candidates .mini .threshold")
+        sync_api.expect(marks).to_have_count(2)
+        assert marks.first.get_attribute("title") == "threshold 0.50"
+        bar, mark = page.locator("#result .mini").first, marks.first
+        box, at = bar.bounding_box(), mark.bounding_box()
+        assert abs(at["x"] - (box["x"] + box["width"] / 2)) < 2  # mid-bar, as scores are scaled
+
+        page.click("#identify")
+        sync_api.expect(page.locator("#message")).to_have_text("no speech in this recording")
+        sync_api.expect(page.locator("#result")).to_be_empty()
+        browser.close()

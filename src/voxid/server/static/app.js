@@ -55,22 +55,41 @@ async function refresh() {
   }
 }
 
+// One chip per name up to case: "wisleyv" (trained) and "Wisleyv" (enrolled) are one
+// person to whoever reads the list, though the registry keeps both.
+function groupByName(speakers) {
+  const groups = new Map();
+  for (const s of speakers) {
+    const key = s.name.toLowerCase();
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  return [...groups.values()];
+}
+
+function chipLabel(group) {
+  const enrolled = group.filter((s) => s.source === "enrolled");
+  const parts = [];
+  if (enrolled.length) parts.push(String(enrolled.reduce((n, s) => n + s.n_utterances, 0)));
+  if (enrolled.length < group.length) parts.push("trained");
+  return `${(enrolled[0] || group[0]).name} (${parts.join(", ")})`;
+}
+
 function renderSpeakers(speakers) {
   const ul = $("speakers");
   ul.replaceChildren();
-  const enrolled = speakers.filter((s) => s.source === "enrolled");
   if (!speakers.length) {
     const li = document.createElement("li");
     li.className = "muted";
     li.textContent = "No speakers enrolled yet: record someone and press Enrol.";
     ul.append(li);
   }
-  for (const s of speakers) {
+  for (const group of groupByName(speakers)) {
     const li = document.createElement("li");
     const label = document.createElement("span");
-    label.textContent = s.source === "enrolled" ? `${s.name} (${s.n_utterances})` : `${s.name} (trained)`;
+    label.textContent = chipLabel(group);
     li.append(label);
-    if (enrolled.includes(s)) {
+    for (const s of group.filter((g) => g.source === "enrolled")) {
       const del = document.createElement("button");
       del.type = "button";
       del.textContent = "✕";
@@ -168,7 +187,10 @@ function renderCandidates(candidates, threshold) {
     const scale = threshold > 0 ? 2 * threshold : 1;
     fill.style.width = `${Math.max(0, Math.min(1, c.score / scale)) * 100}%`;
     if (c.score < threshold) fill.style.background = "var(--warn)";
-    bar.append(fill);
+    const mark = document.createElement("span");
+    mark.className = "threshold";
+    mark.title = `threshold ${threshold.toFixed(2)}`;
+    bar.append(fill, mark);
     const score = document.createElement("span");
     score.textContent = c.score.toFixed(2);
     li.append(name, bar, score);
@@ -186,6 +208,8 @@ function verdict(text, ok) {
 
 async function action(button, run) {
   clearMessage();
+  // A result left from the last request would read as this one's when this one fails.
+  $("result").replaceChildren();
   button.disabled = true;
   try { await run(); } catch (err) { fail(err); } finally { button.disabled = false; }
 }

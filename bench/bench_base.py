@@ -78,8 +78,10 @@ def main() -> int:
             "x_rt_1s_files end to end from files, verify_3s the latency of one verify of a "
             "3-s file. The training row comes from the run make base-model trains "
             "(runs/base/run/metrics.json): epochs, wall minutes on the 2-core CPU (two "
-            "trainings shared it), training clips per epoch, and the held-out speakers' EER "
-            "of the epoch kept."
+            "trainings shared it; a resumed run counts its last leg only: the shipped run "
+            "trained 2 epochs in 10 min, then 8 more after a resume), training clips per "
+            "epoch, and the held-out speakers' EER of the epoch kept (best_epoch counts from "
+            "0). parameters_m: the encoder's weights (the shipped head has no classes)."
         ),
     )
     return 0

@@ -450,17 +450,7 @@ def test_killed_server_keeps_committed_enrolments(random_model_file, speech_corp
     # No key given: `voxid serve` generates one and prints it for whoever started it.
     env = {k: v for k, v in os.environ.items() if k != "VOXID_API_KEY"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voxid",
-            "serve",
-            str(random_model_file),
-            "--registry",
-            str(db),
-            "--port",
-            str(port),
-        ],
+        serve_argv(random_model_file, db, port),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -527,6 +517,12 @@ def test_killed_server_keeps_committed_enrolments(random_model_file, speech_corp
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def serve_argv(model: Path, db: Path, port: int, *extra: str) -> list[str]:
+    """The command line of a real `voxid serve` process on `port`."""
+    return [sys.executable, "-m", "voxid", "serve", str(model), "--registry", str(db),
+            "--port", str(port), *extra]  # fmt: skip
+
+
 def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -555,23 +551,17 @@ def test_serve_allowed_host_option(random_model_file, tmp_path):
     """`voxid serve --allowed-host NAME` answers for NAME and the loopback names only."""
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voxid",
-            "serve",
-            str(random_model_file),
-            "--registry",
-            str(tmp_path / "speakers.db"),
-            "--port",
-            str(port),
+        serve_argv(
+            random_model_file,
+            tmp_path / "speakers.db",
+            port,
             "--api-key",
             KEY,
             "--allowed-host",
             "voxid.lan",
             "--allowed-host",
             "Other.Lan",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

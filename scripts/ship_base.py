@@ -60,17 +60,17 @@ def encoder_only(run: Path, staging: Path) -> Path:
 def to_half(path: Path) -> Path:
     """Round a model file's float weights to float16, in place; its fingerprint follows.
 
-    Loaded, the model computes in float32 from those values: the shipped function."""
-    from voxid.checkpoint import PREFIX, load_checkpoint, model_fingerprint, read_checkpoint
+    Loaded, the model computes in float32 from those values (the shipped function), so the
+    fingerprint is that of the float32 copies, as `load_checkpoint` will rebuild them."""
+    from voxid.checkpoint import PREFIX, model_fingerprint, read_checkpoint
 
     ckpt = read_checkpoint(path)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-    ckpt["state_dict"] = half
-    torch.save(ckpt, path)
-    _, model = load_checkpoint(path)
-    ckpt["voxid"]["model_fingerprint"] = model_fingerprint(model.state_dict())
-    if not all(k.startswith(PREFIX) for k in half):
+    if not all(k.startswith(PREFIX) for k in ckpt["state_dict"]):
         raise SystemExit(f"ship_base: {path} holds more than model weights")
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    loaded = {k: (v.float() if v.is_floating_point() else v) for k, v in half.items()}
+    ckpt["state_dict"] = half
+    ckpt["voxid"]["model_fingerprint"] = model_fingerprint(loaded)
     torch.save(ckpt, path)
     return path
 

@@ -129,20 +129,12 @@ def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | Path) -> 
 
 
 def _remove_orphans(path: Path) -> None:
+    from voxid.data._write import pid_alive
+
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def atomic_checkpoint_io() -> Any:

@@ -164,7 +164,8 @@ def _write_items(h5, rows: list[dict], extra_cols: list[str]) -> None:
         )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (whose temporary files must stay)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -183,7 +184,7 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     removed = []
     for entry in os.scandir(folder):
         m = _PARTIAL.match(entry.name)
-        if m is None or not entry.is_file(follow_symlinks=False) or _pid_alive(int(m[1])):
+        if m is None or not entry.is_file(follow_symlinks=False) or pid_alive(int(m[1])):
             continue
         with contextlib.suppress(FileNotFoundError):  # another prepare removed it first
             os.unlink(entry.path)

@@ -102,7 +102,9 @@ def test_bad_files_are_skipped_and_reported(tmp_path, write_wav):
     (tmp_path / "ann" / "junk.flac").write_bytes(b"this is not audio at all" * 10)
     write_wav("ann/blip.wav", tone(0.05))
     corpus = assign_splits(load_corpus(tmp_path), ratios=(1.0,))
-    report = prepare(corpus, tmp_path / "s.h5", PrepareConfig(), workers=2)
+    # tones stand in for speech: the energy VAD takes them, Silero rightly would not
+    report = prepare(corpus, tmp_path / "s.h5", PrepareConfig(vad=VadConfig(method="energy")),
+                     workers=2)  # fmt: skip
     reasons = {Path(p).name: r for p, r in report.skipped}
     assert set(reasons) == {"silent.wav", "empty.wav", "junk.flac", "blip.wav"}
     assert "zero" in reasons["silent.wav"] and "empty" in reasons["empty.wav"]
@@ -324,10 +326,12 @@ def test_prepare_streams_big_files(tmp_path):
 import json
 {PEAK_RSS_MB}
 from voxid.data import assign_splits, load_corpus
-from voxid.data.store import prepare
+from voxid.data.store import PrepareConfig, prepare
+from voxid.vad import VadConfig
 
-def run(root, out):
-    return prepare(assign_splits(load_corpus(root), ratios=(1.0,)), out, workers=1)
+def run(root, out):  # tones stand in for speech: the energy VAD takes them
+    cfg = PrepareConfig(vad=VadConfig(method="energy"))
+    return prepare(assign_splits(load_corpus(root), ratios=(1.0,)), out, cfg, workers=1)
 
 run({str(small)!r}, {str(tmp_path / "small.h5")!r})  # imports torch, builds the frontend
 before = peak_rss_mb()

@@ -107,7 +107,7 @@ def test_chunk_short_signal():
 
 
 def test_configs_round_trip_and_apply():
-    vad = VadConfig(threshold_db=-30.0, pad_s=0.0)
+    vad = VadConfig(method="energy", threshold_db=-30.0, pad_s=0.0)
     assert VadConfig.from_dict(vad.to_dict()) == vad
     wav = np.concatenate([np.zeros(SR), tone(1.0, SR), np.zeros(SR)]).astype(np.float32)
     np.testing.assert_array_equal(vad.apply(wav, SR), remove_silence(wav, SR, threshold_db=-30.0,

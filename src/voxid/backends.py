@@ -20,7 +20,7 @@ import numpy as np
 from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
 from voxid.errors import ConfigError, ModelError
 from voxid.registry import mean_embedding, normalize_rows
-from voxid.vad import VadConfig
+from voxid.vad import VAD_METHODS, VadConfig
 
 #: Less speech than this (after VAD) is refused: an embedding of it would be mostly noise.
 MIN_SPEECH_SECONDS = 0.5
@@ -107,6 +107,10 @@ def validate_meta(meta: Any, source: str) -> dict[str, Any]:
         if field.name in vad:
             flag = field.type in (bool, "bool")
             value = vad[field.name]
+            if field.type in (str, "str"):
+                _check(value in VAD_METHODS, source, f"audio_config.vad.{field.name}", value,
+                       " or ".join(VAD_METHODS))  # fmt: skip
+                continue
             _check(isinstance(value, bool) if flag else _is_number(value), source,
                    f"audio_config.vad.{field.name}", value,
                    "true or false" if flag else "a number")  # fmt: skip
@@ -148,7 +152,9 @@ class Backend:
             audio_cfg.get("sample_rate") or feature_cfg.get("sample_rate") or 16000
         )
         self.normalize = audio_cfg.get("normalize")  # as the training audio was
-        self.vad = VadConfig(**_known_fields(VadConfig, audio_cfg.get("vad")))
+        # A model stored before the VAD had a `method` gets the default, Silero with the level
+        # floor: its energy settings would call noise and hum speech (issue #15).
+        self.vad = _vad_config(audio_cfg.get("vad"), source)
         chunk = audio_cfg.get("chunk") or {}
         self.chunk_seconds = float(chunk.get("seconds") or DEFAULT_CHUNK_SECONDS)
 
@@ -288,6 +294,14 @@ def load_backend(
     return TorchBackend(path, device=device)
 
 
+def _normalized(wav: np.ndarray, normalize: str | None) -> np.ndarray:
+    if normalize == "peak":
+        return wav / np.abs(wav).max()
+    if normalize == "rms":  # -20 dBFS, as voxid.audio.load_audio
+        return wav * (0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
+    return wav
+
+
 def _as_waveform(
     audio: Any, sr: int | None, target_sr: int, normalize: str | None = None
 ) -> np.ndarray:
@@ -309,11 +323,7 @@ def _as_waveform(
             import soxr
 
             wav = soxr.resample(wav, int(sr), target_sr, quality="HQ").astype(np.float32)
-        if normalize == "peak":
-            wav = wav / np.abs(wav).max()
-        elif normalize == "rms":  # -20 dBFS, as voxid.audio.load_audio
-            wav = wav * (0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
-        return wav.astype(np.float32)
+        return _normalized(wav, normalize).astype(np.float32)
     if isinstance(audio, (str, os.PathLike, bytes, bytearray)) or hasattr(audio, "read"):
         return load_audio(
             bytes(audio) if isinstance(audio, bytearray) else audio,
@@ -329,8 +339,20 @@ def _label(audio: Any) -> str:
     return "audio " + ("array" if isinstance(audio, np.ndarray) else "bytes")
 
 
+def _vad_config(stored: Any, source: str) -> VadConfig:
+    try:
+        return VadConfig(**_known_fields(VadConfig, stored))
+    except ConfigError as exc:
+        raise ModelError(f"{source}: audio_config.{exc}") from None
+
+
 def speech_chunks(
-    wav: np.ndarray, sr: int, vad: VadConfig, seconds: float, label: str = "audio"
+    wav: np.ndarray,
+    sr: int,
+    vad: VadConfig,
+    seconds: float,
+    label: str = "audio",
+    normalize: str | None = None,
 ) -> np.ndarray:
     """Equal-length chunks `(n, samples)` of the speech in `wav`, as the model was trained.
 
@@ -339,13 +361,18 @@ def speech_chunks(
     overlap by half for long speech (over `LONG_CHUNKS` windows), where the extra windows
     smooth the average at little relative cost, and do not for short speech, where they
     would almost double the work of a verification. Speech shorter than one window is
-    repeated to fill it.
+    repeated to fill it. `normalize` ("peak", "rms" or None) scales the speech by the
+    gain of the whole of `wav`, after the VAD has seen the level as recorded (its floor
+    is absolute).
 
     >>> wav = np.sin(np.arange(40000) / 3.0).astype(np.float32)
     >>> speech_chunks(wav, 16000, VadConfig(enabled=False), 1.0).shape  # 2.5 s
     (3, 16000)
     """
-    speech = vad.apply(wav, sr)
+    segments = vad.segments(wav, sr)
+    if normalize is not None:
+        wav = _normalized(wav, normalize)
+    speech = np.concatenate([wav[a:b] for a, b in segments] or [wav[:0]])
     if speech.size < MIN_SPEECH_SECONDS * sr:
         raise NotEnoughSpeech(
             f"{label}: only {speech.size / sr:.2f} s of speech after silence "
@@ -363,10 +390,11 @@ def speech_chunks(
 
 def prepare_chunks(backend: Backend, audio: Any, sr: int | None = None) -> np.ndarray:
     """Decode `audio` at the backend's rate and cut its speech into training-length chunks."""
-    wav = _as_waveform(audio, sr, backend.sample_rate, backend.normalize)
+    wav = _as_waveform(audio, sr, backend.sample_rate)
     return speech_chunks(
-        wav, backend.sample_rate, backend.vad, backend.chunk_seconds, _label(audio)
-    )
+        wav, backend.sample_rate, backend.vad, backend.chunk_seconds, _label(audio),
+        backend.normalize,
+    )  # fmt: skip
 
 
 def embed_batched(

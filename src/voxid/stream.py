@@ -1,8 +1,9 @@
 """Real-time identification of who is speaking, from a microphone, a file or a WebSocket.
 
 Audio arrives in small blocks; a sliding window (1.5 s, hopping every 0.5 s by default) is
-cut from it, gated by the energy VAD (a window with too little speech is "silence" and is
-never sent to the model), identified, and smoothed by a majority vote over the last few
+cut from it, gated by the recogniser's own VAD policy (`voxid.vad.VadConfig`: Silero with
+a level floor by default; a window with too little speech is "silence" and is never sent
+to the model), identified, and smoothed by a majority vote over the last few
 decisions so one odd window does not make the display flicker. Every decision carries its
 stream time and its latency (from the arrival of the window's last sample to the decision).
 
@@ -35,8 +36,9 @@ class StreamConfig:
     ---------
     window_s: length of the audio identified at each step.
     hop_s: time between two decisions.
-    min_speech_ratio: a window whose VAD speech fraction is below this is "silence".
-    min_rms_db: a window quieter than this (dBFS) is "silence" whatever the VAD says.
+    min_speech_ratio: a window whose VAD speech fraction is below this is "silence" (so is
+        one with less speech than the recogniser needs, `MIN_SPEECH_SECONDS`). How quiet
+        is too quiet is the VAD's level floor, not a separate limit here.
     smoothing: number of recent decisions in the majority vote (1 = no smoothing).
     top_k: candidates reported with each decision.
 
@@ -47,7 +49,6 @@ class StreamConfig:
     window_s: float = 1.5
     hop_s: float = 0.5
     min_speech_ratio: float = 0.3
-    min_rms_db: float = -50.0
     smoothing: int = 3
     top_k: int = 3
 
@@ -165,15 +166,30 @@ def _confidence(score: float, threshold: float, lo: float = -1.0, hi: float = 1.
     return float(min(1.0, max(0.0, c)))
 
 
-def speech_stats(wav: np.ndarray, sr: int) -> tuple[float, float]:
-    """(speech ratio by the VAD, RMS level in dBFS) of a float waveform."""
-    from voxid.vad import speech_segments
+def speech_stats(wav: np.ndarray, sr: int, vad: Any = None) -> tuple[float, float]:
+    """(speech ratio by the VAD policy `vad`, RMS level in dBFS) of a float waveform.
+
+    `vad` is a `voxid.vad.VadConfig` (the default policy when None): pass the recogniser's
+    (`vad_policy`), so the ratio is the share of the audio its model will hear.
+
+    >>> from voxid.vad import VadConfig
+    >>> speech_stats(np.full(8000, 1e-6, np.float32), 16000, VadConfig(method="energy"))
+    (0.0, -120.0)
+    """
+    from voxid.vad import VadConfig
 
     if wav.size == 0:
         return 0.0, -120.0
     rms_db = float(20 * np.log10(max(float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))), 1e-6)))
-    speech = sum(end - start for start, end in speech_segments(wav, sr))
-    return float(speech / wav.size), rms_db
+    return float((vad or VadConfig()).speech_ratio(wav, sr)), rms_db
+
+
+def vad_policy(recognizer: Any) -> Any:
+    """The `VadConfig` a recogniser's model applies (the default policy when it has none)."""
+    from voxid.vad import VadConfig
+
+    vad = getattr(getattr(recognizer, "backend", None), "vad", None)
+    return vad if isinstance(vad, VadConfig) else VadConfig()
 
 
 class MajorityVote:
@@ -218,6 +234,7 @@ class LiveIdentifier:
         self.sample_rate = sample_rate
         self.windows = SlidingWindow(sample_rate, self.config.window_s, self.config.hop_s)
         self.vote = MajorityVote(self.config.smoothing)
+        self.vad = vad_policy(recognizer)
 
     def push(self, samples: np.ndarray) -> list[Window]:
         """Add audio (float in [-1, 1] or int16 PCM); return the windows now complete."""
@@ -228,13 +245,16 @@ class LiveIdentifier:
 
     def decide(self, window: Window) -> Decision:
         """Identify one window (blocking: runs the model) and smooth the answer."""
+        from voxid.backends import MIN_SPEECH_SECONDS
+
         cfg = self.config
-        ratio, rms_db = speech_stats(window.samples, self.sample_rate)
+        ratio, rms_db = speech_stats(window.samples, self.sample_rate, self.vad)
+        speech_s = ratio * window.samples.size / self.sample_rate
         score = None
         # Known even for a silent window, so a smoothed speaker label keeps its confidence.
         threshold = getattr(self.recognizer, "threshold", None)
         candidates: list[tuple[str, float]] = []
-        if ratio < cfg.min_speech_ratio or rms_db < cfg.min_rms_db:
+        if ratio < cfg.min_speech_ratio or speech_s < MIN_SPEECH_SECONDS:
             raw = SILENCE
         else:
             from voxid.audio import AudioError

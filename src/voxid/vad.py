@@ -1,8 +1,17 @@
-"""Energy voice-activity detection, silence removal and fixed-length chunking.
+"""Voice-activity detection, silence removal and fixed-length chunking.
 
-The VAD compares each frame's energy with the loudest frame of the same utterance, so it
-does not depend on recording gain; short gaps inside speech are bridged and short bursts
-dropped before a little padding is added back around each kept segment.
+Two detectors, chosen by `VadConfig.method`:
+
+- "silero" (the default): Silero VAD, a small neural network that tells speech from noise,
+  hum and music (`voxid.silero`, run on onnxruntime).
+- "energy": each frame's energy against the loudest frame of the same utterance, so it
+  does not depend on recording gain, but any steady noise or hum is "speech" to it.
+
+Both apply the same absolute level floor (`floor_dbfs`): a frame quieter than it is never
+speech, so faint noise or dither gives nothing however an utterance is normalised. Short
+gaps inside speech are bridged and short bursts dropped before a little padding is added
+back around each kept segment. `VadConfig` is the one policy every caller uses: `prepare`,
+the recogniser and its backends, the service and `listen`.
 """
 
 from __future__ import annotations
@@ -14,10 +23,14 @@ import numpy as np
 
 from voxid.errors import ConfigError
 
-__all__ = ["ChunkConfig", "VadConfig", "chunk", "frame_energy_db", "remove_silence",
-           "speech_segments"]  # fmt: skip
+__all__ = ["VAD_METHODS", "ChunkConfig", "VadConfig", "chunk", "frame_energy_db",
+           "frame_level_dbfs", "remove_silence", "speech_segments"]  # fmt: skip
 
 TAIL_POLICIES = ("pad", "drop", "keep")
+VAD_METHODS = ("silero", "energy")
+#: Default absolute floor (dBFS): below any real recording of speech (quiet speech at
+#: -56 dBFS RMS has its syllables near -50), above dither (-90 dBFS) and numeric noise.
+DEFAULT_FLOOR_DBFS = -70.0
 
 
 def _check_wav(wav: np.ndarray) -> np.ndarray:
@@ -33,15 +46,15 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
-def frame_energy_db(wav: np.ndarray, sr: int, frame_ms: float = 25, hop_ms: float = 10):
-    """Per-frame energy in dB relative to the loudest frame (0 dB), and the frame hop.
+def frame_level_dbfs(wav: np.ndarray, sr: int, frame_ms: float = 25, hop_ms: float = 10):
+    """Per-frame RMS level in dBFS (a full-scale square wave is 0 dBFS), and the frame hop.
 
     Frame i covers samples `[i * hop, i * hop + frame)`; a signal shorter than one frame
     is one zero-padded frame.
 
-    >>> db, hop = frame_energy_db(np.r_[np.zeros(800), np.ones(800)].astype("float32"), 16000)
-    >>> hop, float(db.max()), bool(db[0] < -100)
-    (160, 0.0, True)
+    >>> db, hop = frame_level_dbfs(np.full(1600, 0.1, "float32"), 16000)
+    >>> hop, round(float(db[0]), 1)
+    (160, -20.0)
     """
     wav = _check_wav(wav).astype(np.float64, copy=False)
     _positive("sr", sr)
@@ -52,9 +65,22 @@ def frame_energy_db(wav: np.ndarray, sr: int, frame_ms: float = 25, hop_ms: floa
     n_frames = 1 + max(0, -(-(wav.size - frame) // hop))
     padded = np.zeros((n_frames - 1) * hop + frame)
     padded[: wav.size] = wav
-    power = np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop] ** 2
-    db = 10.0 * np.log10(power.mean(axis=1) + 1e-20)
-    return (db - db.max()).astype(np.float32), hop
+    # Cumulative sums give every frame's mean power in O(n), whatever the frame length.
+    csum = np.concatenate([[0.0], np.cumsum(padded**2)])
+    starts = np.arange(n_frames) * hop
+    power = (csum[starts + frame] - csum[starts]) / frame
+    return (10.0 * np.log10(np.maximum(power, 0.0) + 1e-20)).astype(np.float32), hop
+
+
+def frame_energy_db(wav: np.ndarray, sr: int, frame_ms: float = 25, hop_ms: float = 10):
+    """Per-frame energy in dB relative to the loudest frame (0 dB), and the frame hop.
+
+    >>> db, hop = frame_energy_db(np.r_[np.zeros(800), np.ones(800)].astype("float32"), 16000)
+    >>> hop, float(db.max()), bool(db[0] < -100)
+    (160, 0.0, True)
+    """
+    db, hop = frame_level_dbfs(wav, sr, frame_ms, hop_ms)
+    return db - db.max(), hop
 
 
 def _runs(mask: np.ndarray) -> list[list[int]]:
@@ -73,8 +99,9 @@ def speech_segments(
     min_speech_s: float = 0.1,
     min_silence_s: float = 0.2,
     pad_s: float = 0.05,
+    floor_dbfs: float | None = None,
 ) -> list[tuple[int, int]]:
-    """Speech segments as (start, end) sample indices, start inclusive, end exclusive.
+    """Energy-VAD speech segments as (start, end) sample indices, end exclusive.
 
     Arguments
     ---------
@@ -83,6 +110,7 @@ def speech_segments(
     min_silence_s: gaps shorter than this between speech are kept (bridged).
     min_speech_s: speech runs shorter than this (after bridging) are dropped.
     pad_s: kept around each segment, so word onsets and decays are not clipped.
+    floor_dbfs: frames quieter than this absolute level are never speech (None: no floor).
 
     Digital silence gives no segments.
 
@@ -100,9 +128,14 @@ def speech_segments(
         _positive(key, value, allow_zero=True)
     if wav.size == 0 or not np.any(wav):
         return []
-    db, hop = frame_energy_db(wav, sr, frame_ms, hop_ms)
+    level, hop = frame_level_dbfs(wav, sr, frame_ms, hop_ms)
     frame = max(1, round(frame_ms * sr / 1000))
-    runs = _runs(db > threshold_db)
+    loud = level - level.max() > threshold_db
+    if floor_dbfs is not None:
+        loud &= level >= floor_dbfs
+    runs = _runs(loud)
+    if not runs:
+        return []
 
     bridged: list[list[int]] = []
     for run in runs:
@@ -208,32 +241,89 @@ class _Config:
 
 @dataclass
 class VadConfig(_Config):
-    """Parameters of `speech_segments`, plus `enabled` to switch the VAD off.
+    """The VAD policy: which detector, its settings, and the absolute level floor.
 
-    >>> cfg = VadConfig(threshold_db=-40.0)
+    Arguments
+    ---------
+    enabled: False keeps the whole signal (no VAD, no floor).
+    method: "silero" (a neural VAD that tells speech from noise) or "energy" (frames near
+        the loudest one of the utterance).
+    threshold: Silero's speech probability to enter speech (it leaves below
+        `threshold - 0.15`).
+    threshold_db: energy VAD only: dB re the loudest frame (negative).
+    floor_dbfs: frames quieter than this (RMS, dBFS) are never speech, by either method.
+    frame_ms, hop_ms: the energy VAD's frames (and the floor's, for it); Silero's own
+        windows are 32 ms.
+    min_speech_s, min_silence_s, pad_s: segments shorter than min_speech_s are dropped,
+        gaps shorter than min_silence_s bridged, pad_s added around each segment.
+
+    Stored configs without `method` or `floor_dbfs` (written before they existed) load
+    with the defaults: Silero and the floor.
+
+    >>> cfg = VadConfig(method="energy", threshold_db=-40.0)
     >>> VadConfig.from_dict(cfg.to_dict()) == cfg
     True
+    >>> VadConfig().segments(np.zeros(16000, np.float32), 16000)
+    []
     """
 
     enabled: bool = True
+    method: str = "silero"
+    threshold: float = 0.5
     threshold_db: float = -35.0
+    floor_dbfs: float = DEFAULT_FLOOR_DBFS
     frame_ms: float = 25
     hop_ms: float = 10
     min_speech_s: float = 0.1
     min_silence_s: float = 0.2
     pad_s: float = 0.05
 
+    def __post_init__(self) -> None:
+        if self.method not in VAD_METHODS:
+            raise ConfigError(f"vad.method: must be one of {VAD_METHODS}, got {self.method!r}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"vad.threshold: must be in (0, 1) (a speech probability), "
+                              f"got {self.threshold!r}")  # fmt: skip
+        if not (np.isfinite(self.floor_dbfs) and self.floor_dbfs < 0):
+            raise ConfigError(f"vad.floor_dbfs: must be a negative level in dBFS, "
+                              f"got {self.floor_dbfs!r}")  # fmt: skip
+
     def segments(self, wav: np.ndarray, sr: int) -> list[tuple[int, int]]:
-        """Speech segments of `wav` (the whole signal when disabled)."""
+        """Speech segments `(start, end)` in samples of `wav` (the whole signal when
+        disabled)."""
+        wav = _check_wav(wav)
         if not self.enabled:
             return [(0, len(wav))] if len(wav) else []
-        kwargs = self.to_dict()
-        del kwargs["enabled"]
-        return speech_segments(wav, sr, **kwargs)
+        if self.method == "energy":
+            kwargs = self.to_dict()
+            for key in ("enabled", "method", "threshold"):
+                del kwargs[key]
+            return speech_segments(wav, sr, **kwargs)
+        from voxid.silero import silero_segments
+
+        if wav.size == 0 or not np.any(wav):
+            return []
+        for key in ("min_speech_s", "min_silence_s", "pad_s"):
+            _positive(key, getattr(self, key), allow_zero=True)
+        return silero_segments(
+            wav,
+            sr,
+            threshold=self.threshold,
+            min_speech_s=self.min_speech_s,
+            min_silence_s=self.min_silence_s,
+            pad_s=self.pad_s,
+            floor_dbfs=self.floor_dbfs,
+        )
 
     def apply(self, wav: np.ndarray, sr: int) -> np.ndarray:
         """`remove_silence` with these settings (identity when disabled)."""
         return np.concatenate([wav[a:b] for a, b in self.segments(wav, sr)] or [wav[:0]])
+
+    def speech_ratio(self, wav: np.ndarray, sr: int) -> float:
+        """Fraction of `wav` that is speech by this policy (0 for an empty signal)."""
+        if len(wav) == 0:
+            return 0.0
+        return sum(b - a for a, b in self.segments(wav, sr)) / len(wav)
 
 
 @dataclass

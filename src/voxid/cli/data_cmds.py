@@ -126,8 +126,19 @@ def register(app: typer.Typer) -> None:
             "file only with --force).",
         ),
         features: str = typer.Option("logmel", help="logmel | fbank | image | mfcc | waveform"),
-        vad: bool = typer.Option(True, "--vad/--no-vad", help="Remove silences first."),
-        vad_threshold: float = typer.Option(-35.0, help="VAD threshold, dB re the loudest frame."),
+        vad: str = typer.Option(
+            "silero",
+            "--vad",
+            help="Speech detection: silero (tells speech from noise and hum) | energy (frames "
+            "near the loudest) | off.",
+        ),
+        no_vad: bool = typer.Option(False, "--no-vad", help="Keep silences (as --vad off)."),
+        vad_threshold: float = typer.Option(
+            -35.0, help="Energy VAD threshold, dB re the loudest frame."
+        ),
+        vad_floor: float = typer.Option(
+            -70.0, help="Frames quieter than this (dBFS) are never speech, by either VAD."
+        ),
         chunk: float = typer.Option(None, help="Chunk seconds (default 1.0; image: whole file)."),
         hop: float = typer.Option(None, help="Chunk hop in seconds (default: no overlap)."),
         tail: str = typer.Option("pad", help="Last partial chunk: pad | keep | drop."),
@@ -198,6 +209,15 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(
                 f"features: must be one of {', '.join(FEATURE_KINDS)}, got {features!r}"
             )
+        if vad not in ("silero", "energy", "off"):
+            raise ConfigError(f"--vad: must be silero, energy or off, got {vad!r}")
+        enabled = vad != "off" and not no_vad
+        vcfg = VadConfig(
+            enabled=enabled,
+            method=vad if enabled else "silero",
+            threshold_db=vad_threshold,
+            floor_dbfs=vad_floor,
+        )
         fcfg = getattr(FeatureConfig, features)()
         if no_chunk or (features == "image" and chunk is None):
             ccfg = None
@@ -207,7 +227,7 @@ def register(app: typer.Typer) -> None:
             )
         cfg = PrepareConfig(
             feature=fcfg,
-            vad=VadConfig(enabled=vad, threshold_db=vad_threshold),
+            vad=vcfg,
             chunk=ccfg,
             normalize=normalize,
             augment=tuple(a.strip() for a in augment.split(",") if a.strip()),

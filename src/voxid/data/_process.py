@@ -55,13 +55,12 @@ def init_worker(settings: dict[str, Any], ignore_sigint: bool = True) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     cfg = FeatureConfig.from_dict(settings["feature"])
-    from voxid.vad import ChunkConfig
+    from voxid.vad import ChunkConfig, VadConfig
 
     _STATE.clear()
     _STATE.update(settings=settings, feature=cfg)
     # Parsed once per worker rather than per file: thousands of short files add up.
-    vad = dict(settings["vad"])
-    _STATE["vad"] = vad if vad.pop("enabled") else None
+    _STATE["vad"] = VadConfig.from_dict(settings["vad"])
     _STATE["chunker"] = ChunkConfig.from_dict(settings["chunk"]) if settings["chunk"] else None
     if cfg.kind != "waveform":
         _STATE["frontend"] = build_frontend(cfg).eval()
@@ -121,25 +120,46 @@ def file_digest(path: str, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def normalize_level(wav: np.ndarray, how: str | None) -> np.ndarray:
+    """Scale `wav` as `voxid.audio.load_audio(normalize=how)` does (whole-signal gain).
+
+    >>> normalize_level(np.array([0.5, -0.25], np.float32), "peak").tolist()
+    [1.0, -0.5]
+    """
+    if how == "peak":
+        return wav / np.float32(np.abs(wav).max())
+    if how == "rms":  # -20 dBFS, as load_audio
+        return wav * np.float32(0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
+    return wav
+
+
 def process_file(job: FileJob) -> FileResult:
     """Turn one file into stored items; any VoxidError becomes a skip with its reason."""
     from voxid.audio import load_audio
-    from voxid.vad import speech_segments
 
     s = _STATE["settings"]
     sr = _STATE["feature"].sample_rate
+    vad = _STATE["vad"]
     res = FileResult(job.index)
     try:
         # The decoder reads the file block by block (refusing it from its header when it is
         # too long), so neither the file nor its samples at the native rate sit in memory.
-        wav = load_audio(
-            job.path, sr, normalize=s["normalize"], max_seconds=s["max_seconds"], name=job.path
-        )
+        wav = load_audio(job.path, sr, max_seconds=s["max_seconds"], name=job.path)
         res.digest = file_digest(job.path)
         res.seconds = wav.size / sr
-        if _STATE["vad"] is not None:
-            segments = speech_segments(wav, sr, **_STATE["vad"])
-            wav = np.concatenate([wav[a:b] for a, b in segments]) if segments else wav[:0]
+        # The VAD sees the level as recorded (its floor is absolute: faint noise must not
+        # become speech by normalisation); the gain is then the whole file's, as before.
+        segments = vad.segments(wav, sr)
+        if not segments:
+            level = 10 * np.log10(np.mean(wav.astype(np.float64) ** 2) + 1e-20)
+            raise VoxidError(
+                f"{job.path}: no speech found by the {vad.method} VAD "
+                f"({res.seconds:.2f} s at {level:.0f} dBFS RMS)"
+                if vad.enabled
+                else f"{job.path}: no samples"
+            )
+        wav = normalize_level(wav, s["normalize"])
+        wav = np.concatenate([wav[a:b] for a, b in segments])
         res.kept_seconds = wav.size / sr
         if wav.size < s["min_samples"]:
             raise VoxidError(f"{job.path}: too little speech after VAD ({res.kept_seconds:.2f} s)")

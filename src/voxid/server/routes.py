@@ -59,24 +59,27 @@ async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dic
     """Decode one upload from memory at the model's rate, at most `workers` at a time;
     return it with its statistics."""
     from voxid.audio import load_audio
-    from voxid.backends import speech_chunks
-    from voxid.stream import speech_stats
+    from voxid.backends import MIN_SPEECH_SECONDS, NotEnoughSpeech
+    from voxid.stream import speech_stats, vad_policy
 
     sr = model_sample_rate(service.recognizer)
     label = _display_name(upload.filename)
+    vad = vad_policy(service.recognizer)
 
     def work() -> tuple[np.ndarray, dict[str, Any]]:
         wav = load_audio(data, sr=sr, max_seconds=service.max_audio_seconds, name=label)
-        ratio, rms_db = speech_stats(wav, sr)
+        # The model's own VAD policy (Silero and a level floor by default), checked here
+        # where the upload still has its name: the recogniser only sees an array.
+        ratio, rms_db = speech_stats(wav, sr, vad)
         if ratio < MIN_SPEECH_RATIO:
-            raise ConfigError(
+            raise NotEnoughSpeech(
                 f"{label}: no speech found (speech ratio {ratio:.0%}, level {rms_db:.0f} dBFS)"
             )
-        backend = getattr(service.recognizer, "backend", None)
-        if backend is not None:
-            # The model's own speech check, here where the upload still has its name: the
-            # recogniser only sees an array ("audio array: only 0.20 s of speech").
-            speech_chunks(wav, sr, backend.vad, backend.chunk_seconds, label)
+        if ratio * wav.size < MIN_SPEECH_SECONDS * sr:
+            raise NotEnoughSpeech(
+                f"{label}: only {ratio * wav.size / sr:.2f} s of speech after silence "
+                f"removal, need at least {MIN_SPEECH_SECONDS} s"
+            )
         return wav, {
             "filename": label,
             "duration_s": round(wav.size / sr, 3),

@@ -1,17 +1,28 @@
-"""Enrolled speakers in SQLite: names, per-utterance embeddings, centroids, the model behind them.
+"""Enrolled speakers: names, per-utterance embeddings, centroids, the model behind them.
 
-One file holds everything (stdlib `sqlite3`, WAL mode so readers never block the writer, a
-busy timeout so concurrent writers queue instead of failing). Every write is one
-`BEGIN IMMEDIATE` transaction, so several processes can enrol and identify at once and a
-reader sees a speaker either whole or not at all.
+Two stores behind one interface (`BaseRegistry`), picked by `open_registry` from the
+target: a SQLite file (`Registry`, stdlib `sqlite3`) for one machine, or a PostgreSQL
+database (`voxid.registry_pg.PostgresRegistry`, a ``postgresql://`` URL) that several
+servers share. SQLite runs in WAL mode, so readers never block the writer, with a busy
+timeout so concurrent writers queue instead of failing. Every write is one transaction
+that first bumps the change counter, which serialises writers (SQLite's `BEGIN IMMEDIATE`,
+PostgreSQL's row lock on the counter), so several processes can enrol and identify at once
+and a reader sees a speaker either whole or not at all.
 
-Schema (version 1):
-- `meta(key, value)`: `schema_version`.
+Schema (version 2; a version-1 file is upgraded in place when opened):
+- `meta(key, value)`: `schema_version`; `model_fingerprint` (the model of every enrolled
+  speaker, set by the first enrolment and cleared when the last speaker goes, so an add
+  checks one row instead of scanning the speakers); `generation` (the change counter every
+  write bumps); `instance` (a random id, so a recreated registry is never mistaken for the
+  old one).
 - `speakers(id, name UNIQUE, model_fingerprint, dim, centroid BLOB, n_utterances, created,
-  updated, metadata JSON)`; the centroid is the renormalised mean of the L2-normalised
-  utterance embeddings, kept up to date on every write so identification reads one row each.
-- `embeddings(id, speaker_id, vector BLOB, created)`: one float32 row per utterance, kept so
-  later enrolments can add utterances and the centroid is recomputed from all of them.
+  updated, metadata JSON, gen)`; the centroid is the renormalised mean of the L2-normalised
+  utterance embeddings, kept up to date on every write so identification reads one row each;
+  `gen` is the generation that last wrote the row (what `changes` reads).
+- `embeddings(id, speaker_id, vector BLOB, created, source)`: one float32 row per utterance,
+  kept so later enrolments can add utterances; `source` names the file it came from (bulk
+  enrolment skips files already enrolled).
+- `removed(name, gen)`: speakers removed since, so an in-memory index can follow deletions.
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +44,17 @@ import numpy as np
 
 from voxid.errors import RegistryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_NAME_LENGTH = 64
 #: Names identify() answers with when nobody matches; never a speaker's name.
 RESERVED_NAMES = frozenset({"unknown"})
 _NAME_RE = re.compile(r"^\w[\w .,'()@+-]*$")
+#: Rows fetched at a time when loading every centroid (bounded transient memory).
+_FETCH_ROWS = 20_000
+#: Names per `IN (...)` list (SQLite allows 32,766 parameters; PostgreSQL 65,535).
+_IN_CHUNK = 500
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS speakers (
     id INTEGER PRIMARY KEY,
@@ -59,7 +75,16 @@ CREATE TABLE IF NOT EXISTS embeddings (
 );
 CREATE INDEX IF NOT EXISTS embeddings_speaker ON embeddings(speaker_id);
 """
-#: The columns every query relies on; a file without them is not a voxid registry.
+#: Version 1 -> 2 (SQLite): the change log columns and tables.
+_UPGRADE_V2 = """
+ALTER TABLE speakers ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE embeddings ADD COLUMN source TEXT;
+CREATE TABLE IF NOT EXISTS removed (name TEXT PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS speakers_gen ON speakers(gen);
+CREATE INDEX IF NOT EXISTS embeddings_source ON embeddings(source) WHERE source IS NOT NULL
+"""
+#: The columns every query relies on; a database without them is not a voxid registry
+#: (version 1 lacks `gen`, `source` and `removed`, which the upgrade adds).
 _REQUIRED_COLUMNS = {
     "meta": {"key", "value"},
     "speakers": {
@@ -134,7 +159,493 @@ class SpeakerRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Registry:
+@dataclass(frozen=True)
+class Enrolment:
+    """One speaker's part of a bulk enrolment (`BaseRegistry.add_many`): a name, its
+    utterance embeddings `(n, D)`, optionally the file each came from, and metadata."""
+
+    name: str
+    embeddings: np.ndarray
+    sources: Sequence[str | None] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a registry since a generation (`BaseRegistry.changes`).
+
+    `full`: every speaker is in `names` / `centroids` (a first load, or the registry was
+    recreated); otherwise only those written since, plus the `removed` names."""
+
+    instance: str
+    generation: int
+    full: bool
+    names: list[str]
+    centroids: np.ndarray
+    removed: list[str]
+
+
+def check_embeddings(name: str, embeddings: np.ndarray) -> np.ndarray:
+    """`embeddings` as L2-normalised float32 `(n, D)` rows; RegistryError for an empty,
+    non-finite or zero row."""
+    emb = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise RegistryError(f"speaker {name!r}: embeddings must be (n, dim), got {emb.shape}")
+    if not np.isfinite(emb).all() or (np.linalg.norm(emb, axis=1) == 0).any():
+        raise RegistryError(f"speaker {name!r}: embeddings contain NaN, inf or zero rows")
+    return normalize_rows(emb)
+
+
+def _json(name: str, metadata: dict[str, Any] | None) -> str:
+    try:
+        return json.dumps(metadata or {})
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"speaker {name!r}: metadata is not JSON ({exc})") from None
+
+
+def is_url(target: object) -> bool:
+    """True for a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_registry(
+    target: str | os.PathLike,
+    model_fingerprint: str | None,
+    *,
+    timeout: float = 30.0,
+    create: bool = True,
+) -> BaseRegistry:
+    """The registry at `target`: a ``postgresql://user@host:port/db`` URL opens a
+    `PostgresRegistry`, anything else a SQLite file (`Registry`). Arguments as `Registry`."""
+    if is_url(target):
+        from voxid.registry_pg import PostgresRegistry
+
+        return PostgresRegistry(str(target), model_fingerprint, timeout=timeout, create=create)
+    return Registry(target, model_fingerprint, timeout=timeout, create=create)
+
+
+class BaseRegistry:
+    """What every registry does, in SQL both SQLite and PostgreSQL speak.
+
+    A subclass provides the connections (`_write`, `_read`: context managers yielding a
+    connection inside one transaction), its placeholder style (`_q`), `label` (how messages
+    name it) and, where it has a faster way, `_bulk_insert` and `generation`.
+    """
+
+    label: str
+    model_fingerprint: str | None
+    #: The integer type for casts (`generation` outgrows PostgreSQL's 32-bit INTEGER).
+    _INT = "INTEGER"
+
+    # -- dialect -----------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        """`sql` with this driver's placeholders (written with `?`)."""
+        return sql
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def _x(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return con.execute(self._q(sql), params)
+
+    def _bulk_insert(self, con: Any, table: str, columns: str, rows: list[tuple]) -> None:
+        """Insert many rows into `table (columns)`."""
+        marks = ", ".join("?" * len(columns.split(",")))
+        con.executemany(self._q(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+
+    # -- generations -------------------------------------------------------------------
+    def _read_generation(self, con: Any) -> tuple[str, int]:
+        rows = dict(
+            self._x(con, "SELECT key, value FROM meta WHERE key IN ('instance', 'generation')")
+        )
+        return rows.get("instance", ""), int(rows.get("generation", 0))
+
+    def generation(self) -> tuple[str, int]:
+        """`(instance, generation)`: changes whenever anything in the registry changed, in
+        this process or any other. Cheap: what an in-memory index checks per request."""
+        with self._read() as con:
+            return self._read_generation(con)
+
+    def changes(self, since: tuple[str, int] | None = None) -> Changes:
+        """The speakers written and removed after generation `since` (as returned by
+        `generation`), or all of them when `since` is None or names another instance."""
+        with self._read() as con:
+            instance, gen = self._read_generation(con)
+            full = since is None or since[0] != instance or since[1] > gen
+            if full:
+                cur = self._x(con, "SELECT name, dim, centroid FROM speakers")
+                removed: list[str] = []
+            else:
+                cur = self._x(
+                    con, "SELECT name, dim, centroid FROM speakers WHERE gen > ?", (since[1],)
+                )
+            names, blocks = [], []
+            while rows := cur.fetchmany(_FETCH_ROWS):
+                names += [r[0] for r in rows]
+                blocks.append(np.stack([self._decode(r[2], r[1], r[0]) for r in rows]))
+            if not full:
+                removed = [
+                    r[0]
+                    for r in self._x(con, "SELECT name FROM removed WHERE gen > ?", (since[1],))
+                ]
+        dims = {b.shape[1] for b in blocks}
+        if len(dims) > 1:
+            raise RegistryError(f"{self.label}: centroids of different sizes {sorted(dims)}")
+        cents = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        return Changes(instance, gen, full, names, cents, removed)
+
+    def _bump(self, con: Any) -> int:
+        """Advance the change counter: the first statement of every write, so writers queue
+        on it and generations follow commit order."""
+        row = self._x(
+            con,
+            f"UPDATE meta SET value = CAST(CAST(value AS {self._INT}) + 1 AS TEXT) "
+            "WHERE key = 'generation' RETURNING value",
+        ).fetchone()
+        return int(row[0])
+
+    # -- checks ------------------------------------------------------------------------
+    def _stored_model(self, con: Any) -> str | None:
+        row = self._x(con, "SELECT value FROM meta WHERE key = 'model_fingerprint'").fetchone()
+        return None if row is None else row[0]
+
+    def _count(self, con: Any) -> int:
+        return self._x(con, "SELECT COUNT(*) FROM speakers").fetchone()[0]
+
+    def _check_fingerprint(self) -> None:
+        if self.model_fingerprint is None:
+            return
+        with self._read() as con:
+            stored = self._stored_model(con)
+            if stored is None or stored == self.model_fingerprint:
+                return
+            n = self._count(con)
+        raise RegistryError(
+            f"{self.label}: {n} speaker(s) were enrolled with model {stored}, "
+            f"this model is {self.model_fingerprint}; re-enrol them or use another registry"
+        )
+
+    def _require_model(self, fingerprint: str | None) -> str:
+        fp = fingerprint if fingerprint is not None else self.model_fingerprint
+        if fp is None:
+            raise RegistryError(f"{self.label}: opened without a model; cannot add embeddings")
+        if self.model_fingerprint is not None and fp != self.model_fingerprint:
+            raise RegistryError(
+                f"{self.label}: embeddings from model {fp} refused, this registry holds model "
+                f"{self.model_fingerprint}"
+            )
+        return fp
+
+    def _claim_model(self, con: Any, fp: str) -> None:
+        """Make `fp` the registry's model, or refuse it: one row read per write."""
+        stored = self._stored_model(con)
+        if stored is None:
+            self._x(con, "INSERT INTO meta (key, value) VALUES ('model_fingerprint', ?)", (fp,))
+        elif stored != fp:
+            raise RegistryError(
+                f"{self.label}: embeddings from model {fp} refused, the registry holds "
+                f"{self._count(con)} speaker(s) of model {stored}"
+            )
+
+    # -- writes ------------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        *,
+        replace: bool = False,
+        metadata: dict[str, Any] | None = None,
+        model_fingerprint: str | None = None,
+        sources: Sequence[str | None] | None = None,
+    ) -> SpeakerRecord:
+        """Add utterance embeddings `(n, D)` to speaker `name` (created if new).
+
+        An existing speaker keeps its utterances and gains these (its centroid recomputed
+        from all of them), unless `replace=True`, which starts it afresh. `metadata` (JSON
+        values) is merged into the stored metadata; `sources` names the file of each
+        embedding. Raises RegistryError for a bad name, a non-finite or wrongly sized
+        embedding, or a model other than the registry's. The cost does not grow with the
+        number of enrolled speakers.
+        """
+        name = validate_name(name)
+        fp = self._require_model(model_fingerprint)
+        emb = check_embeddings(name, embeddings)
+        meta_json = _json(name, metadata)
+        srcs = self._sources(name, emb, sources)
+        now = time.time()
+        with self._write() as con:
+            gen = self._bump(con)
+            self._claim_model(con, fp)
+            return self._add_one(con, gen, fp, name, emb, srcs, replace, metadata, meta_json, now)
+
+    @staticmethod
+    def _sources(name: str, emb: np.ndarray, sources: Sequence[str | None] | None) -> list:
+        if sources is None:
+            return [None] * len(emb)
+        if len(sources) != len(emb):
+            raise RegistryError(
+                f"speaker {name!r}: {len(sources)} sources for {len(emb)} embeddings"
+            )
+        return [None if s is None else str(s) for s in sources]
+
+    def _add_one(
+        self,
+        con: Any,
+        gen: int,
+        fp: str,
+        name: str,
+        emb: np.ndarray,
+        sources: list,
+        replace: bool,
+        metadata: dict[str, Any] | None,
+        meta_json: str,
+        now: float,
+    ) -> SpeakerRecord:
+        row = self._x(
+            con, "SELECT id, dim, created, metadata FROM speakers WHERE name = ?", (name,)
+        ).fetchone()
+        if row is not None and replace:
+            self._x(con, "DELETE FROM speakers WHERE id = ?", (row[0],))
+            row = None
+        if row is not None and row[1] != emb.shape[1]:
+            raise RegistryError(
+                f"speaker {name!r}: embedding size {emb.shape[1]} differs from the stored {row[1]}"
+            )
+        if row is None:
+            speaker_id = self._x(
+                con,
+                "INSERT INTO speakers (name, model_fingerprint, dim, centroid, n_utterances, "
+                "created, updated, metadata, gen) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) RETURNING id",
+                (name, fp, emb.shape[1], b"", now, now, meta_json, gen),
+            ).fetchone()[0]
+            self._x(con, "DELETE FROM removed WHERE name = ?", (name,))
+            created, merged = now, metadata or {}
+        else:
+            speaker_id, created = row[0], row[2]
+            merged = {**json.loads(row[3]), **(metadata or {})}
+        self._bulk_insert(
+            con,
+            "embeddings",
+            "speaker_id, vector, created, source",
+            [(speaker_id, v.tobytes(), now, s) for v, s in zip(emb, sources, strict=True)],
+        )
+        stored = self._vectors(con, speaker_id, emb.shape[1], name)
+        centroid = mean_embedding(stored)
+        self._x(
+            con,
+            "UPDATE speakers SET centroid = ?, n_utterances = ?, updated = ?, metadata = ?, "
+            "gen = ? WHERE id = ?",
+            (centroid.tobytes(), len(stored), now, json.dumps(merged), gen, speaker_id),
+        )
+        return SpeakerRecord(name, centroid, len(stored), fp, created, now, merged)
+
+    def add_many(
+        self, enrolments: Iterable[Enrolment], *, model_fingerprint: str | None = None
+    ) -> int:
+        """Enrol many speakers in one transaction (all or none); returns how many speakers
+        were written. New speakers are inserted in bulk, so the cost per speaker stays
+        constant whatever the registry's size; a name already enrolled gains the utterances
+        as with `add`. Everything is checked before anything is written."""
+        fp = self._require_model(model_fingerprint)
+        grouped: dict[str, list] = {}
+        for e in enrolments:
+            name = validate_name(e.name)
+            emb = check_embeddings(name, e.embeddings)
+            srcs = self._sources(name, emb, e.sources)
+            _json(name, e.metadata)
+            if name in grouped:
+                g = grouped[name]
+                if g[0].shape[1] != emb.shape[1]:
+                    raise RegistryError(f"speaker {name!r}: embeddings of different sizes")
+                g[0], g[1], g[2] = (
+                    np.vstack([g[0], emb]),
+                    g[1] + srcs,
+                    {**g[2], **(e.metadata or {})},
+                )
+            else:
+                grouped[name] = [emb, srcs, dict(e.metadata or {})]
+        if not grouped:
+            return 0
+        now = time.time()
+        with self._write() as con:
+            gen = self._bump(con)
+            self._claim_model(con, fp)
+            names = list(grouped)
+            existing: set[str] = set()
+            for i in range(0, len(names), _IN_CHUNK):
+                part = names[i : i + _IN_CHUNK]
+                marks = ", ".join("?" * len(part))
+                existing |= {
+                    r[0]
+                    for r in self._x(
+                        con, f"SELECT name FROM speakers WHERE name IN ({marks})", part
+                    )
+                }
+            fresh = [n for n in names if n not in existing]
+            if fresh:
+                self._bulk_insert(
+                    con,
+                    "speakers",
+                    "name, model_fingerprint, dim, centroid, n_utterances, created, updated, "
+                    "metadata, gen",
+                    [
+                        (
+                            n,
+                            fp,
+                            grouped[n][0].shape[1],
+                            mean_embedding(grouped[n][0]).tobytes(),
+                            len(grouped[n][0]),
+                            now,
+                            now,
+                            json.dumps(grouped[n][2]),
+                            gen,
+                        )
+                        for n in fresh
+                    ],
+                )
+                # Every row this transaction wrote carries its generation: the new ids in
+                # one indexed query instead of one per speaker.
+                ids = dict(self._x(con, "SELECT name, id FROM speakers WHERE gen = ?", (gen,)))
+                self._bulk_insert(
+                    con,
+                    "embeddings",
+                    "speaker_id, vector, created, source",
+                    [
+                        (ids[n], v.tobytes(), now, s)
+                        for n in fresh
+                        for v, s in zip(grouped[n][0], grouped[n][1], strict=True)
+                    ],
+                )
+                for i in range(0, len(fresh), _IN_CHUNK):
+                    part = fresh[i : i + _IN_CHUNK]
+                    marks = ", ".join("?" * len(part))
+                    self._x(con, f"DELETE FROM removed WHERE name IN ({marks})", part)
+            for n in names:
+                if n in existing:
+                    emb, srcs, meta = grouped[n]
+                    self._add_one(con, gen, fp, n, emb, srcs, False, meta, json.dumps(meta), now)
+        return len(names)
+
+    def remove(self, name: str) -> None:
+        """Delete speaker `name` and its embeddings; RegistryError if it is not enrolled."""
+        clean = str(name).strip()
+        with self._write() as con:
+            gen = self._bump(con)
+            cur = self._x(con, "DELETE FROM speakers WHERE name = ?", (clean,))
+            if cur.rowcount == 0:
+                raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+            self._x(
+                con,
+                "INSERT INTO removed (name, gen) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET gen = excluded.gen",
+                (clean, gen),
+            )
+            if self._x(con, "SELECT 1 FROM speakers LIMIT 1").fetchone() is None:
+                # Nobody left: the next enrolment may use any model, as with a new registry.
+                self._x(con, "DELETE FROM meta WHERE key = 'model_fingerprint'")
+
+    def enrolled_sources(self, sources: Sequence[str]) -> set[str]:
+        """Which of `sources` (file names given at enrolment) are already enrolled."""
+        found: set[str] = set()
+        items = [str(s) for s in sources]
+        with self._read() as con:
+            for i in range(0, len(items), _IN_CHUNK):
+                part = items[i : i + _IN_CHUNK]
+                marks = ", ".join("?" * len(part))
+                found |= {
+                    r[0]
+                    for r in self._x(
+                        con, f"SELECT source FROM embeddings WHERE source IN ({marks})", part
+                    )
+                }
+        return found
+
+    # -- reads -------------------------------------------------------------------------
+    def _vectors(self, con: Any, speaker_id: int, dim: int, name: str) -> np.ndarray:
+        blobs = [
+            r[0]
+            for r in self._x(
+                con, "SELECT vector FROM embeddings WHERE speaker_id = ? ORDER BY id", (speaker_id,)
+            )
+        ]
+        return np.stack([self._decode(b, dim, name) for b in blobs])
+
+    def _decode(self, blob: bytes, dim: int, name: str) -> np.ndarray:
+        if len(blob) != dim * 4:
+            raise RegistryError(
+                f"{self.label}: speaker {name!r} has a corrupt embedding "
+                f"({len(blob)} bytes, expected {dim * 4})"
+            )
+        return np.frombuffer(bytes(blob), dtype=np.float32)
+
+    def _record(self, row: tuple) -> SpeakerRecord:
+        name, fp, dim, centroid, n, created, updated, meta = row
+        return SpeakerRecord(
+            name, self._decode(centroid, dim, name), n, fp, created, updated, json.loads(meta)
+        )
+
+    _COLUMNS = "name, model_fingerprint, dim, centroid, n_utterances, created, updated, metadata"
+
+    def get(self, name: str) -> SpeakerRecord:
+        """The record of speaker `name`; RegistryError if it is not enrolled."""
+        with self._read() as con:
+            row = self._x(
+                con, f"SELECT {self._COLUMNS} FROM speakers WHERE name = ?", (str(name).strip(),)
+            ).fetchone()
+        if row is None:
+            raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+        return self._record(row)
+
+    def embeddings(self, name: str) -> np.ndarray:
+        """The stored per-utterance embeddings `(n, D)` of speaker `name`."""
+        with self._read() as con:
+            row = self._x(
+                con, "SELECT id, dim FROM speakers WHERE name = ?", (str(name).strip(),)
+            ).fetchone()
+            if row is None:
+                raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+            return self._vectors(con, row[0], row[1], name)
+
+    def speakers(self) -> list[SpeakerRecord]:
+        """All enrolled speakers, sorted by name."""
+        with self._read() as con:
+            rows = self._x(con, f"SELECT {self._COLUMNS} FROM speakers ORDER BY name").fetchall()
+        return [self._record(r) for r in rows]
+
+    def names(self) -> list[str]:
+        """Enrolled speaker names, sorted."""
+        with self._read() as con:
+            return [r[0] for r in self._x(con, "SELECT name FROM speakers ORDER BY name")]
+
+    def centroids(self) -> tuple[list[str], np.ndarray]:
+        """Names and their centroids `(N, D)` sorted by name (an empty `(0, 0)` array when
+        none). Reads every row: the recogniser keeps a `voxid.index.SpeakerIndex` instead."""
+        records = self.speakers()
+        if not records:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [r.name for r in records], np.stack([r.centroid for r in records])
+
+    def __contains__(self, name: object) -> bool:
+        with self._read() as con:
+            row = self._x(con, "SELECT 1 FROM speakers WHERE name = ?", (str(name).strip(),))
+            return row.fetchone() is not None
+
+    def __len__(self) -> int:
+        with self._read() as con:
+            return self._count(con)
+
+
+class Registry(BaseRegistry):
     """Enrolled speakers of one model in a SQLite file.
 
     Arguments:
@@ -163,6 +674,7 @@ class Registry:
         create: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.label = str(self.path)
         self.model_fingerprint = model_fingerprint
         self.timeout = timeout
         self.create = create
@@ -190,7 +702,9 @@ class Registry:
         if uri:
             target += "?mode=rw"
         try:
-            con = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=uri)
+            con = sqlite3.connect(
+                target, timeout=self.timeout, isolation_level=None, uri=uri, check_same_thread=True
+            )
         except sqlite3.DatabaseError as exc:
             raise self._open_error(exc) from None
         try:
@@ -198,12 +712,12 @@ class Registry:
             con.execute("PRAGMA foreign_keys = ON")
             # Checked before anything is written, so another program's database is refused
             # as it was, not turned to WAL or given our tables.
-            has_schema = self._check_schema(con)
-            if not has_schema and not self.create:
+            version = self._check_schema(con)
+            if not version and not self.create:
                 raise RegistryError(f"{self.path}: not a voxid registry (it has no tables)")
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
-            if not has_schema:
+            if version < SCHEMA_VERSION:
                 self._init_schema(con)
         except sqlite3.DatabaseError as exc:
             con.close()
@@ -211,7 +725,7 @@ class Registry:
         except BaseException:
             con.close()
             raise
-        self._local.con, self._local.pid = con, key
+        self._local.con, self._local.pid, self._local.seen = con, key, None
         return con
 
     def _open_error(self, exc: sqlite3.DatabaseError) -> RegistryError:
@@ -221,19 +735,19 @@ class Registry:
             return RegistryError(f"{self.path}: cannot open ({exc})")
         return RegistryError(f"{self.path}: not a voxid registry ({exc})")
 
-    def _check_schema(self, con: sqlite3.Connection) -> bool:
-        """True for a voxid registry, False for a database without tables (a new file);
-        RegistryError for anything else, such as another program's `speakers` table."""
+    def _check_schema(self, con: sqlite3.Connection) -> int:
+        """The schema version of a voxid registry, 0 for a database without tables (a new
+        file); RegistryError for anything else, such as another program's `speakers` table."""
         con.execute("BEGIN")
         try:
             return self._verify_tables(con)
         finally:
             con.execute("COMMIT")
 
-    def _verify_tables(self, con: sqlite3.Connection) -> bool:
+    def _verify_tables(self, con: sqlite3.Connection) -> int:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            return False
+            return 0
         for table, needed in _REQUIRED_COLUMNS.items():
             if table not in tables:
                 raise RegistryError(f"{self.path}: not a voxid registry (no {table} table)")
@@ -250,18 +764,32 @@ class Registry:
             raise RegistryError(f"{self.path}: not a voxid registry (no schema version)") from None
         if version > SCHEMA_VERSION:
             raise RegistryError(f"{self.path}: registry schema {version} is newer than this voxid")
-        return True
+        return version
 
     def _init_schema(self, con: sqlite3.Connection) -> None:
-        # One IMMEDIATE transaction: when several processes create the file at once, one
-        # creates the tables and the others find them whole.
+        # One IMMEDIATE transaction: when several processes create or upgrade the file at
+        # once, one does it and the others find it whole.
         con.execute("BEGIN IMMEDIATE")
         try:
-            if not self._verify_tables(con):
-                for statement in _SCHEMA.split(";"):
+            version = self._verify_tables(con)
+            if version == 0:
+                for statement in _SCHEMA_V1.split(";"):
                     if statement.strip():
                         con.execute(statement)
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+                version = 1
+            if version == 1:
+                for statement in _UPGRADE_V2.split(";"):
+                    con.execute(statement)
+                # Version 1 refused mixing models, so the first speaker's is everyone's.
+                row = con.execute("SELECT model_fingerprint FROM speakers LIMIT 1").fetchone()
+                if row is not None:
+                    con.execute("INSERT INTO meta VALUES ('model_fingerprint', ?)", (row[0],))
+                con.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("generation", "1"), ("instance", uuid.uuid4().hex)],
+                )
+                con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -276,6 +804,8 @@ class Registry:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise RegistryError(f"{self.path}: cannot write ({exc})") from None
+        # This connection's own commits leave its data_version as it was.
+        self._local.seen = None
         try:
             yield con
         except BaseException:
@@ -293,196 +823,22 @@ class Registry:
         finally:
             con.execute("COMMIT")
 
+    def generation(self) -> tuple[str, int]:
+        """`(instance, generation)`, re-read only when `PRAGMA data_version` says another
+        connection committed since (this connection's own writes clear the cache), so an
+        unchanged registry costs no table read."""
+        con = self._connect()
+        version = con.execute("PRAGMA data_version").fetchone()[0]
+        seen = self._local.seen
+        if seen is not None and seen[0] == version:
+            return seen[1]
+        token = super().generation()
+        self._local.seen = (version, token)
+        return token
+
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
         con = getattr(self._local, "con", None)
         if con is not None:
             con.close()
             self._local.con = None
-
-    # -- checks ------------------------------------------------------------------------
-    @staticmethod
-    def _foreign(con: sqlite3.Connection, fingerprint: str) -> tuple[str, int] | None:
-        """(fingerprint, count) of speakers enrolled with a model other than `fingerprint`."""
-        return con.execute(
-            "SELECT model_fingerprint, COUNT(*) FROM speakers WHERE model_fingerprint != ? "
-            "GROUP BY model_fingerprint",
-            (fingerprint,),
-        ).fetchone()
-
-    def _check_fingerprint(self) -> None:
-        if self.model_fingerprint is None:
-            return
-        with self._read() as con:
-            row = self._foreign(con, self.model_fingerprint)
-        if row is not None:
-            raise RegistryError(
-                f"{self.path}: {row[1]} speaker(s) were enrolled with model {row[0]}, "
-                f"this model is {self.model_fingerprint}; re-enrol them or use another registry"
-            )
-
-    def _require_model(self, fingerprint: str | None) -> str:
-        fp = fingerprint if fingerprint is not None else self.model_fingerprint
-        if fp is None:
-            raise RegistryError(f"{self.path}: opened without a model; cannot add embeddings")
-        if self.model_fingerprint is not None and fp != self.model_fingerprint:
-            raise RegistryError(
-                f"{self.path}: embeddings from model {fp} refused, this registry holds model "
-                f"{self.model_fingerprint}"
-            )
-        return fp
-
-    # -- writes ------------------------------------------------------------------------
-    def add(
-        self,
-        name: str,
-        embeddings: np.ndarray,
-        *,
-        replace: bool = False,
-        metadata: dict[str, Any] | None = None,
-        model_fingerprint: str | None = None,
-    ) -> SpeakerRecord:
-        """Add utterance embeddings `(n, D)` to speaker `name` (created if new).
-
-        An existing speaker keeps its utterances and gains these (its centroid recomputed
-        from all of them), unless `replace=True`, which starts it afresh. `metadata` (JSON
-        values) is merged into the stored metadata. Raises RegistryError for a bad name,
-        a non-finite or wrongly sized embedding, or a model other than the registry's.
-        """
-        name = validate_name(name)
-        fp = self._require_model(model_fingerprint)
-        emb = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
-            raise RegistryError(f"speaker {name!r}: embeddings must be (n, dim), got {emb.shape}")
-        if not np.isfinite(emb).all() or (np.linalg.norm(emb, axis=1) == 0).any():
-            raise RegistryError(f"speaker {name!r}: embeddings contain NaN, inf or zero rows")
-        emb = normalize_rows(emb)
-        try:
-            meta_json = json.dumps(metadata or {})
-        except (TypeError, ValueError) as exc:
-            raise RegistryError(f"speaker {name!r}: metadata is not JSON ({exc})") from None
-        now = time.time()
-        with self._write() as con:
-            other = self._foreign(con, fp)
-            if other is not None:
-                raise RegistryError(
-                    f"{self.path}: embeddings from model {fp} refused, the registry holds "
-                    f"{other[1]} speaker(s) of model {other[0]}"
-                )
-            row = con.execute(
-                "SELECT id, dim, created, metadata FROM speakers WHERE name = ?", (name,)
-            ).fetchone()
-            if row is not None and replace:
-                con.execute("DELETE FROM speakers WHERE id = ?", (row[0],))
-                row = None
-            if row is not None and row[1] != emb.shape[1]:
-                raise RegistryError(
-                    f"speaker {name!r}: embedding size {emb.shape[1]} differs from the "
-                    f"stored {row[1]}"
-                )
-            if row is None:
-                cur = con.execute(
-                    "INSERT INTO speakers (name, model_fingerprint, dim, centroid, n_utterances, "
-                    "created, updated, metadata) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
-                    (name, fp, emb.shape[1], b"", now, now, meta_json),
-                )
-                speaker_id, created, merged = cur.lastrowid, now, metadata or {}
-            else:
-                speaker_id, created = row[0], row[2]
-                merged = {**json.loads(row[3]), **(metadata or {})}
-            con.executemany(
-                "INSERT INTO embeddings (speaker_id, vector, created) VALUES (?, ?, ?)",
-                [(speaker_id, v.tobytes(), now) for v in emb],
-            )
-            stored = self._vectors(con, speaker_id, emb.shape[1], name)
-            centroid = mean_embedding(stored)
-            con.execute(
-                "UPDATE speakers SET centroid = ?, n_utterances = ?, updated = ?, metadata = ? "
-                "WHERE id = ?",
-                (centroid.tobytes(), len(stored), now, json.dumps(merged), speaker_id),
-            )
-        return SpeakerRecord(name, centroid, len(stored), fp, created, now, merged)
-
-    def remove(self, name: str) -> None:
-        """Delete speaker `name` and its embeddings; RegistryError if it is not enrolled."""
-        with self._write() as con:
-            cur = con.execute("DELETE FROM speakers WHERE name = ?", (str(name).strip(),))
-            if cur.rowcount == 0:
-                raise RegistryError(f"speaker {name!r}: not enrolled in {self.path}")
-
-    # -- reads -------------------------------------------------------------------------
-    def _vectors(self, con: sqlite3.Connection, speaker_id: int, dim: int, name: str) -> np.ndarray:
-        blobs = [
-            r[0]
-            for r in con.execute(
-                "SELECT vector FROM embeddings WHERE speaker_id = ? ORDER BY id", (speaker_id,)
-            )
-        ]
-        return np.stack([self._decode(b, dim, name) for b in blobs])
-
-    def _decode(self, blob: bytes, dim: int, name: str) -> np.ndarray:
-        if len(blob) != dim * 4:
-            raise RegistryError(
-                f"{self.path}: speaker {name!r} has a corrupt embedding "
-                f"({len(blob)} bytes, expected {dim * 4})"
-            )
-        return np.frombuffer(blob, dtype=np.float32)
-
-    def _record(self, row: tuple) -> SpeakerRecord:
-        name, fp, dim, centroid, n, created, updated, meta = row
-        return SpeakerRecord(
-            name, self._decode(centroid, dim, name), n, fp, created, updated, json.loads(meta)
-        )
-
-    _COLUMNS = "name, model_fingerprint, dim, centroid, n_utterances, created, updated, metadata"
-
-    def get(self, name: str) -> SpeakerRecord:
-        """The record of speaker `name`; RegistryError if it is not enrolled."""
-        with self._read() as con:
-            row = con.execute(
-                f"SELECT {self._COLUMNS} FROM speakers WHERE name = ?", (str(name).strip(),)
-            ).fetchone()
-        if row is None:
-            raise RegistryError(f"speaker {name!r}: not enrolled in {self.path}")
-        return self._record(row)
-
-    def embeddings(self, name: str) -> np.ndarray:
-        """The stored per-utterance embeddings `(n, D)` of speaker `name`."""
-        with self._read() as con:
-            row = con.execute(
-                "SELECT id, dim FROM speakers WHERE name = ?", (str(name).strip(),)
-            ).fetchone()
-            if row is None:
-                raise RegistryError(f"speaker {name!r}: not enrolled in {self.path}")
-            return self._vectors(con, row[0], row[1], name)
-
-    def speakers(self) -> list[SpeakerRecord]:
-        """All enrolled speakers, sorted by name."""
-        with self._read() as con:
-            rows = con.execute(f"SELECT {self._COLUMNS} FROM speakers ORDER BY name").fetchall()
-        return [self._record(r) for r in rows]
-
-    def names(self) -> list[str]:
-        """Enrolled speaker names, sorted."""
-        with self._read() as con:
-            return [r[0] for r in con.execute("SELECT name FROM speakers ORDER BY name")]
-
-    def centroids(self) -> tuple[list[str], np.ndarray]:
-        """Names and their centroids `(N, D)` (an empty `(0, 0)` array when none)."""
-        records = self.speakers()
-        if not records:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        return [r.name for r in records], np.stack([r.centroid for r in records])
-
-    def __contains__(self, name: object) -> bool:
-        with self._read() as con:
-            return (
-                con.execute(
-                    "SELECT 1 FROM speakers WHERE name = ?", (str(name).strip(),)
-                ).fetchone()
-                is not None
-            )
-
-    def __len__(self) -> int:
-        with self._read() as con:
-            return con.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]

@@ -16,17 +16,18 @@ added around each one (split in the middle when two segments are closer than 2 x
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from voxid.errors import ConfigError, ModelError
 
-__all__ = ["LEAD_S", "RATES", "silero_probabilities", "silero_segments", "window_levels_dbfs",
-           "window_samples"]  # fmt: skip
+__all__ = ["LEAD_S", "RATES", "model_path", "silero_probabilities", "silero_segments",
+           "window_levels_dbfs", "window_samples"]  # fmt: skip
 
 #: Native rates of the model: (window, context) samples.
 RATES = {16000: (512, 64), 8000: (256, 32)}
@@ -60,23 +61,35 @@ def _load_session(name: str, pid: int):
     and callers already run one file per worker process."""
     import onnxruntime as ort
 
+    file = model_path(name)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
     try:
-        path = resources.files("silero_vad") / "data" / name
-        with resources.as_file(path) as file:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            return ort.InferenceSession(
-                str(file), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-    except ModuleNotFoundError:
-        raise ModelError(
-            "Silero VAD: the silero-vad package is not installed (pip install silero-vad), "
-            "or choose the energy VAD (method='energy')"
-        ) from None
+        return ort.InferenceSession(
+            str(file), sess_options=options, providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime's own error types are not exported
-        raise ModelError(f"Silero VAD: cannot load {name} ({exc})") from None
+        raise ModelError(f"Silero VAD: cannot load {file} ({exc})") from None
+
+
+def model_path(name: str = "silero_vad.onnx") -> Path:
+    """Where the installed silero-vad package keeps a model file.
+
+    Found without importing the package: its `__init__` imports torch and sets torch's
+    thread count for the whole process, and voxid needs none of its code.
+    """
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "Silero VAD: the silero-vad package is not installed (pip install silero-vad); "
+            "or choose the energy VAD (--vad energy, VadConfig(method='energy'))"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
+    if not path.is_file():
+        raise ModelError(f"Silero VAD: {path} is missing (reinstall silero-vad >= 6)")
+    return path
 
 
 def _windows(wav: np.ndarray, size: int, context: int) -> np.ndarray:
@@ -246,9 +259,17 @@ def silero_segments(
     wav = np.asarray(wav, dtype=np.float32)
     lead = round(LEAD_S * sr)
     padded = np.concatenate([np.zeros(lead, np.float32), wav, np.zeros(lead, np.float32)])
-    probs, hop = silero_probabilities(padded, sr)
+    hop = window_samples(sr)
+    keep = None
     if floor_dbfs is not None:
-        probs = np.where(window_levels_dbfs(padded, hop)[: probs.size] >= floor_dbfs, probs, 0.0)
+        keep = window_levels_dbfs(padded, hop) >= floor_dbfs
+        if not keep.any():  # all below the floor (dither, faint noise): no need to ask
+            return []
+    probs, hop = silero_probabilities(padded, sr)
+    if keep is not None:
+        # A resampled signal may end a window later or earlier than counted at `sr`.
+        keep = np.pad(keep, (0, max(0, probs.size - keep.size)), mode="edge")[: probs.size]
+        probs = np.where(keep, probs, 0.0)
     raw = hysteresis(
         probs,
         hop,

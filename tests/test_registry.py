@@ -1,4 +1,6 @@
-"""The SQLite speaker registry: names, enrolment, model fingerprints, concurrency."""
+"""The speaker registry, SQLite and PostgreSQL: names, enrolment, model fingerprints,
+bulk enrolment, change tracking, concurrency. Tests taking `target` run against both (a
+real PostgreSQL server the tests start, tests/pg_fixture.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ import numpy as np
 import pytest
 
 from voxid.errors import RegistryError
-from voxid.registry import Registry, mean_embedding, normalize_rows, validate_name
+from voxid.registry import (
+    _SCHEMA_V1,
+    Enrolment,
+    Registry,
+    mean_embedding,
+    normalize_rows,
+    open_registry,
+    validate_name,
+)
 
 DIM = 16
 
@@ -18,8 +28,16 @@ def _vectors(seed: int, n: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
 
 
-def test_add_get_and_centroid(tmp_path):
-    reg = Registry(tmp_path / "speakers.db", "fp-a")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """Where a registry lives: a SQLite file, or a fresh schema on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "speakers.db"
+    return request.getfixturevalue("pg_url")
+
+
+def test_add_get_and_centroid(target):
+    reg = open_registry(target, "fp-a")
     vecs = _vectors(0)
     rec = reg.add("alice", vecs, metadata={"team": "blue"})
     assert rec.n_utterances == 3
@@ -32,8 +50,8 @@ def test_add_get_and_centroid(tmp_path):
     assert "alice" in reg and "bob" not in reg and len(reg) == 1
 
 
-def test_repeated_enrolment_adds_or_replaces(tmp_path):
-    reg = Registry(tmp_path / "speakers.db", "fp-a")
+def test_repeated_enrolment_adds_or_replaces(target):
+    reg = open_registry(target, "fp-a")
     first = reg.add("alice", _vectors(0, 2))
     more = reg.add("alice", _vectors(1, 3), metadata={"k": 1})
     assert more.n_utterances == 5 and more.created == first.created
@@ -46,12 +64,16 @@ def test_repeated_enrolment_adds_or_replaces(tmp_path):
     assert reg.embeddings("alice").shape == (1, DIM)
 
 
-def test_persists_across_connections(tmp_path):
-    path = tmp_path / "sub" / "speakers.db"
-    Registry(path, "fp-a").add("bob", _vectors(3))
-    reg = Registry(path, "fp-a")
+def test_persists_across_connections(target):
+    open_registry(target, "fp-a").add("bob", _vectors(3))
+    reg = open_registry(target, "fp-a")
     names, cents = reg.centroids()
     assert names == ["bob"] and cents.shape == (1, DIM)
+
+
+def test_sqlite_file_is_wal(tmp_path):
+    path = tmp_path / "sub" / "speakers.db"
+    Registry(path, "fp-a").add("bob", _vectors(3))
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
@@ -63,6 +85,9 @@ def test_bad_names_are_refused(tmp_path, bad):
     reg = Registry(tmp_path / "speakers.db", "fp-a")
     with pytest.raises(RegistryError, match="speaker name"):
         reg.add(bad, _vectors(0))
+    with pytest.raises(RegistryError, match="speaker name"):
+        reg.add_many([Enrolment("ok", _vectors(1)), Enrolment(bad, _vectors(0))])
+    assert reg.names() == []  # the bulk batch is all or nothing
 
 
 def test_good_names():
@@ -70,48 +95,56 @@ def test_good_names():
     assert validate_name("o'brien-2") == "o'brien-2"
 
 
-def test_unknown_name(tmp_path):
-    reg = Registry(tmp_path / "speakers.db", "fp-a")
+def test_unknown_name(target):
+    reg = open_registry(target, "fp-a")
     for call in (reg.get, reg.remove, reg.embeddings):
         with pytest.raises(RegistryError, match="'nobody': not enrolled"):
             call("nobody")
 
 
-def test_remove(tmp_path):
-    reg = Registry(tmp_path / "speakers.db", "fp-a")
+def test_remove(target):
+    reg = open_registry(target, "fp-a")
     reg.add("alice", _vectors(0))
     reg.add("bob", _vectors(1))
     reg.remove("alice")
     assert reg.names() == ["bob"]
-    con = sqlite3.connect(tmp_path / "speakers.db")
     # The embeddings of a removed speaker go with it (foreign key cascade).
-    assert con.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 3
+    assert reg.add("alice", _vectors(2, 1)).n_utterances == 1
 
 
-def test_other_model_is_refused(tmp_path):
-    path = tmp_path / "speakers.db"
-    Registry(path, "fp-a").add("alice", _vectors(0))
-    with pytest.raises(RegistryError, match=r"model fp-a.*this model is fp-b"):
-        Registry(path, "fp-b")
-    reg = Registry(path, "fp-a")
+def test_other_model_is_refused(target):
+    open_registry(target, "fp-a").add("alice", _vectors(0))
+    with pytest.raises(RegistryError, match=r"1 speaker\(s\) .*model fp-a.*this model is fp-b"):
+        open_registry(target, "fp-b")
+    reg = open_registry(target, "fp-a")
     with pytest.raises(RegistryError, match=r"model fp-b refused.*fp-a"):
         reg.add("bob", _vectors(1), model_fingerprint="fp-b")
     with pytest.raises(RegistryError, match="embedding size"):
         reg.add("alice", np.ones((1, DIM + 1)))
     # Opened without a model: listing and removing work, adding does not.
-    anon = Registry(path, None)
+    anon = open_registry(target, None)
     assert anon.names() == ["alice"]
     with pytest.raises(RegistryError, match="without a model"):
         anon.add("carol", _vectors(2))
+    with pytest.raises(RegistryError, match=r"model fp-b refused.*1 speaker\(s\) of model fp-a"):
+        anon.add_many([Enrolment("carol", _vectors(2))], model_fingerprint="fp-b")
+    # Once nobody is left, the registry takes any model again, as a new one does.
+    anon.remove("alice")
+    assert open_registry(target, "fp-b").add("bob", _vectors(1)).model_fingerprint == "fp-b"
 
 
-def test_bad_embeddings_and_files(tmp_path):
-    reg = Registry(tmp_path / "speakers.db", "fp-a")
+def test_bad_embeddings(target):
+    reg = open_registry(target, "fp-a")
     with pytest.raises(RegistryError, match="NaN"):
         reg.add("alice", np.full((1, DIM), np.nan))
     with pytest.raises(RegistryError, match="zero"):
         reg.add("alice", np.zeros((1, DIM)))
+    with pytest.raises(RegistryError, match="zero"):
+        reg.add_many([Enrolment("bob", _vectors(0)), Enrolment("carol", np.zeros((1, DIM)))])
     assert reg.names() == []  # nothing half-written
+
+
+def test_bad_files(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(RegistryError, match=r"junk.db: not a voxid registry"):
@@ -173,8 +206,90 @@ def test_foreign_sqlite_files_are_not_registries(tmp_path, fingerprint):
     assert Registry(empty, "fp-a").add("alice", _vectors(0)).n_utterances == 3
 
 
-def _worker(path: str, worker: int, n_speakers: int, out: mp.Queue) -> None:
-    reg = Registry(path, "fp-a", timeout=60)
+def test_version_1_file_is_upgraded(tmp_path):
+    """A registry written by the previous voxid opens as it was and gains the change log;
+    its model becomes the stored fingerprint."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(_SCHEMA_V1)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    cent = mean_embedding(_vectors(0))
+    con.execute(
+        "INSERT INTO speakers (name, model_fingerprint, dim, centroid, n_utterances, created, "
+        "updated) VALUES ('alice', 'fp-a', ?, ?, 1, 0, 0)",
+        (DIM, cent.tobytes()),
+    )
+    con.execute("INSERT INTO embeddings (speaker_id, vector, created) VALUES (1, ?, 0)", (cent.tobytes(),))
+    con.commit()
+    con.close()
+    with pytest.raises(RegistryError, match="enrolled with model fp-a, this model is fp-b"):
+        Registry(path, "fp-b")
+    reg = Registry(path, "fp-a")
+    np.testing.assert_allclose(reg.get("alice").centroid, cent)
+    assert reg.changes().names == ["alice"]
+    assert reg.add("alice", _vectors(1, 1)).n_utterances == 2
+
+
+def test_bulk_enrolment_and_sources(target):
+    reg = open_registry(target, "fp-a")
+    reg.add("old", _vectors(0, 1), sources=["/data/old.wav"])
+    batch = [
+        Enrolment(f"s{i}", _vectors(10 + i, 2), sources=[f"/d/s{i}a.wav", f"/d/s{i}b.wav"])
+        for i in range(50)
+    ]
+    batch.append(Enrolment("old", _vectors(1, 1), sources=["/data/old2.wav"]))
+    batch.append(Enrolment("s0", _vectors(99, 1), metadata={"x": 1}))  # same name twice
+    assert reg.add_many(batch) == 51
+    assert len(reg) == 51
+    assert reg.get("old").n_utterances == 2
+    s0 = reg.get("s0")
+    assert s0.n_utterances == 3 and s0.metadata == {"x": 1}
+    np.testing.assert_allclose(
+        s0.centroid, mean_embedding(np.vstack([_vectors(10, 2), _vectors(99, 1)])), atol=1e-6
+    )
+    asked = ["/d/s3a.wav", "/d/nope.wav", "/data/old2.wav"]
+    assert reg.enrolled_sources(asked) == {"/d/s3a.wav", "/data/old2.wav"}
+    assert reg.add_many([]) == 0
+
+
+def test_changes_follow_writes_from_other_connections(target):
+    """The change counter moves with every write, from any connection, and `changes`
+    returns just what was written and removed since."""
+    mine, other = open_registry(target, "fp-a"), open_registry(target, "fp-a")
+    mine.add("alice", _vectors(0))
+    start = mine.generation()
+    full = mine.changes()
+    assert full.full and full.names == ["alice"] and full.centroids.shape == (1, DIM)
+    assert mine.generation() == start  # nothing new: the same token
+    other.add("bob", _vectors(1))
+    other.remove("alice")
+    now = mine.generation()
+    assert now[0] == start[0] and now[1] == start[1] + 2
+    delta = mine.changes(start)
+    assert not delta.full and delta.names == ["bob"] and delta.removed == ["alice"]
+    np.testing.assert_allclose(delta.centroids[0], mean_embedding(_vectors(1)), atol=1e-6)
+    assert mine.changes(now).names == [] and mine.changes(now).removed == []
+    mine.add("alice", _vectors(2))  # back again: no longer among the removed
+    assert mine.changes(now).names == ["alice"] and mine.changes(now).removed == []
+    assert mine.changes(("another instance", now[1])).full
+
+
+def test_sqlite_unchanged_generation_reads_no_table(tmp_path):
+    """With nothing written since, `generation` runs only `PRAGMA data_version`."""
+    reg = Registry(tmp_path / "s.db", "fp-a")
+    reg.add("alice", _vectors(0))
+    first = reg.generation()
+    statements: list[str] = []
+    reg._connect().set_trace_callback(statements.append)
+    for _ in range(3):
+        assert reg.generation() == first
+    assert statements == ["PRAGMA data_version"] * 3
+    Registry(tmp_path / "s.db", "fp-a").add("bob", _vectors(1))  # another connection
+    assert reg.generation()[1] == first[1] + 1
+
+
+def _worker(target, worker: int, n_speakers: int, out: mp.Queue) -> None:
+    reg = open_registry(target, "fp-a", timeout=60)
     seen = 0
     for i in range(n_speakers):
         name = f"w{worker}-s{i}"
@@ -188,20 +303,26 @@ def _worker(path: str, worker: int, n_speakers: int, out: mp.Queue) -> None:
     out.put((worker, seen))
 
 
-def test_concurrent_enrolment_loses_nothing(tmp_path):
-    path = str(tmp_path / "speakers.db")
-    Registry(path, "fp-a")
+def test_concurrent_enrolment_loses_nothing(target):
+    target = str(target)
+    open_registry(target, "fp-a")
     n_workers, n_speakers = 4, 6
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(path, w, n_speakers, out)) for w in range(n_workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(target, w, n_speakers, out)) for w in range(n_workers)
+    ]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * n_workers
-    reg = Registry(path, "fp-a")
+    reg = open_registry(target, "fp-a")
     assert len(reg) == n_workers * n_speakers
+    changes = reg.changes()
+    assert sorted(changes.names) == sorted(
+        f"w{w}-s{i}" for w in range(n_workers) for i in range(n_speakers)
+    )
     for w in range(n_workers):
         for i in range(n_speakers):
             rec = reg.get(f"w{w}-s{i}")

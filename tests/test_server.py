@@ -202,6 +202,31 @@ def test_enrol_verify_identify_delete(server, speech_corpus):
     assert _enrolled(server.registry) == ["Alice"]
 
 
+def test_noise_and_hum_are_refused_as_no_speech(server, speech_wav):
+    """Issue #15: 20 s of white noise at -120 dBFS was verified with speech_ratio 1.0 and a
+    50 Hz hum identified as a speaker; both are now "no speech" (422), nothing enrolled."""
+    t = np.arange(20 * 16000) / 16000
+    noises = {
+        "white.wav": 1e-6 * np.random.default_rng(0).standard_normal(t.size),
+        "hum.wav": 0.3 * np.sin(2 * np.pi * 50 * t) + 0.1 * np.sin(2 * np.pi * 150 * t),
+    }
+    with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY}) as http:
+        ok = http.post("/enroll", data={"name": "ann"}, files=_files([speech_wav]))
+        assert ok.status_code == 200 and ok.json()["audio"][0]["speech_ratio"] > 0.8
+        for name, wav in noises.items():
+            buf = io.BytesIO()
+            sf.write(buf, wav.astype(np.float32), 16000, format="WAV", subtype="FLOAT")
+            upload = {"file": (name, buf.getvalue(), "audio/wav")}
+            for url, data in (("/verify", {"name": "ann"}), ("/identify", {})):
+                r = http.post(url, data=data, files=upload)
+                assert r.status_code == 422, (url, name, r.text)
+                assert f"{name}: no speech found (speech ratio 0%" in r.json()["detail"], r.text
+                _assert_clean(r)
+            files = [("files", upload["file"])]
+            assert http.post("/enroll", data={"name": "bob"}, files=files).status_code == 422
+    assert _enrolled(server.registry) == ["ann"]
+
+
 def test_trained_model_tells_voices_apart(trained_model, speech_corpus, tmp_path):
     files = {v: sorted((speech_corpus / v).glob("*.wav")) for v in ("alice", "bruno")}
     rec = Recognizer.load(trained_model, registry=tmp_path / "speakers.db")

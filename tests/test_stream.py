@@ -204,3 +204,34 @@ def test_listen_stops_cleanly_on_ctrl_c(random_model_file, conversation, speech_
     assert time.monotonic() - t0 < 5
     assert proc.returncode == 0, err
     assert "stopped:" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_listen_hears_quiet_speech_and_not_noise(
+    random_model_file, speech_corpus, shared_data, tmp_path
+):
+    """Issue #15: real speech at -56 dBFS RMS is speech; -120 dBFS white noise and a 50 Hz
+    hum are silence; and the printed speech ratio agrees with every silence decision."""
+    from voxid.vad import VadConfig
+
+    loud = load_audio(sorted((shared_data / "librispeech-100").glob("*/*"))[0], sr=SR)[: 8 * SR]
+    speech = loud * (10 ** (-56 / 20) / np.sqrt(np.mean(loud.astype(np.float64) ** 2)))
+    # windows that are clearly speech at the recorded level (the utterance has a pause)
+    starts = [round(k * 0.5 * SR) for k in range(14)]
+    clear = [VadConfig().speech_ratio(loud[a : a + int(1.5 * SR)], SR) > 0.5 for a in starts]
+    t = np.arange(4 * SR) / SR
+    white = 1e-6 * np.random.default_rng(0).standard_normal(4 * SR)
+    hum = 0.3 * np.sin(2 * np.pi * 50 * t) + 0.1 * np.sin(2 * np.pi * 150 * t)
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.concatenate([speech, white, hum]).astype(np.float32), SR, subtype="FLOAT")
+    db = _enrolled_db(random_model_file, tmp_path / "speakers.db", speech_corpus)
+    proc = _listen(random_model_file, db, path, "--fast", "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    decisions = [json.loads(line) for line in out.splitlines()]
+    in_speech = [d for d in decisions if d["t_end"] <= 8.0]
+    in_noise = [d for d in decisions if d["t_start"] >= 8.0]
+    assert len(in_speech) == len(clear) and sum(clear) >= 8
+    assert all(d["raw_label"] != SILENCE for d, c in zip(in_speech, clear, strict=True) if c)
+    assert in_noise and all(d["raw_label"] == SILENCE for d in in_noise), in_noise
+    for d in decisions:  # silence exactly when the shown ratio is under the gate
+        assert (d["raw_label"] == SILENCE) == (d["speech_ratio"] * 1.5 < 0.5), d

@@ -15,6 +15,7 @@ L2-normalised chunk embeddings (renormalised). Scores are cosine similarities.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,7 +26,15 @@ import numpy as np
 from voxid.audio import AudioError
 from voxid.backends import Backend, load_backend, prepare_chunks
 from voxid.errors import ConfigError, ModelError, RegistryError, VoxidWarning
-from voxid.registry import Registry, SpeakerRecord, mean_embedding, validate_name
+from voxid.index import SpeakerIndex
+from voxid.registry import (
+    BaseRegistry,
+    SpeakerRecord,
+    is_url,
+    mean_embedding,
+    open_registry,
+    validate_name,
+)
 from voxid.results import Candidate, Identification, SpeakerInfo, Verification
 from voxid.scoring import as_norm
 
@@ -63,7 +72,7 @@ class Recognizer:
     def __init__(
         self,
         backend: Backend,
-        registry: Registry | str | os.PathLike | None = None,
+        registry: BaseRegistry | str | os.PathLike | None = None,
         *,
         threshold: float | None = None,
         mc_samples: int = 0,
@@ -77,7 +86,13 @@ class Recognizer:
         self.meta = backend.meta
         self.mc_samples = mc_samples
         self._registry_arg = registry
-        self._registry: Registry | None = registry if isinstance(registry, Registry) else None
+        self._registry: BaseRegistry | None = (
+            registry if isinstance(registry, BaseRegistry) else None
+        )
+        # The enrolled centroids in memory, refreshed when the registry's change counter
+        # moves: identify reads nothing from the database when nobody was enrolled since.
+        self._index: SpeakerIndex | None = None
+        self._index_lock = threading.Lock()
         self.require_registry = require_registry
         self.threshold = self._pick_threshold(threshold)
         self._warned_open_set = False
@@ -86,7 +101,7 @@ class Recognizer:
     def load(
         cls,
         checkpoint_or_onnx: str | os.PathLike | None = None,
-        registry: Registry | str | os.PathLike | None = "speakers.db",
+        registry: BaseRegistry | str | os.PathLike | None = "speakers.db",
         *,
         threshold: float | None = None,
         device: str = "cpu",
@@ -99,9 +114,10 @@ class Recognizer:
         Arguments:
             checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime); None or
                 `"base"`: the base encoder shipped with voxid (`voxid.pretrained`).
-            registry: SQLite file of enrolled speakers (opened on first use), a `Registry`,
-                or None for a recogniser that only knows training speakers. Only `enroll`
-                creates a missing file; reads treat it as nobody enrolled.
+            registry: SQLite file of enrolled speakers (opened on first use), a
+                ``postgresql://user@host:port/db`` URL, a registry object, or None for a
+                recogniser that only knows training speakers. Only `enroll` creates a
+                missing file (or tables); reads treat it as nobody enrolled.
             threshold: decision threshold overriding the calibrated one stored with the model.
             device: torch device ("cpu", "cuda"); ONNX uses CUDA when asked and available.
             mc_samples: MC-dropout passes for probabilistic scores (0: deterministic).
@@ -168,35 +184,57 @@ class Recognizer:
         return self.backend.sample_rate
 
     @property
-    def registry(self) -> Registry:
+    def registry(self) -> BaseRegistry:
         """The speaker registry, created if missing (opened on first use, so `embed` alone
         creates no file); what `enroll` writes to."""
         if self._registry is None:
             if self._registry_arg is None:
                 raise RegistryError(NO_REGISTRY)
-            self._registry = Registry(self._registry_arg, self.model_fingerprint)
+            self._registry = open_registry(self._registry_arg, self.model_fingerprint)
         elif self._registry.model_fingerprint != self.model_fingerprint:
             raise RegistryError(
-                f"{self._registry.path}: opened for model "
+                f"{self._registry.label}: opened for model "
                 f"{self._registry.model_fingerprint}, this model is "
                 f"{self.model_fingerprint}"
             )
         return self._registry
 
-    def _enrolled(self) -> Registry | None:
+    def _enrolled(self) -> BaseRegistry | None:
         """The registry to read from, never creating it: None without one, or when its file
-        does not exist yet (an error with `require_registry`)."""
+        (or its PostgreSQL tables) does not exist yet (an error with `require_registry`)."""
         if self._registry is not None:
             return self.registry  # checks the model fingerprint
         if self._registry_arg is None:
             return None
+        if is_url(self._registry_arg):
+            try:
+                self._registry = open_registry(
+                    self._registry_arg, self.model_fingerprint, create=False
+                )
+            except RegistryError as exc:
+                if self.require_registry or "no such registry" not in str(exc):
+                    raise
+                return None
+            return self._registry
         path = Path(self._registry_arg)
         if not path.exists():
             if self.require_registry:
                 raise RegistryError(f"{path}: no such registry")
             return None
-        self._registry = Registry(path, self.model_fingerprint, create=False)
+        self._registry = open_registry(path, self.model_fingerprint, create=False)
         return self._registry
+
+    def _synced_index(self) -> SpeakerIndex | None:
+        """The in-memory index of the enrolled speakers, brought up to date with the
+        registry (None without one)."""
+        registry = self._enrolled()
+        if registry is None:
+            return None
+        with self._index_lock:
+            if self._index is None:
+                self._index = SpeakerIndex(self.backend.cohort)
+        self._index.sync(registry)
+        return self._index
 
     def _pick_threshold(self, threshold: float | None) -> float:
         if threshold is not None:
@@ -317,10 +355,10 @@ class Recognizer:
 
     def _references(self, training: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
         names, refs = [], []
-        registry = self._enrolled()
-        if registry is not None:
-            names, refs = registry.centroids()
-            refs = list(refs)
+        index = self._synced_index()
+        if index is not None:
+            names = index.names()
+            refs = [index.get(n) for n in names]
         sources = ["enrolled"] * len(names)
         if training and self.backend.has_class_bank:
             known = set(names)
@@ -353,21 +391,37 @@ class Recognizer:
         enrol the speaker to verify them reliably.
         """
         self._require_embeddings("verify")
-        names, refs, sources = self._references(training=include_training)
         clean = str(name).strip()
-        if clean not in names:
-            raise RegistryError(f"speaker {clean!r}: {self._not_enrolled(clean, include_training)}")
-        i = names.index(clean)
-        scores = self._score(self._samples(audio, sr), refs[i : i + 1])[:, 0]
+        index = self._synced_index()
+        source, ref = "enrolled", None
+        if index is None or clean not in index:
+            source, ref = "training", self._training_ref(clean) if include_training else None
+            if ref is None:
+                raise RegistryError(
+                    f"speaker {clean!r}: {self._not_enrolled(clean, include_training)}"
+                )
+        samples = self._samples(audio, sr)
+        if ref is None:
+            scores = index.score(samples, clean)
+            if scores is None:  # removed by another process since the check above
+                raise RegistryError(f"speaker {clean!r}: {self._not_enrolled(clean, False)}")
+        else:
+            scores = self._score(samples, ref[None])[:, 0]
         score = float(scores.mean())
         return Verification(
             clean,
             score,
             self.threshold,
             score >= self.threshold,
-            sources[i],
+            source,
             float(scores.std()) if self.mc_samples else None,
         )
+
+    def _training_ref(self, name: str) -> np.ndarray | None:
+        """The AAM class weight of training speaker `name`, or None."""
+        if not self.backend.has_class_bank or name not in self.backend.labels:
+            return None
+        return np.asarray(self.backend.class_weights[list(self.backend.labels).index(name)])
 
     def _not_enrolled(self, name: str, include_training: bool) -> str:
         if include_training:
@@ -399,16 +453,7 @@ class Recognizer:
         if not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k: must be a positive integer, got {top_k!r}")
         if self.backend.is_embedding_model:
-            names, refs, sources = self._references(training=include_training)
-            if not names:
-                hint = (
-                    " (include_training=True / --include-training ranks the model's training "
-                    "speakers)"
-                    if self.backend.has_class_bank and not include_training
-                    else ": enrol someone first"
-                )
-                raise RegistryError("identify: no enrolled speakers to compare with" + hint)
-            scores = self._score(self._samples(audio, sr), refs)  # (K, N)
+            return self._identify_enrolled(audio, top_k, sr, include_training)
         else:
             chunks = prepare_chunks(self.backend, audio, sr)
             k = self.mc_samples

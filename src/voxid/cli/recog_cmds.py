@@ -27,13 +27,14 @@ ModelOpt = Annotated[
     ),
 ]
 RegistryOpt = Annotated[
-    Path,
+    str,
     typer.Option(
         "--registry",
         "-r",
         envvar="VOXID_REGISTRY",
         show_envvar=True,
-        help="SQLite file of enrolled speakers (only enroll creates it).",
+        help="SQLite file of enrolled speakers, or postgresql://user@host:port/db (only "
+        "enroll creates it).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
@@ -56,7 +57,7 @@ IncludeTrainingOpt = Annotated[
 
 
 def _recognizer(
-    model: str, registry: Path | None, threshold: float | None = None, require: bool = False
+    model: str, registry: str | None, threshold: float | None = None, require: bool = False
 ):
     from voxid.recognizer import Recognizer
 
@@ -100,15 +101,56 @@ def _emit(as_json: bool, payload: Any, human: str) -> None:
         Console().print(human)
 
 
+def _where(registry: str) -> str:
+    from voxid.registry import is_url
+
+    if is_url(registry):
+        from voxid.registry_pg import redact
+
+        return redact(registry)
+    return registry
+
+
 def enroll(
-    name: Annotated[str, typer.Argument(help="Speaker name.")],
-    files: Files,
+    name: Annotated[str | None, typer.Argument(help="Speaker name.")] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Audio files (any format voxid reads).")
+    ] = None,
     model: ModelOpt = "base",
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     replace: Annotated[bool, typer.Option(help="Drop earlier utterances.")] = False,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Enrol every file of a CSV manifest (columns path,speaker; paths relative "
+            "to it) in batches; re-running skips the files already enrolled.",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Files per batch (one transaction each).", min=1)] = 64,
     as_json: JsonOpt = False,
 ) -> None:
-    """Enrol NAME from one or more utterances (added to earlier ones unless --replace)."""
+    """Enrol NAME from one or more utterances (added to earlier ones unless --replace), or
+    many speakers at once with --from manifest.csv."""
+    if manifest is not None:
+        if name is not None or files:
+            raise ConfigError("enroll --from: give the manifest alone, not NAME or FILES")
+        if replace:
+            raise ConfigError("enroll --from: --replace is not supported with a manifest")
+        from voxid.bulk_enroll import enroll_manifest
+
+        rep = enroll_manifest(_recognizer(model, registry), manifest, batch_files=batch)
+        _emit(
+            as_json,
+            {**rep.to_dict(), "registry": _where(registry)},
+            f"enrolled {rep.enrolled_files} files of {len(rep.speakers)} speakers from "
+            f"{_shown(manifest)} in {_shown(_where(registry))} ({rep.already} already enrolled, "
+            f"{len(rep.failed)} skipped)"
+            + "".join(f"\nskipped {_shown(f)}: {_shown(r)}" for f, r in rep.failed),
+        )
+        return
+    if name is None or not files:
+        raise ConfigError("enroll: give NAME and one or more FILES, or --from manifest.csv")
     rec = _recognizer(model, registry).enroll(name, [str(f) for f in files], replace=replace)
     _emit(
         as_json,
@@ -116,9 +158,9 @@ def enroll(
             "name": rec.name,
             "n_utterances": rec.n_utterances,
             "model_fingerprint": rec.model_fingerprint,
-            "registry": str(registry),
+            "registry": _where(registry),
         },
-        f"enrolled [bold]{rec.name}[/] ({rec.n_utterances} utterances) in {registry}",
+        f"enrolled [bold]{rec.name}[/] ({rec.n_utterances} utterances) in {_where(registry)}",
     )
 
 
@@ -127,7 +169,7 @@ def verify(
     name: Annotated[str, typer.Argument(help="Claimed speaker.")],
     file: Annotated[Path, typer.Argument(help="Audio file.")],
     model: ModelOpt = "base",
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     threshold: ThresholdOpt = None,
     include_training: IncludeTrainingOpt = False,
     as_json: JsonOpt = False,
@@ -147,7 +189,7 @@ def identify(
     ctx: typer.Context,
     files: Files,
     model: ModelOpt = "base",
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates to list.")] = 5,
     threshold: ThresholdOpt = None,
     include_training: Annotated[
@@ -222,7 +264,7 @@ def _on_command_line(ctx: typer.Context, name: str) -> bool:
 def _speakers_default(
     ctx: typer.Context,
     model: SpeakersModelOpt = None,
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     include_training: ListTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -236,7 +278,7 @@ def _speakers_default(
 def list_speakers(
     ctx: typer.Context,
     model: SpeakersModelOpt = None,
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     include_training: ListTrainingOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -251,7 +293,7 @@ def list_speakers(
 
 
 def _list_speakers(
-    model: str | None, registry: Path, as_json: bool, named: bool, training: bool = False
+    model: str | None, registry: str, as_json: bool, named: bool, training: bool = False
 ) -> None:
     if training and not model:
         raise ConfigError("--include-training: name the model (-m / $VOXID_MODEL)")
@@ -262,11 +304,11 @@ def _list_speakers(
             for s in rec.speakers(include_training=training)
         ]
     else:
-        from voxid.registry import Registry
+        from voxid.registry import open_registry
 
         rows = [
             (r.name, "enrolled", r.n_utterances, r.updated)
-            for r in Registry(registry, None, create=False).speakers()
+            for r in open_registry(registry, None, create=False).speakers()
         ]
     if as_json:
         print(
@@ -290,18 +332,18 @@ def _list_speakers(
 def remove_speaker(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Enrolled speaker to remove.")],
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an enrolled speaker and its stored embeddings."""
-    from voxid.registry import Registry
+    from voxid.registry import open_registry
 
     registry = _from_group(ctx, "registry", registry)
-    Registry(registry, None, create=False).remove(name)
+    open_registry(registry, None, create=False).remove(name)
     _emit(
         _from_group(ctx, "as_json", as_json),
-        {"removed": name, "registry": str(registry)},
-        f"removed {name} from {registry}",
+        {"removed": name, "registry": _where(registry)},
+        f"removed {name} from {_where(registry)}",
     )
 
 

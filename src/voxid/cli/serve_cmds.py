@@ -32,9 +32,9 @@ def serve(
             help="Run folder, model.pt or .onnx file, or a shipped model (voxid models)."
         ),
     ] = "base",
-    registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
-        "speakers.db"
-    ),
+    registry: Annotated[
+        str, typer.Option(help="Speaker registry: a SQLite file or postgresql://user@host/db.")
+    ] = "speakers.db",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
     api_key: Annotated[
@@ -94,8 +94,12 @@ def serve(
         # is allowed by the app itself.
         allowed_hosts=[*(allowed_host or ()), *([host] if host not in ("0.0.0.0", "::") else [])],
     )
+    from voxid.registry import is_url
+    from voxid.registry_pg import redact
+
+    shown = redact(registry) if is_url(registry) else registry  # never print a password
     print(
-        f"voxid: serving {model} on http://{host}:{port}/ (registry {registry})",
+        f"voxid: serving {model} on http://{host}:{port}/ (registry {shown})",
         file=sys.stderr,
         flush=True,
     )
@@ -109,9 +113,9 @@ def listen(
             help="Run folder, model.pt or .onnx file, or a shipped model (voxid models)."
         ),
     ] = "base",
-    registry: Annotated[Path, typer.Option(help="Speaker registry (SQLite).")] = Path(
-        "speakers.db"
-    ),
+    registry: Annotated[
+        str, typer.Option(help="Speaker registry: a SQLite file or postgresql://user@host/db.")
+    ] = "speakers.db",
     input: Annotated[
         Path | None, typer.Option("--input", "-i", help="Play this file instead of the microphone.")
     ] = None,

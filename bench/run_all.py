@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "base": ("bench_base.py", False),
     "embed": ("bench_embed.py", False),
     "service": ("bench_service.py", False),
-    "registry": ("bench_registry.py", False),
+    "vad": ("bench_vad.py", True),
 }
 
 
@@ -69,7 +69,7 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
     order = {
         name: i
         for i, name in enumerate(
-            ["prepare", "pz", "base", "pa", "pb", "pc", "train", "embed", "service", "registry"]
+            ["prepare", "pz", "base", "pa", "pb", "pc", "train", "embed", "service", "vad"]
         )
     }
     files = sorted(results_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 99), p.stem))

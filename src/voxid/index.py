@@ -247,14 +247,20 @@ class SpeakerIndex:
                 _, ids = self._ann.search(query, min(pool, len(self)))
                 slots = np.unique(ids[ids >= 0])
             else:
-                slots = np.flatnonzero(self._alive[: len(self._names)])
+                # Every row in place (a slice, not a copy of the matrix); freed slots are
+                # masked out below.
+                slots = slice(0, len(self._names))
             scores = self._score(samples, slots)
             mean, std = scores.mean(axis=0), scores.std(axis=0)
+            if isinstance(slots, slice):
+                mean[~self._alive[slots]] = -np.inf
+                slots = np.arange(len(self._names))
             if len(slots) > k:
                 kth = -np.partition(-mean, k - 1)[k - 1]
                 keep = np.flatnonzero(mean >= kth)
             else:
                 keep = np.arange(len(slots))
+            keep = keep[np.isfinite(mean[keep])]
             out = [(self._names[slots[i]], float(mean[i]), float(std[i])) for i in keep]
         out.sort(key=lambda c: (-c[1], c[0]))
         return out

@@ -220,3 +220,28 @@ def test_prepare_out_never_replaces_an_input_without_force(speech_corpus, tmp_pa
     assert "--force" in _run("prepare", "--help").stdout
     _run(*args, "--force")
     assert StoreInfo.open(target).speakers == ["alice", "bruno"]
+
+
+def test_prepare_vad_choice(speech_corpus, tmp_path):
+    """`--vad silero` (the default) skips a 50 Hz hum as no speech; `--vad energy` takes it
+    (steady sound is speech to an energy rule); the choice is stored with the data."""
+    import soundfile as sf
+
+    corpus = tmp_path / "c"
+    for spk in ("alice", "bruno"):
+        (corpus / spk).mkdir(parents=True)
+        for path in sorted((speech_corpus / spk).glob("*.wav"))[:2]:
+            shutil.copy(path, corpus / spk)
+    t = np.arange(3 * 16000) / 16000
+    sf.write(corpus / "bruno" / "hum.wav", 0.3 * np.sin(2 * np.pi * 50 * t), 16000)
+    for vad, skipped in (("silero", ["hum.wav"]), ("energy", [])):
+        out = tmp_path / f"{vad}.h5"
+        args = ("prepare", corpus, "-o", out, "--split", "1.0", "--workers", "1", "--json")
+        report = json.loads(_run(*args, "--vad", vad, "--vad-floor", "-60").stdout)
+        assert [s["path"].rsplit("/", 1)[-1] for s in report["skipped"]] == skipped, report
+        if skipped:
+            assert "no speech found by the silero VAD" in report["skipped"][0]["reason"]
+        vad_cfg = StoreInfo.open(out).audio_config["vad"]
+        assert vad_cfg["method"] == vad and vad_cfg["floor_dbfs"] == -60.0
+    with pytest.raises(ConfigError, match="--vad: must be silero, energy or off"):
+        _run("prepare", corpus, "-o", tmp_path / "x.h5", "--vad", "webrtc")

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "embed": ("bench_embed.py", False),
     "service": ("bench_service.py", False),
     "vad": ("bench_vad.py", True),
+    "reliability": ("bench_reliability.py", False),  # after vad: it quotes vad.json
 }
 
 
@@ -69,7 +70,19 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
     order = {
         name: i
         for i, name in enumerate(
-            ["prepare", "pz", "base", "pa", "pb", "pc", "train", "embed", "service", "vad"]
+            [
+                "prepare",
+                "pz",
+                "base",
+                "pa",
+                "pb",
+                "pc",
+                "train",
+                "embed",
+                "service",
+                "vad",
+                "reliability",
+            ]
         )
     }
     files = sorted(results_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 99), p.stem))

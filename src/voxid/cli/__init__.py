@@ -58,9 +58,9 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from voxid.cli import data_cmds, eval_cmds, recog_cmds, serve_cmds, train_cmds
+    from voxid.cli import data_cmds, diarize_cmds, eval_cmds, recog_cmds, serve_cmds, train_cmds
 
-    for module in (data_cmds, train_cmds, eval_cmds, recog_cmds, serve_cmds):
+    for module in (data_cmds, train_cmds, eval_cmds, recog_cmds, diarize_cmds, serve_cmds):
         module.register(app)
 
 

@@ -140,6 +140,7 @@ def create_app(
     if max_upload_mb <= 0:
         raise ConfigError(f"max_upload_mb: must be positive, got {max_upload_mb}")
     from voxid import __version__
+    from voxid.server.diarize_route import router as diarize_router
     from voxid.server.live import router as live_router
     from voxid.server.routes import router
 
@@ -168,6 +169,7 @@ def create_app(
     app.state.service = service
     app.include_router(router)
     app.include_router(live_router)
+    app.include_router(diarize_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

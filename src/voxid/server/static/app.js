@@ -2,9 +2,9 @@
 import { Microphone, TARGET_RATE, UserError, encodeWav } from "./audio.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { clip: null, clipName: "", recorder: null, live: null };
+export const state = { clip: null, clipName: "", recorder: null, live: null };
 
-function show(text, kind = "error") {
+export function show(text, kind = "error") {
   const box = $("message");
   box.textContent = text;
   box.className = kind === "info" ? "info" : "";
@@ -13,7 +13,7 @@ function show(text, kind = "error") {
 
 function clearMessage() { show(""); }
 
-function fail(err) {
+export function fail(err) {
   show(err instanceof UserError ? err.message : `Something went wrong: ${err.message || err}`);
 }
 
@@ -23,7 +23,7 @@ const apiKey = $("api-key");
 apiKey.value = sessionStorage.getItem("voxid-api-key") || "";
 apiKey.addEventListener("input", () => sessionStorage.setItem("voxid-api-key", apiKey.value));
 
-async function api(path, { method = "GET", form = null, auth = false } = {}) {
+export async function api(path, { method = "GET", form = null, auth = false } = {}) {
   const headers = {};
   if (auth) headers["X-API-Key"] = apiKey.value.trim();
   let response;

@@ -1,0 +1,177 @@
+"""Clustering window embeddings into speakers, the speaker count known or not.
+
+Two methods on the cosine similarities of unit embeddings:
+- `spectral`: p-pruned affinity, unnormalised Laplacian, the speaker count from the largest
+  eigengap (as 3D-Speaker and the "spectral clustering with eigengap" recipes do), k-means
+  on the leading eigenvectors;
+- `ahc`: average-linkage agglomerative clustering, cut at a calibrated cosine distance.
+Then clusters whose centroids are closer than `merge_cosine` are merged and clusters of
+fewer than `min_size` windows are given to the nearest other cluster: a turn too short to
+fill two windows is more likely a stray window than a new speaker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxid.errors import ConfigError
+
+__all__ = ["METHODS", "cluster_embeddings"]
+
+METHODS = ("spectral", "ahc")
+#: The fewest neighbours a row of the spectral affinity keeps (short recordings).
+MIN_NEIGHBOURS = 10
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _laplacian_eigen(sim: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and vectors of the Laplacian of `sim` with `keep` neighbours a row."""
+    from scipy.linalg import eigh
+
+    n = len(sim)
+    if keep < n:
+        cut = np.partition(sim, n - keep, axis=1)[:, n - keep][:, None]
+        sim = np.where(sim >= cut, sim, 0.0)
+    sim = np.clip(0.5 * (sim + sim.T), 0.0, None)
+    np.fill_diagonal(sim, 0.0)
+    return eigh(np.diag(sim.sum(axis=1)) - sim)
+
+
+def _spectral(x: np.ndarray, k: int | None, max_k: int, pval: float | None) -> np.ndarray:
+    """Spectral clustering; `pval=None` picks the pruning as NME-SC does (Park et al.
+    2020): the neighbour count whose largest normalised eigengap is widest for its size."""
+    from sklearn.cluster import KMeans
+
+    n = len(x)
+    sim = x @ x.T
+    upto = min(max_k, n - 1)
+    if pval is None:
+        best = None
+        for keep in sorted({max(2, round(f * n)) for f in np.linspace(0.02, 0.25, 12)}):
+            vals, vecs = _laplacian_eigen(sim, keep)
+            gaps = np.diff(vals[: upto + 1]) / max(vals[-1], 1e-12)
+            g = float(gaps.max()) if gaps.size else 0.0
+            ratio = (keep / n) / max(g, 1e-12)
+            if best is None or ratio < best[0]:
+                best = (ratio, vals, vecs)
+        _, vals, vecs = best
+    else:
+        vals, vecs = _laplacian_eigen(sim, max(MIN_NEIGHBOURS, int(np.ceil(pval * n))))
+    if k is None:
+        gaps = np.diff(vals[: upto + 1])
+        k = int(np.argmax(gaps)) + 1 if gaps.size else 1
+    k = max(1, min(k, n))
+    if k == 1:
+        return np.zeros(n, int)
+    km = KMeans(n_clusters=k, n_init=10, random_state=0)
+    return km.fit_predict(vecs[:, :k])
+
+
+def _ahc(x: np.ndarray, k: int | None, max_k: int, threshold: float) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    z = linkage(x, method="average", metric="cosine")
+    if k is not None:
+        labels = fcluster(z, t=k, criterion="maxclust")
+    else:
+        labels = fcluster(z, t=threshold, criterion="distance")
+        if labels.max() > max_k:
+            labels = fcluster(z, t=max_k, criterion="maxclust")
+    return labels - 1
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    _, inv = np.unique(labels, return_inverse=True)
+    return inv.reshape(-1)
+
+
+def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return _unit(np.stack([x[labels == c].mean(axis=0) for c in range(labels.max() + 1)]))
+
+
+def _tidy(
+    x: np.ndarray, labels: np.ndarray, k: int | None, merge_cosine: float, min_size: int
+) -> np.ndarray:
+    """Merge near-identical clusters and absorb tiny ones, keeping a requested count."""
+    labels = _relabel(labels)
+    while labels.max() > 0:
+        sizes = np.bincount(labels)
+        if k is not None and labels.max() + 1 <= k:
+            break
+        cents = _centroids(x, labels)
+        small = int(np.argmin(sizes))
+        sim = cents @ cents.T
+        np.fill_diagonal(sim, -np.inf)
+        if sizes[small] < min_size:
+            target = int(np.argmax(sim[small]))
+            labels = _relabel(np.where(labels == small, target, labels))
+            continue
+        i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        if sim[i, j] < merge_cosine:
+            break
+        labels = _relabel(np.where(labels == j, i, labels))
+    return labels
+
+
+def cluster_embeddings(
+    embeddings: np.ndarray,
+    *,
+    num_speakers: int | None = None,
+    max_speakers: int = 8,
+    method: str = "spectral",
+    threshold: float = 0.5,
+    pval: float | None = None,
+    max_spectral: int = 1500,
+    merge_cosine: float = 0.8,
+    min_size: int = 2,
+) -> np.ndarray:
+    """Cluster labels `(N,)` 0..K-1 for unit embeddings `(N, D)`.
+
+    Arguments:
+        num_speakers: the known speaker count (then no count is estimated).
+        max_speakers: the most speakers an estimated count may reach.
+        method: `spectral` (eigengap count) or `ahc` (stops at cosine distance `threshold`).
+        pval: fraction of neighbours kept per row of the spectral affinity (None: chosen
+            per recording, NME-SC).
+        max_spectral: more windows than this are clustered on an even subsample of this
+            many, and every window then joins its nearest centroid (an eigendecomposition
+            is cubic in the windows: an hour at a 0.75-s hop is 4,800).
+        merge_cosine: clusters whose centroids are at least this similar are merged
+            (not below `num_speakers`).
+        min_size: clusters of fewer windows are absorbed by their nearest cluster.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(size=(2, 16))
+    >>> x = np.r_[a + 0.1 * rng.normal(size=(20, 16)), b + 0.1 * rng.normal(size=(20, 16))]
+    >>> labels = cluster_embeddings(_unit(x))
+    >>> len(set(labels[:20])), len(set(labels[20:])), labels[0] != labels[-1]
+    (1, 1, True)
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method: must be one of {METHODS}, got {method!r}")
+    if num_speakers is not None and num_speakers < 1:
+        raise ConfigError(f"num_speakers: must be a positive integer, got {num_speakers!r}")
+    if max_speakers < 1:
+        raise ConfigError(f"max_speakers: must be a positive integer, got {max_speakers!r}")
+    x = _unit(np.asarray(embeddings, np.float64))
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, int)
+    if n == 1:
+        return np.zeros(1, int)
+    k = None if num_speakers is None else min(num_speakers, n)
+    if n > max_spectral:
+        pick = np.linspace(0, n - 1, max_spectral).round().astype(int)
+        sub = cluster_embeddings(
+            x[pick], num_speakers=num_speakers, max_speakers=max_speakers, method=method,
+            threshold=threshold, pval=pval, merge_cosine=merge_cosine, min_size=min_size,
+        )  # fmt: skip
+        return _relabel((x @ _centroids(x[pick], sub).T).argmax(axis=1))
+    if method == "spectral" and n >= 20:
+        labels = _spectral(x, k, max_speakers, pval)
+    else:  # too few windows for a stable eigengap
+        labels = _ahc(x, k, max_speakers, threshold)
+    return _tidy(x, labels, k, merge_cosine, min_size if k is None else 1)

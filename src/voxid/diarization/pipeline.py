@@ -1,0 +1,465 @@
+"""Who spoke when: VAD -> sliding windows -> batched embeddings -> clustering -> turns.
+
+The recording streams through in blocks (`block_s`, 60 s by default): each block is
+decoded, its speech found with the VAD, and the windows (`window_s` long, every `hop_s`)
+that hold enough speech are embedded in one batch by the model's backend (the
+recogniser's own embedding path; a window's speech is joined and filled to the window
+length as `voxid.backends.speech_chunks` fills short speech). Only the embeddings (192
+floats a window: 4,800 for an hour at a 0.75-s hop) and a speech mask of 50-ms frames
+are kept, so memory does not grow with the audio.
+
+The window embeddings are then clustered (`voxid.diarization.cluster`), and every speech
+frame is given to the speaker whose centroid the windows covering it (Hann-weighted to
+their centres) are most similar to: turn boundaries fall between window centres, not on
+the 0.75-s grid. Turns shorter than `min_turn_s` are given to a neighbouring turn.
+
+Overlapped speech is not separated: each frame has one speaker, the one whose voice
+dominates the windows around it; the other voice's share of the overlap is missed speech.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from voxid.diarization.cluster import METHODS, cluster_embeddings
+from voxid.diarization.rttm import ANONYMOUS, Diarization, Segment, SpeakerSummary
+from voxid.diarization.source import blocks
+from voxid.errors import ConfigError
+from voxid.vad import VadConfig
+
+__all__ = [
+    "DiarizationConfig",
+    "Embedder",
+    "Windows",
+    "diarize",
+    "diarize_windows",
+    "embed_windows",
+    "registry_namer",
+]
+
+#: A function naming clusters: centroids `(K, D)` -> one `(name or None, score or None)` each.
+Namer = Callable[[np.ndarray], Sequence[tuple[str | None, float | None]]]
+
+
+class Embedder(Protocol):
+    """What the pipeline needs from a model: its rate and unit embeddings of windows."""
+
+    sample_rate: int
+
+    def embed(self, chunks: np.ndarray) -> np.ndarray:
+        """Unit embeddings `(B, D)` of equal-length waveforms `(B, samples)`."""
+        ...
+
+
+@dataclass(frozen=True)
+class DiarizationConfig:
+    """Settings of the pipeline (the defaults are the ones calibrated in
+    `bench/bench_diarize.py` on tuning speakers disjoint from the evaluation ones).
+
+    Arguments:
+        window_s, hop_s: embedding window length and step.
+        min_speech: fraction of a window that must be speech for it to be embedded.
+        frame_s: time resolution of the speech mask and of the turn boundaries.
+        block_s: seconds of audio decoded and embedded at a time.
+        method, threshold, pval, merge_cosine, min_size: clustering
+            (`voxid.diarization.cluster.cluster_embeddings`).
+        max_speakers: the most speakers an estimated count may reach.
+        min_turn_s: turns shorter than this are given to a neighbouring turn.
+        vad: the speech detector; None uses the model's (as it was trained).
+    """
+
+    window_s: float = 2.0
+    hop_s: float = 0.75
+    min_speech: float = 0.5
+    frame_s: float = 0.05
+    block_s: float = 60.0
+    method: str = "spectral"
+    threshold: float = 0.5
+    pval: float | None = 0.05
+    merge_cosine: float = 1.01
+    min_size: int = 2
+    max_speakers: int = 8
+    min_turn_s: float = 0.5
+    vad: VadConfig | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("window_s", "hop_s", "frame_s", "block_s"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+        if self.hop_s > self.window_s:
+            raise ConfigError(
+                f"hop_s: must not exceed window_s ({self.window_s}), got {self.hop_s}"
+            )
+        if self.block_s < 2 * self.window_s:
+            raise ConfigError(f"block_s: must be at least twice window_s, got {self.block_s}")
+        if not 0 <= self.min_speech <= 1:
+            raise ConfigError(f"min_speech: must be in [0, 1], got {self.min_speech!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method: must be one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.max_speakers, int) or self.max_speakers < 1:
+            raise ConfigError(
+                f"max_speakers: must be a positive integer, got {self.max_speakers!r}"
+            )
+
+    def replace(self, **changes: Any) -> DiarizationConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _normalize(chunks: np.ndarray, how: str | None) -> np.ndarray:
+    if how == "peak":
+        return chunks / np.maximum(np.abs(chunks).max(axis=1, keepdims=True), 1e-9)
+    if how == "rms":
+        rms = np.sqrt(np.mean(chunks.astype(np.float64) ** 2, axis=1, keepdims=True))
+        return (chunks * (0.1 / np.maximum(rms, 1e-9))).astype(np.float32)
+    return chunks
+
+
+class _Collector:
+    """Streams blocks in; keeps the speech mask and the window embeddings."""
+
+    def __init__(self, embedder: Embedder, cfg: DiarizationConfig, vad: VadConfig) -> None:
+        sr = embedder.sample_rate
+        self.embedder, self.cfg, self.vad, self.sr = embedder, cfg, vad, sr
+        self.normalize = getattr(embedder, "normalize", None)
+        self.frame = max(1, round(cfg.frame_s * sr))
+        self.win = max(1, round(cfg.window_s * sr))
+        self.hop = max(1, round(cfg.hop_s * sr))
+        self.masks: list[np.ndarray] = []
+        self.mask_frames = 0
+        self.buf = np.zeros(0, np.float32)
+        self.buf_start = 0  # sample index of buf[0]
+        self.next_start = 0  # next window start
+        self.starts: list[int] = []
+        self.embs: list[np.ndarray] = []
+        self.total = 0
+
+    def _mark(self, offset: int, block: np.ndarray) -> None:
+        """Extend the frame mask over `block` (which starts at sample `offset`)."""
+        end_frame = (offset + block.size) // self.frame
+        if end_frame <= self.mask_frames:
+            return
+        mask = np.zeros(end_frame - self.mask_frames, bool)
+        base = self.mask_frames * self.frame
+        # The block is re-read from where the mask stops (frames straddle block ends).
+        lo = base - self.buf_start
+        audio = self.buf[lo : lo + (end_frame - self.mask_frames) * self.frame]
+        for a, b in self.vad.segments(audio, self.sr) if audio.size and np.any(audio) else []:
+            mask[a // self.frame : -(-b // self.frame)] = True
+        self.masks.append(mask)
+        self.mask_frames = end_frame
+
+    def _speech(self, start: int, end: int) -> np.ndarray:
+        mask = self._mask_view()
+        return mask[start // self.frame : -(-end // self.frame)]
+
+    def _mask_view(self) -> np.ndarray:
+        if len(self.masks) > 1:
+            self.masks = [np.concatenate(self.masks)]
+        return self.masks[0] if self.masks else np.zeros(0, bool)
+
+    def _window(self, start: int, end: int) -> np.ndarray | None:
+        """The speech of `[start, end)` filled to a window, or None with too little."""
+        speech = self._speech(start, end)
+        if not speech.size or speech.mean() < self.cfg.min_speech or not speech.any():
+            return None
+        audio = self.buf[start - self.buf_start : end - self.buf_start]
+        keep = np.repeat(speech, self.frame)[: audio.size]
+        voiced = audio[keep[: audio.size]] if keep.size == audio.size else audio
+        return np.resize(voiced, self.win).astype(np.float32)
+
+    def _embed(self, starts: list[int], chunks: list[np.ndarray]) -> None:
+        if chunks:
+            batch = _normalize(np.stack(chunks), self.normalize)
+            self.embs.append(np.asarray(self.embedder.embed(batch), np.float32))
+            self.starts += starts
+
+    def add(self, offset: int, block: np.ndarray) -> None:
+        """Take the next block of audio (sample `offset` onwards)."""
+        self.buf = np.concatenate([self.buf, block]) if self.buf.size else block
+        self.total = offset + block.size
+        self._mark(offset, block)
+        end = self.mask_frames * self.frame
+        starts, chunks = [], []
+        while self.next_start + self.win <= end:
+            chunk = self._window(self.next_start, self.next_start + self.win)
+            if chunk is not None:
+                starts.append(self.next_start)
+                chunks.append(chunk)
+            self.next_start += self.hop
+        self._embed(starts, chunks)
+        # Keep what later windows and the mask still need.
+        keep_from = min(self.next_start, self.mask_frames * self.frame)
+        self.buf = self.buf[keep_from - self.buf_start :]
+        self.buf_start = keep_from
+
+    def finish(self) -> None:
+        """Mark the tail and embed a last window ending with the audio if speech is left."""
+        tail = np.zeros(0, np.float32)
+        if self.total > self.mask_frames * self.frame:
+            pad = self.frame - (self.total - self.mask_frames * self.frame) % self.frame
+            if pad < self.frame:
+                tail = np.zeros(pad, np.float32)
+                self.buf = np.concatenate([self.buf, tail])
+                self._mark(self.total, tail)
+        end = self.mask_frames * self.frame
+        covered = self.starts[-1] + self.win if self.starts else 0
+        left = self._speech(max(covered, self.next_start), end)
+        if left.size and left.sum() * self.frame >= 0.25 * self.sr:
+            start = max(self.buf_start, end - self.win)
+            chunk = self._window(start, end)
+            if chunk is None:  # mostly silence around a short utterance: use its speech
+                speech = self._speech(start, end)
+                audio = self.buf[start - self.buf_start : end - self.buf_start]
+                chunk = np.resize(audio[np.repeat(speech, self.frame)[: audio.size]], self.win)
+            self._embed([start], [chunk.astype(np.float32)])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window starts (samples), their embeddings and the frame speech mask."""
+        embs = np.concatenate(self.embs) if self.embs else np.zeros((0, 1), np.float32)
+        return np.asarray(self.starts, int), embs, self._mask_view().copy()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def frame_scores(
+    starts: np.ndarray, sims: np.ndarray, n_frames: int, frame: int, win: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame speaker scores `(F, K)`: the Hann-weighted mean of the similarities of the
+    windows covering each frame, and the frames' total weight (0: no window covers it)."""
+    per = max(1, -(-win // frame))
+    weight = np.hanning(per + 2)[1:-1]
+    scores = np.zeros((n_frames, sims.shape[1]))
+    total = np.zeros(n_frames)
+    for s, row in zip(starts // frame, sims, strict=True):
+        idx = np.arange(s, min(s + per, n_frames))
+        w = weight[: idx.size]
+        scores[idx] += w[:, None] * row[None]
+        total[idx] += w
+    return scores / np.maximum(total, 1e-12)[:, None], total
+
+
+def _runs(labels: np.ndarray) -> list[list[int]]:
+    """[label, start, end) runs of equal values."""
+    if not labels.size:
+        return []
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    bounds = np.r_[0, edges, labels.size]
+    return [[int(labels[a]), int(a), int(b)] for a, b in itertools.pairwise(bounds)]
+
+
+def smooth_turns(labels: np.ndarray, scores: np.ndarray, min_frames: int) -> np.ndarray:
+    """Give speech runs shorter than `min_frames` to the neighbouring speaker they score
+    higher against; -1 (no speech) frames are kept and separate nothing."""
+    labels = labels.copy()
+    speech = np.flatnonzero(labels >= 0)
+    if speech.size == 0:
+        return labels
+    seq, sc = labels[speech], scores[speech]
+    while True:
+        runs = _runs(seq)
+        if len(runs) < 2:
+            break
+        i = min(range(len(runs)), key=lambda r: runs[r][2] - runs[r][1])
+        _, a, b = runs[i]
+        if b - a >= min_frames:
+            break
+        options = [runs[j][0] for j in (i - 1, i + 1) if 0 <= j < len(runs)]
+        best = max(options, key=lambda o: sc[a:b, o].mean())
+        seq[a:b] = best
+    labels[speech] = seq
+    return labels
+
+
+def _segments(labels: np.ndarray, frame_s: float) -> list[tuple[int, float, float]]:
+    return [(lab, a * frame_s, b * frame_s) for lab, a, b in _runs(labels) if lab >= 0]
+
+
+def registry_namer(recognizer: Any) -> tuple[Namer | None, float | None]:
+    """A namer scoring cluster centroids against the enrolled speakers exactly as
+    `Recognizer.identify` scores a recording (cosine, AS-normed with the model's cohort),
+    naming a cluster whose best score passes the recogniser's threshold; None when nobody
+    is enrolled. Returns it with the threshold."""
+    names, refs, _ = recognizer._references(training=False)
+    if not names:
+        return None, None
+
+    def namer(centroids: np.ndarray) -> list[tuple[str | None, float | None]]:
+        scores = recognizer._score(_unit(centroids.astype(np.float32)), refs)
+        out: list[tuple[str | None, float | None]] = []
+        for row in scores:
+            j = int(np.argmax(row))
+            out.append((names[j] if row[j] >= recognizer.threshold else None, float(row[j])))
+        return out
+
+    return namer, float(recognizer.threshold)
+
+
+def diarize(
+    embedder: Embedder,
+    audio: Any,
+    *,
+    sr: int | None = None,
+    config: DiarizationConfig | None = None,
+    num_speakers: int | None = None,
+    max_speakers: int | None = None,
+    namer: Namer | None = None,
+    threshold: float | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> Diarization:
+    """Diarize `audio` (path, bytes, or array at `sr`) with `embedder`'s embeddings.
+
+    Arguments:
+        num_speakers: the known number of speakers (not estimated then).
+        max_speakers: the most speakers to find (default: the config's).
+        namer: names clusters (see `registry_namer`); the others are SPEAKER_00, ...
+        threshold: the threshold the namer decides with, reported in the result.
+        on_progress: called with the seconds of audio processed after each block.
+    """
+    cfg = config or DiarizationConfig()
+    if num_speakers is not None and max_speakers is not None:
+        raise ConfigError("num_speakers and max_speakers: give one or the other, not both")
+    for key, value in (("num_speakers", num_speakers), ("max_speakers", max_speakers)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):  # fmt: skip
+            raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
+    windows = embed_windows(embedder, audio, sr=sr, config=cfg, on_progress=on_progress)
+    return diarize_windows(
+        windows, cfg, num_speakers=num_speakers, max_speakers=max_speakers, namer=namer,
+        threshold=threshold,
+    )  # fmt: skip
+
+
+@dataclass
+class Windows:
+    """The embedded windows of one recording: what clustering needs, and nothing more.
+
+    Arguments:
+        starts: window start samples `(N,)`; embeddings: their unit embeddings `(N, D)`.
+        mask: speech mask of frames of `frame` samples; win: window samples; sr: the rate;
+        samples: length of the recording.
+    """
+
+    starts: np.ndarray
+    embeddings: np.ndarray
+    mask: np.ndarray
+    frame: int
+    win: int
+    sr: int
+    samples: int
+
+
+def embed_windows(
+    embedder: Embedder,
+    audio: Any,
+    *,
+    sr: int | None = None,
+    config: DiarizationConfig | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> Windows:
+    """Stream `audio` through the VAD and the embedder in blocks (see the module doc)."""
+    cfg = config or DiarizationConfig()
+    rate = embedder.sample_rate
+    vad = cfg.vad or getattr(embedder, "vad", None) or VadConfig()
+    col = _Collector(embedder, cfg, vad)
+    for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
+        col.add(offset, block)
+        if on_progress is not None:
+            on_progress((offset + block.size) / rate)
+    col.finish()
+    starts, embs, mask = col.result()
+    return Windows(starts, embs, mask, col.frame, col.win, rate, col.total)
+
+
+def diarize_windows(
+    windows: Windows,
+    config: DiarizationConfig | None = None,
+    *,
+    num_speakers: int | None = None,
+    max_speakers: int | None = None,
+    namer: Namer | None = None,
+    threshold: float | None = None,
+) -> Diarization:
+    """Cluster embedded windows into speakers and turns (see the module doc)."""
+    cfg = config or DiarizationConfig()
+    starts, embs, mask = windows.starts, windows.embeddings, windows.mask
+    duration = windows.samples / windows.sr
+    if not len(starts):
+        return Diarization([], duration, [], threshold)
+    labels = cluster_embeddings(
+        embs,
+        num_speakers=num_speakers,
+        max_speakers=max_speakers or cfg.max_speakers,
+        method=cfg.method,
+        threshold=cfg.threshold,
+        pval=cfg.pval,
+        merge_cosine=cfg.merge_cosine,
+        min_size=cfg.min_size,
+    )
+    k = int(labels.max()) + 1
+    cents = _unit(np.stack([embs[labels == c].mean(axis=0) for c in range(k)]))
+    sims = _unit(embs) @ cents.T
+    scores, cover = frame_scores(starts, sims, mask.size, windows.frame, windows.win)
+    frame_labels = np.where(mask, scores.argmax(axis=1), -1)
+    # Speech no window covers (a short burst between silences) takes the nearest covered one.
+    covered = np.flatnonzero(cover > 0)
+    lonely = np.flatnonzero(mask & (cover == 0))
+    if lonely.size and covered.size:
+        pos = np.clip(np.searchsorted(covered, lonely), 0, covered.size - 1)
+        prev = covered[np.maximum(pos - 1, 0)]
+        nearest = np.where(
+            np.abs(prev - lonely) < np.abs(covered[pos] - lonely), prev, covered[pos]
+        )
+        frame_labels[lonely] = frame_labels[nearest]
+        scores[lonely] = scores[nearest]
+    frame_labels = smooth_turns(frame_labels, scores, round(cfg.min_turn_s / cfg.frame_s))
+    frame_s = windows.frame / windows.sr
+    turns = _segments(frame_labels, frame_s)
+    return _named(turns, cents, namer, threshold, duration)
+
+
+def _named(
+    turns: list[tuple[int, float, float]],
+    cents: np.ndarray,
+    namer: Namer | None,
+    threshold: float | None,
+    duration: float,
+) -> Diarization:
+    """Label clusters: registry names where they pass, SPEAKER_nn in order of appearance."""
+    used = sorted(
+        {lab for lab, _, _ in turns}, key=lambda c: next(a for lab, a, _ in turns if lab == c)
+    )
+    verdicts = list(namer(cents)) if namer is not None else [(None, None)] * len(cents)
+    label: dict[int, str] = {}
+    anonymous = 0
+    for c in used:
+        name, _ = verdicts[c]
+        if name is None:
+            name = ANONYMOUS.format(anonymous)
+            anonymous += 1
+        label[c] = name  # two clusters matching one name are one speaker: same label
+    segments = [
+        Segment(a, b, label[c], verdicts[c][1] if verdicts[c][0] is not None else None)
+        for c, a, b in turns
+    ]
+    speech: dict[str, float] = {}
+    for s in segments:
+        speech[s.speaker] = speech.get(s.speaker, 0.0) + s.duration
+    summaries: dict[str, SpeakerSummary] = {}
+    for c in used:
+        name, score = verdicts[c]
+        best = summaries.get(label[c])
+        if best is None or (score is not None and (best.score is None or score > best.score)):
+            summaries[label[c]] = SpeakerSummary(
+                label[c], name is not None, score, speech[label[c]]
+            )
+    return Diarization(segments, duration, list(summaries.values()), threshold)

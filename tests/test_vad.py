@@ -350,7 +350,23 @@ def test_silero_speed(real_speech):
     """Far faster than real time on one thread (the benchmark measures it properly)."""
     import time
 
+    from voxid import silero
+
     VadConfig().segments(real_speech[:SR], SR)  # the session loads once per process
+    silero._RECENT.clear()  # time the network, not the cache of recent signals
     start = time.perf_counter()
     VadConfig().segments(real_speech, SR)
     assert real_speech.size / SR / (time.perf_counter() - start) > 50
+
+
+def test_recent_signals_are_answered_from_the_cache(real_speech):
+    """The service asks twice for one upload; the answer depends on content and settings."""
+    wav = real_speech[: 5 * SR]
+    first = VadConfig().segments(wav, SR)
+    assert VadConfig().segments(wav.copy(), SR) == first
+    assert VadConfig(pad_s=0.0).segments(wav, SR) != first
+    from voxid import silero
+
+    for k in range(40):  # it stays small
+        VadConfig().segments(wav[: SR + 100 * k], SR)
+    assert len(silero._RECENT) <= silero._RECENT_SIZE

@@ -688,7 +688,11 @@ def kill_server_rows(model: str, speech_dir: Path, tmp: Path) -> list[dict]:
     from voxid.registry import Registry
 
     db = tmp / "killed.db"
-    long = np.concatenate([load_audio(p) for p in sorted((speech_dir / "chloe").glob("*.wav"))])
+    # 20 files of 25 s per enrolment (16 MB, under the default upload limit): seconds of
+    # decoding, speech detection and embedding each, so the kill lands mid-enrolment even
+    # on a fast machine that runs the four at once.
+    chloe = np.concatenate([load_audio(p) for p in sorted((speech_dir / "chloe").glob("*.wav"))])
+    long = np.tile(chloe, 1 + 25 * 16000 // chloe.size)[: 25 * 16000]
     data = _encode(long, 16000, subtype="PCM_16")
     files = [("files", (f"long{i}.wav", data)) for i in range(20)]
     with Server(model, db, tmp / "killed.log") as server:
@@ -716,10 +720,10 @@ def kill_server_rows(model: str, speech_dir: Path, tmp: Path) -> list[dict]:
             except httpx.HTTPError:
                 outcomes.append("cut")
 
-        threads = [threading.Thread(target=enrol, args=(f"late{i}",)) for i in range(3)]
+        threads = [threading.Thread(target=enrol, args=(f"late{i}",)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        time.sleep(1.0)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
         for t in threads:
@@ -750,7 +754,8 @@ def kill_server_rows(model: str, speech_dir: Path, tmp: Path) -> list[dict]:
         f"enrolments in flight at the kill: {cut} of {len(outcomes)} cut; registry afterwards "
         f"{sorted(names)}; integrity ok, committed speakers unchanged, in-flight all or nothing"
         if ok
-        else f"cut {cut} of {len(outcomes)}; " + "; ".join(problems)
+        else f"enrolments in flight at the kill: {cut} of {len(outcomes)} cut (answers "
+        f"{sorted(outcomes)}: the kill came too late to prove anything); " + "; ".join(problems)
     )
     return [
         _kill_row(

@@ -333,6 +333,45 @@ def test_oversized_uploads_get_413(server, speech_wav):
     assert _enrolled(server.registry) == []
 
 
+def _post_slowly(url: str, length: int, chunked: bool) -> bytes:
+    """POST a `length`-byte multipart upload to /identify over a raw socket in small
+    pieces, as a slow client does, then read the whole response (an error if the server
+    reset the connection while we were sending)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    part = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    body = part + b"x" * (length - len(part))
+    parts = urlsplit(url)
+    head = f"POST /identify HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+    head += "Content-Type: multipart/form-data; boundary=B\r\nConnection: close\r\n"
+    head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {len(body)}\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall((head + "\r\n").encode())
+        step = 65_536
+        for i, start in enumerate(range(0, len(body), step)):
+            data = body[start : start + step]
+            sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            if i % 16 == 0:
+                time.sleep(0.01)  # let the server answer while we are still sending
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65_536):
+            response += chunk
+    return response
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_client_still_sending_reads_the_413_not_a_reset(server, chunked):
+    """Issue #15: the server answered an over-limit upload and closed while the client was
+    still sending, so the client saw "connection reset" instead of the upload-limit message."""
+    response = _post_slowly(server.url, 6_000_000, chunked)  # the fixture's limit is 2 MB
+    assert response.startswith(b"HTTP/1.1 413"), response[:200]
+    assert b"upload limit" in response
+
+
 def test_wide_uploads_are_refused_without_a_memory_jump(random_model_file, wide_flac, tmp_path):
     """Three small uploads that decode to 737 MB each (issue #15): a 422 from the header."""
     code = f"""

@@ -109,6 +109,10 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # A server that answers and closes while the client is still sending makes the
+        # client see a connection reset, not the 413: the rest of the body is read and
+        # dropped first, up to this much (beyond it, closing is cheaper than listening).
+        self.drain_bytes = max(4 * max_bytes, 8_000_000)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -117,24 +121,36 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            # With "Expect: 100-continue" the client waits for a go-ahead before sending
+            # the body, so the 413 can be its answer; otherwise the body is on its way.
+            if declared <= self.drain_bytes and not _expects_continue(scope):
+                await _drain(receive, self.drain_bytes)
             await _reject(send, self.max_bytes)
             return
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+            else:
+                body_done = True
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                # Any early answer (413, 401, 422) waits until the client has sent its
+                # body; uvicorn stops delivering it once the response is complete.
+                if not body_done and received <= self.drain_bytes:
+                    await _drain(receive, self.drain_bytes - received)
             await send(message)
 
         try:
@@ -154,6 +170,22 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(k == b"expect" and v.strip().lower() == b"100-continue" for k, v in scope["headers"])
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a request body, at most about `budget` bytes."""
+    seen = 0
+    while seen <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _reject(send: Send, limit: int) -> None:

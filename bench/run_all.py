@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "base": ("bench_base.py", False),
     "embed": ("bench_embed.py", False),
     "service": ("bench_service.py", False),
+    "diarize": ("bench_diarize.py", True),
     "vad": ("bench_vad.py", True),
     "reliability": ("bench_reliability.py", False),  # after vad: it quotes vad.json
 }
@@ -82,6 +83,7 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
                 "service",
                 "vad",
                 "reliability",
+                "diarize",
             ]
         )
     }

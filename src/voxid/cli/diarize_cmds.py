@@ -70,6 +70,7 @@ def diarize(
     if num_speakers is not None and max_speakers is not None:
         raise ConfigError("--num-speakers and --max-speakers: give one or the other")
     rec = _recognizer(model, registry, threshold, _named(ctx))
+    rec.speakers()  # a named registry that does not exist is one error, not one per file
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
     done: dict[str, dict] = {}

@@ -12,6 +12,8 @@ fill two windows is more likely a stray window than a new speaker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from voxid.errors import ConfigError
@@ -40,7 +42,14 @@ def _laplacian_eigen(sim: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray
     return eigh(np.diag(sim.sum(axis=1)) - sim)
 
 
-def _spectral(x: np.ndarray, k: int | None, max_k: int, pval: float | None) -> np.ndarray:
+def _spectral(
+    x: np.ndarray,
+    k: int | None,
+    max_k: int,
+    pval: float | None,
+    extra: int = 0,
+    neighbours: int = MIN_NEIGHBOURS,
+) -> np.ndarray:
     """Spectral clustering; `pval=None` picks the pruning as NME-SC does (Park et al.
     2020): the neighbour count whose largest normalised eigengap is widest for its size."""
     from sklearn.cluster import KMeans
@@ -59,10 +68,11 @@ def _spectral(x: np.ndarray, k: int | None, max_k: int, pval: float | None) -> n
                 best = (ratio, vals, vecs)
         _, vals, vecs = best
     else:
-        vals, vecs = _laplacian_eigen(sim, max(MIN_NEIGHBOURS, int(np.ceil(pval * n))))
+        vals, vecs = _laplacian_eigen(sim, max(neighbours, int(np.ceil(pval * n))))
     if k is None:
         gaps = np.diff(vals[: upto + 1])
         k = int(np.argmax(gaps)) + 1 if gaps.size else 1
+        k = min(k + extra, upto)  # over-cluster: the score merge below joins the extras
     k = max(1, min(k, n))
     if k == 1:
         return np.zeros(n, int)
@@ -116,6 +126,20 @@ def _tidy(
     return labels
 
 
+def _merge_by_score(
+    x: np.ndarray, labels: np.ndarray, pair_score: Callable, threshold: float
+) -> np.ndarray:
+    """Merge the best-scoring pair of clusters while it passes `threshold`."""
+    while labels.max() > 0:
+        scores = np.array(pair_score(_centroids(x, labels)), np.float64)
+        np.fill_diagonal(scores, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if scores[i, j] < threshold:
+            break
+        labels = _relabel(np.where(labels == max(i, j), min(i, j), labels))
+    return labels
+
+
 def cluster_embeddings(
     embeddings: np.ndarray,
     *,
@@ -125,8 +149,14 @@ def cluster_embeddings(
     threshold: float = 0.5,
     pval: float | None = None,
     max_spectral: int = 1500,
+    center: bool = False,
+    refine: int = 0,
     merge_cosine: float = 0.8,
     min_size: int = 2,
+    pair_score: Callable[[np.ndarray], np.ndarray] | None = None,
+    merge_score: float = np.inf,
+    overcluster: int = 0,
+    min_neighbours: int = MIN_NEIGHBOURS,
 ) -> np.ndarray:
     """Cluster labels `(N,)` 0..K-1 for unit embeddings `(N, D)`.
 
@@ -136,6 +166,14 @@ def cluster_embeddings(
         method: `spectral` (eigengap count) or `ahc` (stops at cosine distance `threshold`).
         pval: fraction of neighbours kept per row of the spectral affinity (None: chosen
             per recording, NME-SC).
+        center: subtract the recording's mean embedding first (what all its windows
+            share, room and channel, then weighs less than who speaks).
+        pair_score: scores `(K, K)` between unit centroids `(K, D)` (the model's
+            verification scores); clusters are merged, most similar pair first, while a
+            pair scores at least `merge_score` (a calibrated verification threshold).
+        min_neighbours: the fewest neighbours a row of the spectral affinity keeps.
+        overcluster: clusters added to the eigengap count before that merge.
+        refine: rounds of reassigning every window to its nearest centroid afterwards.
         max_spectral: more windows than this are clustered on an even subsample of this
             many, and every window then joins its nearest centroid (an eigendecomposition
             is cubic in the windows: an hour at a 0.75-s hop is 4,800).
@@ -147,7 +185,7 @@ def cluster_embeddings(
     >>> a, b = rng.normal(size=(2, 16))
     >>> x = np.r_[a + 0.1 * rng.normal(size=(20, 16)), b + 0.1 * rng.normal(size=(20, 16))]
     >>> labels = cluster_embeddings(_unit(x))
-    >>> len(set(labels[:20])), len(set(labels[20:])), labels[0] != labels[-1]
+    >>> len(set(labels[:20])), len(set(labels[20:])), bool(labels[0] != labels[-1])
     (1, 1, True)
     """
     if method not in METHODS:
@@ -157,6 +195,8 @@ def cluster_embeddings(
     if max_speakers < 1:
         raise ConfigError(f"max_speakers: must be a positive integer, got {max_speakers!r}")
     x = _unit(np.asarray(embeddings, np.float64))
+    if center and len(x) > 2:
+        x = _unit(x - x.mean(axis=0))
     n = len(x)
     if n == 0:
         return np.zeros(0, int)
@@ -168,10 +208,20 @@ def cluster_embeddings(
         sub = cluster_embeddings(
             x[pick], num_speakers=num_speakers, max_speakers=max_speakers, method=method,
             threshold=threshold, pval=pval, merge_cosine=merge_cosine, min_size=min_size,
+            refine=refine, pair_score=pair_score, merge_score=merge_score,
+            overcluster=overcluster, min_neighbours=min_neighbours,
         )  # fmt: skip
         return _relabel((x @ _centroids(x[pick], sub).T).argmax(axis=1))
     if method == "spectral" and n >= 20:
-        labels = _spectral(x, k, max_speakers, pval)
+        labels = _spectral(x, k, max_speakers, pval, overcluster, min_neighbours)
     else:  # too few windows for a stable eigengap
         labels = _ahc(x, k, max_speakers, threshold)
-    return _tidy(x, labels, k, merge_cosine, min_size if k is None else 1)
+    labels = _tidy(x, labels, k, merge_cosine, min_size if k is None else 1)
+    if pair_score is not None and k is None:
+        labels = _merge_by_score(x, labels, pair_score, merge_score)
+    for _ in range(refine):
+        moved = _relabel((x @ _centroids(x, labels).T).argmax(axis=1))
+        if moved.max() != labels.max() or np.array_equal(moved, labels):
+            break  # converged, or a cluster emptied: keep the count the clustering chose
+        labels = moved
+    return labels

@@ -67,11 +67,18 @@ class DiarizationConfig:
         min_speech: fraction of a window that must be speech for it to be embedded.
         frame_s: time resolution of the speech mask and of the turn boundaries.
         block_s: seconds of audio decoded and embedded at a time.
-        method, threshold, pval, merge_cosine, min_size: clustering
+        method, threshold, pval, min_neighbours, merge_cosine, min_size, center, refine,
+            overcluster: clustering
             (`voxid.diarization.cluster.cluster_embeddings`).
         max_speakers: the most speakers an estimated count may reach.
         min_turn_s: turns shorter than this are given to a neighbouring turn.
+        merge_score: clusters whose centroids score at least this against each other
+            (cosine, AS-normed with the model's cohort: the scale of its verification
+            threshold) are merged; None: no such merge.
         vad: the speech detector; None uses the model's (as it was trained).
+        model_chunks: embed a window as the recogniser embeds a recording, the mean of
+            its chunks of the model's training length (1 s for the base model), rather
+            than in one piece.
     """
 
     window_s: float = 2.0
@@ -82,11 +89,17 @@ class DiarizationConfig:
     method: str = "spectral"
     threshold: float = 0.5
     pval: float | None = 0.05
+    min_neighbours: int = 10
     merge_cosine: float = 1.01
     min_size: int = 2
+    center: bool = False
+    refine: int = 0
+    merge_score: float | None = None
+    overcluster: int = 0
     max_speakers: int = 8
     min_turn_s: float = 0.5
     vad: VadConfig | None = None
+    model_chunks: bool = True
 
     def __post_init__(self) -> None:
         for key in ("window_s", "hop_s", "frame_s", "block_s"):
@@ -176,10 +189,27 @@ class _Collector:
         return np.resize(voiced, self.win).astype(np.float32)
 
     def _embed(self, starts: list[int], chunks: list[np.ndarray]) -> None:
-        if chunks:
-            batch = _normalize(np.stack(chunks), self.normalize)
+        if not chunks:
+            return
+        batch = _normalize(np.stack(chunks), self.normalize)
+        seconds = getattr(self.embedder, "chunk_seconds", None)
+        if seconds is None or not self.cfg.model_chunks or seconds >= self.cfg.window_s:
             self.embs.append(np.asarray(self.embedder.embed(batch), np.float32))
-            self.starts += starts
+        else:
+            # As the recogniser embeds a recording: training-length chunks of the window
+            # (`speech_chunks`, no VAD: the window is speech already), one batch, the mean
+            # of the unit chunk embeddings.
+            from voxid.backends import speech_chunks
+            from voxid.registry import mean_embedding
+
+            off = VadConfig(enabled=False)
+            parts = [speech_chunks(w, self.sr, off, seconds) for w in batch]
+            embs = self.embedder.embed(np.concatenate(parts))
+            bounds = np.cumsum([0] + [len(p) for p in parts])
+            self.embs.append(
+                np.stack([mean_embedding(embs[a:b]) for a, b in itertools.pairwise(bounds)])
+            )
+        self.starts += starts
 
     def add(self, offset: int, block: np.ndarray) -> None:
         """Take the next block of audio (sample `offset` onwards)."""
@@ -356,6 +386,17 @@ class Windows:
     win: int
     sr: int
     samples: int
+    cohort: np.ndarray | None = None
+
+    def pair_score(self, centroids: np.ndarray) -> np.ndarray:
+        """Scores `(K, K)` between unit centroids as the model verifies: cosine, AS-normed
+        against its cohort when it has one."""
+        raw = centroids @ centroids.T
+        if self.cohort is None:
+            return raw
+        from voxid.scoring import as_norm
+
+        return as_norm(raw, centroids, centroids, self.cohort)
 
 
 def embed_windows(
@@ -377,7 +418,8 @@ def embed_windows(
             on_progress((offset + block.size) / rate)
     col.finish()
     starts, embs, mask = col.result()
-    return Windows(starts, embs, mask, col.frame, col.win, rate, col.total)
+    cohort = getattr(embedder, "cohort", None)
+    return Windows(starts, embs, mask, col.frame, col.win, rate, col.total, cohort)
 
 
 def diarize_windows(
@@ -404,6 +446,12 @@ def diarize_windows(
         pval=cfg.pval,
         merge_cosine=cfg.merge_cosine,
         min_size=cfg.min_size,
+        center=cfg.center,
+        refine=cfg.refine,
+        pair_score=None if cfg.merge_score is None else windows.pair_score,
+        merge_score=np.inf if cfg.merge_score is None else cfg.merge_score,
+        overcluster=cfg.overcluster,
+        min_neighbours=cfg.min_neighbours,
     )
     k = int(labels.max()) + 1
     cents = _unit(np.stack([embs[labels == c].mean(axis=0) for c in range(k)]))

@@ -4,7 +4,9 @@ Each conversation has 2-5 speakers of one corpus, turns of 1-8 s (a turn joins s
 utterances of its speaker, 50-150 ms apart, and is cut to its drawn length), pauses of
 0.1-1.5 s between turns, some overlap (15 % of the turn changes start 0.2-1.0 s before the
 previous turn ends), a per-speaker level within ±3 dB, and a noise bed mixed at 10-30 dB
-SNR against the speech. The reference is the turns, as a human annotator would mark them.
+SNR against the speech. Utterances are trimmed of leading and trailing non-speech, and the
+reference is each turn's speech (its clean source's speech activity, pauses under 0.3 s
+bridged), so a pause inside a turn is not scored as speech.
 
 Every speaker speaks at least once (the first turns go round all of them); after that the
 next speaker is drawn among the others. Everything is resampled to the model rate.
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from voxid.audio import load_audio
-from voxid.vad import speech_segments
+from voxid.vad import VadConfig
 
 __all__ = ["Conversation", "SpeakerPool", "make_conversation", "make_conversations", "pool"]
 
@@ -63,7 +65,7 @@ def pool(corpus_dir: Path, speakers: Sequence[str] | None = None, prefix: str = 
 def _utterance(path: str, sr: int) -> np.ndarray:
     """An utterance at `sr`, leading and trailing silence trimmed."""
     wav = load_audio(path, sr=sr)
-    segs = speech_segments(wav, sr, threshold_db=-30.0)
+    segs = VadConfig().segments(wav, sr)
     if segs:
         wav = wav[segs[0][0] : segs[-1][1]]
     return wav.astype(np.float32)
@@ -138,8 +140,17 @@ def make_conversation(
     peak = float(np.abs(mix).max())
     if peak > 0.99:
         mix = mix * (0.99 / peak)
-    turns = [(s / sr, (s + w.size) / sr, spk) for s, w, spk in placed]
+    turns = [((s + a) / sr, (s + b) / sr, spk) for s, w, spk in placed for a, b in _spoken(w, sr)]
     return Conversation(file_id, mix.astype(np.float32), sr, turns, chosen, snr)
+
+
+def _spoken(turn: np.ndarray, sr: int) -> list[tuple[int, int]]:
+    """Where a clean turn holds speech: the reference marks these, not the pauses inside
+    a turn, as the references of simulated conversations come from the sources' own speech
+    activity (here the default VAD on the clean source before any noise is mixed in,
+    pauses under 0.3 s bridged; many VoxForge files open and close on seconds of room
+    noise as loud as their speech, which an energy detector would call speech)."""
+    return VadConfig(min_silence_s=0.3).segments(turn, sr) or [(0, turn.size)]
 
 
 def make_conversations(

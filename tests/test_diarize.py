@@ -294,3 +294,20 @@ def test_voxid_diarize_process_exits_one_when_all_fail(tmp_path):
     assert proc.returncode == 1
     assert "nothing.wav" in proc.stderr and "empty" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.shared_data
+def test_diarize_eval_scores_real_speech_conversations(shared_data):
+    from voxid.cli import app
+
+    pytest.importorskip("pyannote.metrics")
+    args = ["diarize-eval", "--data", str(shared_data), "--n", "2", "--seed", "3", "--json"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = out["summary"]
+    assert summary["conversations"] == 2 and 0 <= summary["der"] < 0.6
+    for row in out["conversations"]:
+        assert 2 <= row["ref_speakers"] <= 5 and row["total_s"] > 10
+        parts = row["missed_s"] + row["false_alarm_s"] + row["confusion_s"]
+        assert row["der"] == pytest.approx(parts / row["total_s"])

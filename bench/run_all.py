@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "diarize": ("bench_diarize.py", True),
     "vad": ("bench_vad.py", True),
     "reliability": ("bench_reliability.py", False),  # after vad: it quotes vad.json
+    "registry": ("bench_registry.py", False),
 }
 
 
@@ -83,6 +84,7 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
                 "service",
                 "vad",
                 "reliability",
+                "registry",
                 "diarize",
             ]
         )

@@ -510,6 +510,57 @@ class Recognizer:
             on_progress=on_progress,
         )
 
+    def _identify_enrolled(
+        self, audio: AudioInput, top_k: int, sr: int | None, include_training: bool
+    ) -> Identification:
+        """`identify` for an embedding model: the index's best enrolled speakers (exact
+        scores; the full ranking up to `EXACT_LIMIT` speakers) merged with the training
+        speakers, ranked as one stable sort of [enrolled by name, training in label order]."""
+        index = self._synced_index()
+        n_enrolled = len(index) if index is not None else 0
+        training: list[tuple[int, str, np.ndarray]] = []
+        if include_training and self.backend.has_class_bank:
+            labels, weights = self.backend.labels, self.backend.class_weights
+            training = [
+                (i, label, w)
+                for i, (label, w) in enumerate(zip(labels, weights, strict=True))
+                if index is None or label not in index
+            ]
+        if not n_enrolled and not training:
+            hint = (
+                " (include_training=True / --include-training ranks the model's training speakers)"
+                if self.backend.has_class_bank and not include_training
+                else ": enrol someone first"
+            )
+            raise RegistryError("identify: no enrolled speakers to compare with" + hint)
+        samples = self._samples(audio, sr)
+        # (score, group, tie-break, name, std, source): sorting these gives the order of
+        # today's stable argsort over enrolled (by name) then training speakers.
+        ranked: list[tuple[float, int, Any, str, float, str]] = []
+        if n_enrolled:
+            ranked += [(m, 0, n, n, sd, "enrolled") for n, m, sd in index.top(samples, top_k)]
+        if training:
+            scores = self._score(samples, np.stack([w for _, _, w in training]))
+            mean, std = scores.mean(axis=0), scores.std(axis=0)
+            ranked += [
+                (float(mean[j]), 1, i, label, float(std[j]), "training")
+                for j, (i, label, _) in enumerate(training)
+            ]
+        ranked.sort(key=lambda c: (-c[0], c[1], c[2]))
+        ranked = ranked[:top_k]
+        cands = [Candidate(c[3], c[0]) for c in ranked]
+        best = cands[0]
+        accepted = best.score >= self.threshold
+        return Identification(
+            best.name if accepted else UNKNOWN,
+            best.score,
+            self.threshold,
+            accepted,
+            cands,
+            {c[3]: c[5] for c in ranked},
+            {c[3]: c[4] for c in ranked} if self.mc_samples else {},
+        )
+
     def __repr__(self) -> str:
         return (
             f"Recognizer({self.backend.source}, backend={self.backend.kind}, "

@@ -307,6 +307,34 @@ def test_mutations_need_the_key(server, speech_wav, random_model_file, tmp_path)
         assert http.get("/health").json()["mutations"] is False
 
 
+def test_requests_read_no_speaker_rows_when_nothing_changed(
+    random_model_file, tmp_path, speech_wav
+):
+    """Issue #17: /identify, /verify and /health listed every enrolled speaker from the
+    registry on each request (seconds at 100,000 voices); they now ask the in-memory index."""
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "speakers.db")
+    rec.enroll("alice", [speech_wav])
+    reads: list[str] = []
+    registry = rec.registry
+    for method in ("speakers", "centroids", "names"):
+        real = getattr(registry, method)
+
+        def spy(*args, _real=real, _name=method, **kwargs):
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(registry, method, spy)
+    with BackgroundServer(create_app(rec)) as srv, httpx.Client(base_url=srv.url) as http:
+        audio = {"file": ("q.wav", speech_wav.read_bytes(), "audio/wav")}
+        assert http.post("/identify", files=audio).status_code == 200  # the index loads
+        reads.clear()
+        assert http.post("/identify", files=audio).status_code == 200
+        assert http.post("/verify", data={"name": "alice"}, files=audio).status_code == 200
+        assert http.get("/health").json()["speakers"] == 1
+        assert http.post("/verify", data={"name": "bob"}, files=audio).status_code == 404
+    assert reads == []
+
+
 def test_oversized_uploads_get_413(server, speech_wav):
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 90).astype(np.float32)
     buf = io.BytesIO()

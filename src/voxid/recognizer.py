@@ -353,6 +353,25 @@ class Recognizer:
             SpeakerInfo(n, "training") for n in self.backend.labels if listed and n not in enrolled
         ]
 
+    def n_speakers(self) -> int:
+        """How many speakers `speakers()` lists, read from the in-memory index (nothing is
+        read from the registry when it has not changed since the last call).
+
+        >>> Recognizer.load().n_speakers()  # the base model, no registry
+        0
+        """
+        if not self.backend.is_embedding_model:
+            return len(self.speakers())
+        index = self._synced_index()
+        return len(index) if index is not None else 0
+
+    def is_enrolled(self, name: str) -> bool:
+        """Whether `speakers()` lists `name`, from the in-memory index like `n_speakers`."""
+        if not self.backend.is_embedding_model:
+            return any(s.name == name for s in self.speakers())
+        index = self._synced_index()
+        return index is not None and name in index
+
     def _references(self, training: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
         names, refs = [], []
         index = self._synced_index()

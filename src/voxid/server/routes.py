@@ -117,14 +117,20 @@ def _speaker_names(recognizer: Any) -> list[str]:
     return [s["name"] for s in _speaker_list(recognizer)]
 
 
+def _enrolment_state(recognizer: Any, name: str | None) -> tuple[int, bool]:
+    """(number of speakers, whether `name` is one), from the recogniser's in-memory index:
+    a request must not read every row of a registry of 100,000 voices."""
+    return recognizer.n_speakers(), name is not None and recognizer.is_enrolled(name)
+
+
 async def _require_enrolled(service: Service, name: str | None = None) -> None:
-    names = await service.read(_speaker_names, service.recognizer)
-    if name is not None and name not in names:
+    count, known = await service.read(_enrolment_state, service.recognizer, name)
+    if name is not None and not known:
         # A name that is not there is 404 whether or not anyone else is enrolled.
         raise HTTPException(
-            404, f"speaker {name!r} is not enrolled" + ("" if names else " (nobody is yet)")
+            404, f"speaker {name!r} is not enrolled" + ("" if count else " (nobody is yet)")
         )
-    if not names:
+    if not count:
         raise HTTPException(409, "no speakers enrolled yet: enrol someone first")
 
 
@@ -132,11 +138,11 @@ async def _require_enrolled(service: Service, name: str | None = None) -> None:
 async def health(request: Request) -> dict[str, Any]:
     """Status, model facts and the number of enrolled speakers."""
     service = _service(request)
-    names = await service.read(_speaker_names, service.recognizer)
+    count, _ = await service.read(_enrolment_state, service.recognizer, None)
     rec = service.recognizer
     return {
         "status": "ok",
-        "speakers": len(names),
+        "speakers": count,
         "sample_rate": model_sample_rate(rec),
         "model": str(getattr(rec, "meta", {}).get("model_name", "?")),
         "backend": str(getattr(getattr(rec, "backend", None), "kind", "?")),

@@ -146,14 +146,14 @@ def run(windows, convs, cfg, **kw):
 
 
 def _voxid():
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     return Recognizer.load(registry=None).backend
 
 
 LONG_FILE = """
 import json, sys, time
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 rec = Recognizer.load(registry=None)
 start = time.perf_counter()
 result = rec.diarize(sys.argv[1])

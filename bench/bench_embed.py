@@ -60,7 +60,7 @@ def speech_files(root: Path) -> tuple[list[Path], list[Path], Path]:
             path = root / f"long_src{i}.wav"
             sf.write(path, np.tile(np.concatenate(wavs[i:] + wavs[:i]), 2)[: 15 * SR], SR)
             long_src.append(path)
-    from voxid.backends import MIN_SPEECH_SECONDS
+    from voxid.inference.backends import MIN_SPEECH_SECONDS
     from voxid.vad import VadConfig
 
     clips, longs = [], []
@@ -113,7 +113,7 @@ RSS_CODE = (
     PEAK
     + """
 import sys
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 rec = Recognizer.load(sys.argv[1], sys.argv[2])
 rec.enroll("probe", sys.argv[3])
 rec.verify("probe", sys.argv[3])
@@ -192,7 +192,7 @@ def model_gflop_per_second_of_audio(model: Path) -> float | None:
 
 def bench_voxid(model: Path, clips, longs, three, root: Path, repeats: int) -> dict:
     """Speed figures of one model file with its own backend."""
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     rec = Recognizer.load(model, root / f"{model.stem}-{model.suffix[1:]}.db")
     batch = np.stack([sf.read(c, dtype="float32")[0] for c in clips])
@@ -274,7 +274,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import torch
 
-    from voxid.export import export_onnx
+    from voxid.inference.export import export_onnx
 
     threads = os.cpu_count() or 1
     peak = gemm_peak_gflops(threads)

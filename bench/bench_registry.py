@@ -62,7 +62,7 @@ def _pct(times: list[float], q: float) -> float:
 
 def grow(reg, start: int, stop: int, fp: str, rng) -> float:
     """Bulk-enrol synthetic speakers start..stop; returns speakers per second."""
-    from voxid.registry import Enrolment
+    from voxid.inference.registry import Enrolment
 
     t0 = time.perf_counter()
     for lo in range(start, stop, BATCH):
@@ -97,8 +97,8 @@ def search_times(index, reg, queries: np.ndarray) -> list[float]:
 
 
 def scale_rows(backend: str, target: str, sizes: list[int], n_queries: int, cohort) -> list:
-    from voxid.index import SpeakerIndex
-    from voxid.registry import open_registry
+    from voxid.inference.index import SpeakerIndex
+    from voxid.inference.registry import open_registry
 
     fp = "bench-synthetic"
     reg = open_registry(target, fp)
@@ -155,8 +155,8 @@ def real_recall(data: Path, cohort_model: str = "base") -> dict:
     """recall@1 of the approximate path against exact search on real embeddings: each
     LibriSpeech speaker enrolled from the first half of its file, queried with the second."""
     from voxid.audio import load_audio
-    from voxid.index import SpeakerIndex
-    from voxid.recognizer import Recognizer
+    from voxid.inference.index import SpeakerIndex
+    from voxid.inference.recognizer import Recognizer
 
     rec = Recognizer.load(cohort_model, registry=None)
     files = sorted((data / "librispeech-100").glob("*/*.flac"))
@@ -271,7 +271,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(args.skip.split(","))
-    from voxid.backends import load_backend
+    from voxid.inference.backends import load_backend
 
     cohort = load_backend("base").cohort
     rows = []
@@ -304,7 +304,7 @@ speakers/s with a constant time per add; two servers sharing PostgreSQL with 0 l
 errors. "identify" here is the recogniser's work after embedding: the change-counter check
 (SQLite `PRAGMA data_version`; PostgreSQL one indexed row) and the ranked top 5, AS-normed
 against the shipped model's 492-voice cohort; every reported score is exact. Exact search
-is used up to `voxid.index.EXACT_LIMIT` speakers; "exact p50" is the same data searched
+is used up to `voxid.inference.index.EXACT_LIMIT` speakers; "exact p50" is the same data searched
 exactly. "one add" is a new speaker with 3 utterances at that size (O(1): the model
 fingerprint is one `meta` row). Bulk enrolment: `add_many`, 50,000 speakers of one
 utterance per transaction (SQLite executemany, PostgreSQL COPY). Peak RSS of the whole

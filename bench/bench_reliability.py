@@ -370,7 +370,7 @@ async def _mixed_load(url: str, plans: list[list]) -> list[dict]:
 
 def load_rows(server: Server, db: Path, clips: list[bytes], speech: bytes, args) -> list[dict]:
     """The mixed load, then every accepted enrolment looked up in /speakers and the file."""
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
 
     with httpx.Client(base_url=server.url, timeout=120) as http:
         base = {s["name"]: s["n_utterances"] for s in http.get("/speakers").json()["speakers"]}
@@ -685,7 +685,7 @@ def kill_train_rows(store: Path, tmp: Path) -> list[dict]:
 def kill_server_rows(model: str, speech_dir: Path, tmp: Path) -> list[dict]:
     """kill -9 of `voxid serve` while enrolments are in flight, then reopen the registry."""
     from voxid.audio import load_audio
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
 
     db = tmp / "killed.db"
     # 20 files of 25 s per enrolment (16 MB, under the default upload limit): seconds of

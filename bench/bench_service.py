@@ -12,7 +12,7 @@ the event loop stays responsive. Reports throughput, p50/p99 latency and failure
 
 Default: one run per recipe (`configs/<name>.yaml`: full-size ECAPA-TDNN, ECAPA at 256
 channels, the CNN-RNN), each model with untrained weights (speed does not depend on them)
-and exported to ONNX when `voxid.export` can, else served from its model.pt.
+and exported to ONNX when `voxid.inference.export` can, else served from its model.pt.
 BENCH_QUICK=1 makes a smaller run.
 """
 
@@ -49,7 +49,7 @@ def recipe_model(recipe: str, folder: Path) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     pt = save_inference_file(folder / "model.pt", model, make_meta(model, list(VOICES)))
     try:
-        from voxid.export import export_onnx
+        from voxid.inference.export import export_onnx
 
         onnx = folder / "model.onnx"
         export_onnx(pt, onnx)
@@ -130,7 +130,7 @@ def listen_rtf(model: Path, db: Path, wav: Path) -> dict:
     import soundfile as sf
     import torch
 
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
     from voxid.stream import LiveIdentifier, file_blocks, run_stream
 
     torch.set_num_threads(1)  # as `voxid listen` runs by default
@@ -217,7 +217,7 @@ def serve_and_load(
     Returns the rows and whether the registry came out of the load unchanged.
     """
     from voxid.audio import load_audio
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
     from voxid.server.background import free_port
 
     tmp.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ sys.path.insert(0, str(BENCH))
 from common import write_result  # noqa: E402
 from voxid import metrics  # noqa: E402
 from voxid.evaluation.common import l2_normalize  # noqa: E402
-from voxid.registry import mean_embedding  # noqa: E402
-from voxid.scoring import as_norm  # noqa: E402
+from voxid.inference.registry import mean_embedding  # noqa: E402
+from voxid.inference.scoring import as_norm  # noqa: E402
 
 RESEMBLYZER = "resemblyzer"
 

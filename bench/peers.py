@@ -29,7 +29,7 @@ import numpy as np
 
 from voxid import metrics
 from voxid.evaluation.common import l2_normalize
-from voxid.registry import mean_embedding
+from voxid.inference.registry import mean_embedding
 
 PEER = "resemblyzer"
 MEMBERS = {f"{i:08d}" for i in range(1, 6)}

@@ -89,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from voxid.calibration import calibrate
-    from voxid.export import export_onnx
+    from voxid.inference.export import export_onnx
     from voxid.lda import fit_run_lda
 
     with tempfile.TemporaryDirectory(prefix=".ship-", dir=args.out) as tmp:

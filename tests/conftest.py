@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pytest
 import soundfile as sf
+
 from pg_fixture import pg_server, pg_url  # noqa: F401  (a real PostgreSQL, once a session)
 
 REPO = Path(__file__).resolve().parents[1]

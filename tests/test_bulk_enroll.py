@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from voxid.cli import app
 from voxid.errors import ConfigError
-from voxid.registry import open_registry
+from voxid.inference.registry import open_registry
 
 
 def _run(*args: str) -> dict:
@@ -51,7 +51,7 @@ def test_manifest_enrolment_is_batched_and_resumable(speech_corpus, tmp_path, re
 
 
 def test_bad_manifests(tmp_path):
-    from voxid.bulk_enroll import read_manifest
+    from voxid.inference.bulk_enroll import read_manifest
 
     bad = tmp_path / "m.csv"
     bad.write_text("file,who\na.wav,alice\n")

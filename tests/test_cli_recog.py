@@ -98,7 +98,7 @@ def test_export_and_calibrate(model, speech_corpus, tmp_path):
     )
     assert cal["kind"] == "cosine:eer" and cal["n_speakers"] == 4
     assert 0 <= cal["far"] <= 1 and 0 <= cal["frr"] <= 1
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     assert Recognizer.load(run_copy, None).threshold == pytest.approx(cal["threshold"])
     cal = json.loads(
@@ -108,7 +108,7 @@ def test_export_and_calibrate(model, speech_corpus, tmp_path):
 
 
 def test_errors_exit_1_with_one_line(model, tmp_path, speech_wav):
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
 
     Registry(tmp_path / "s.db", None).close()  # exists, nobody enrolled
     env = {**os.environ, "VOXID_MODEL": str(model), "VOXID_REGISTRY": str(tmp_path / "s.db")}
@@ -195,7 +195,7 @@ def test_fit_lda_stores_a_projection_every_path_uses(trained_run, speech_wav, tm
     import torch
 
     from voxid.checkpoint import load_checkpoint, read_checkpoint, save_threshold
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
@@ -242,8 +242,8 @@ def test_fit_lda_cohort_makes_the_recogniser_as_norm_its_scores(
     recognisers AS-norm verify/identify scores against them, and calibrate does the same."""
     import shutil
 
-    from voxid.recognizer import DEFAULT_ASNORM_THRESHOLD, Recognizer
-    from voxid.scoring import as_norm
+    from voxid.inference.recognizer import DEFAULT_ASNORM_THRESHOLD, Recognizer
+    from voxid.inference.scoring import as_norm
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
@@ -284,7 +284,7 @@ def test_fit_lda_cohort_makes_the_recogniser_as_norm_its_scores(
 
 
 def _registry_with(path, *names: str, fingerprint: str = "fp-test"):
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
 
     reg = Registry(path, fingerprint)
     for i, name in enumerate(names):
@@ -294,7 +294,7 @@ def _registry_with(path, *names: str, fingerprint: str = "fp-test"):
 
 
 def _names(path) -> list[str]:
-    from voxid.registry import Registry
+    from voxid.inference.registry import Registry
 
     return Registry(path, None).names()
 
@@ -303,7 +303,7 @@ def test_speakers_group_registry_reaches_its_subcommands(model, tmp_path, monkey
     """`speakers -r team.db remove/list` works on team.db, never on ./speakers.db."""
     monkeypatch.chdir(tmp_path)
     local = _registry_with(tmp_path / "speakers.db", "alice", "bob")
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     fingerprint = Recognizer.load(model, None).model_fingerprint
     team = _registry_with(tmp_path / "team.db", "alice", "carol", fingerprint=fingerprint)

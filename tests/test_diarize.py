@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from voxid.diarization import Diarization, DiarizationConfig, Segment, parse_rttm
 from voxid.diarization.cluster import cluster_embeddings
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 
 SR = 16000
 VOICES = ("alice", "bruno")

@@ -11,8 +11,8 @@ import torch
 
 from test_recognizer import TRAIN_LABELS, make_model
 from voxid.errors import ModelError, RegistryError
-from voxid.export import META_KEY, OnnxBackend, export_onnx
-from voxid.recognizer import Recognizer
+from voxid.inference.export import META_KEY, OnnxBackend, export_onnx
+from voxid.inference.recognizer import Recognizer
 
 
 @pytest.fixture(scope="module", params=["crnn", "ecapa"])

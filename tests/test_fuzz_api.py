@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxid.index import SpeakerIndex
-from voxid.registry import Registry, normalize_rows
-from voxid.scoring import as_norm
+from voxid.inference.index import SpeakerIndex
+from voxid.inference.registry import Registry, normalize_rows
+from voxid.inference.scoring import as_norm
 
 DIM = 32
 
@@ -102,7 +102,7 @@ def test_approximate_index_recall_against_exact():
 def test_recognizer_reads_nothing_when_nothing_changed(tmp_path, speech_corpus):
     """identify with the shipped model (AS-norm cohort) ranks as the full sort over the
     registry's centroids did, and a second identify runs no table read."""
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     rec = Recognizer.load("base", registry=tmp_path / "s.db")
     voices = sorted(p.name for p in speech_corpus.iterdir() if p.is_dir())

@@ -45,7 +45,7 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def enrolled(model, speech_corpus, tmp_path_factory):
     """A registry with alice enrolled for `model`."""
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     db = tmp_path_factory.mktemp("msg_db") / "speakers.db"
     Recognizer.load(model, db).enroll("alice", sorted((speech_corpus / "alice").glob("*.wav"))[:2])
@@ -112,7 +112,7 @@ def test_implausible_sample_rate_is_reported_as_such(tmp_path):
 
 
 def test_short_upload_is_named_by_its_file(model, speech_corpus, tmp_path):
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
     from voxid.server import create_app
     from voxid.server.background import BackgroundServer
 

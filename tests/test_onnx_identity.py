@@ -12,10 +12,10 @@ import pytest
 from onnx import numpy_helper
 
 from test_recognizer import TRAIN_LABELS, make_model
-from voxid.backends import TorchBackend
 from voxid.errors import ModelError
-from voxid.export import META_KEY, WEIGHTS_KEY, OnnxBackend, export_onnx
-from voxid.recognizer import Recognizer
+from voxid.inference.backends import TorchBackend
+from voxid.inference.export import META_KEY, WEIGHTS_KEY, OnnxBackend, export_onnx
+from voxid.inference.recognizer import Recognizer
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_other_weights_under_the_same_metadata_are_refused(files, tmp_path):
 
 
 def test_an_edited_class_bank_is_refused(files, tmp_path):
-    from voxid.export import _decode_array, _encode_array
+    from voxid.inference.export import _decode_array, _encode_array
 
     def flip(entries):
         entries[WEIGHTS_KEY] = _encode_array(-_decode_array(entries[WEIGHTS_KEY], "bank"))

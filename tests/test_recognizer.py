@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from voxid.audio import AudioError
-from voxid.backends import NotEnoughSpeech, speech_chunks
 from voxid.errors import ConfigError, ModelError, RegistryError
-from voxid.recognizer import Recognizer
+from voxid.inference.backends import NotEnoughSpeech, speech_chunks
+from voxid.inference.recognizer import Recognizer
 from voxid.vad import VadConfig
 
 SMALL = {
@@ -336,7 +336,7 @@ def test_embed_many_batches_and_skips(rec, speech_corpus, tmp_path):
 
 def test_no_lightning_on_import():
     code = (
-        "import sys, voxid.recognizer, voxid.export, voxid.registry; "
+        "import sys, voxid.inference.recognizer, voxid.inference.export, voxid.inference.registry; "
         "print(any(m in sys.modules for m in ('lightning', 'pytorch_lightning')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from voxid.errors import RegistryError
-from voxid.registry import (
+from voxid.inference.registry import (
     _SCHEMA_V1,
     Enrolment,
     Registry,
@@ -219,7 +219,9 @@ def test_version_1_file_is_upgraded(tmp_path):
         "updated) VALUES ('alice', 'fp-a', ?, ?, 1, 0, 0)",
         (DIM, cent.tobytes()),
     )
-    con.execute("INSERT INTO embeddings (speaker_id, vector, created) VALUES (1, ?, 0)", (cent.tobytes(),))
+    con.execute(
+        "INSERT INTO embeddings (speaker_id, vector, created) VALUES (1, ?, 0)", (cent.tobytes(),)
+    )
     con.commit()
     con.close()
     with pytest.raises(RegistryError, match="enrolled with model fp-a, this model is fp-b"):

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 
 from voxid.errors import RegistryError
-from voxid.index import SpeakerIndex
-from voxid.registry import Enrolment, open_registry
-from voxid.registry_pg import PostgresRegistry, redact
+from voxid.inference.index import SpeakerIndex
+from voxid.inference.registry import Enrolment, open_registry
+from voxid.inference.registry_pg import PostgresRegistry, redact
 
 DIM = 16
 

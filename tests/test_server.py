@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 
 from conftest import PEAK_RSS_MB
-from voxid.recognizer import Recognizer
-from voxid.registry import Registry
+from voxid.inference.recognizer import Recognizer
+from voxid.inference.registry import Registry
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer, free_port
 
@@ -404,7 +404,7 @@ def test_wide_uploads_are_refused_without_a_memory_jump(random_model_file, wide_
     """Three small uploads that decode to 737 MB each (issue #15): a 422 from the header."""
     code = f"""
 import asyncio, json, httpx
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer
 {PEAK_RSS_MB}
@@ -630,7 +630,7 @@ def _wait_up(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 def test_service_never_imports_lightning(random_model_file, tmp_path):
     code = (
-        "import sys; from voxid.recognizer import Recognizer; from voxid.server import create_app;"
+        "import sys; from voxid import Recognizer; from voxid.server import create_app;"
         "import voxid.stream, voxid.cli.serve_cmds;"
         f"create_app(Recognizer.load({str(random_model_file)!r}, "
         f"registry={str(tmp_path / 'r.db')!r}));"

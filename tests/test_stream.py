@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 
 from voxid.audio import load_audio
 from voxid.errors import ConfigError
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer
 from voxid.stream import SILENCE, LiveIdentifier, SlidingWindow, StreamConfig

@@ -292,9 +292,9 @@ def test_vad_policy_validates_and_loads_old_configs():
 
 
 def test_old_model_metadata_gets_the_default_policy(random_model_file):
-    from voxid.backends import validate_meta
     from voxid.errors import ModelError
-    from voxid.recognizer import Recognizer
+    from voxid.inference.backends import validate_meta
+    from voxid.inference.recognizer import Recognizer
 
     assert Recognizer.load(random_model_file).backend.vad == VadConfig()
     meta = {"audio_config": {"vad": {"method": 3}}}
@@ -333,8 +333,8 @@ def test_prepare_skips_noise_hum_and_dither(speech_corpus, tmp_path):
 
 def test_recogniser_refuses_noise_and_takes_quiet_speech(random_model_file, real_speech,
                                                          tmp_path):  # fmt: skip
-    from voxid.backends import NotEnoughSpeech
-    from voxid.recognizer import Recognizer
+    from voxid.inference.backends import NotEnoughSpeech
+    from voxid.inference.recognizer import Recognizer
 
     rec = Recognizer.load(random_model_file, registry=tmp_path / "r.db")
     rec.enroll("ann", [_at_dbfs(real_speech[: 8 * SR], -56)], sr=SR)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxid.recognizer import Recognizer
+from voxid.inference.recognizer import Recognizer
 from voxid.server import create_app
 from voxid.server.background import BackgroundServer
 

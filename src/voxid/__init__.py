@@ -14,13 +14,13 @@ __all__ = ["AudioError", "Recognizer", "VoxidError", "__version__", "load_audio"
 if TYPE_CHECKING:  # pragma: no cover
     from voxid.audio import AudioError, load_audio
     from voxid.errors import VoxidError
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import voxid` stays fast and does not pull torch in for the CLI's --help.
     if name == "Recognizer":
-        from voxid.recognizer import Recognizer
+        from voxid.inference.recognizer import Recognizer
 
         return Recognizer
     if name in ("load_audio", "AudioError"):

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from voxid.errors import ConfigError, DataError, ModelError
-from voxid.registry import mean_embedding, normalize_rows
-from voxid.scoring import as_norm
+from voxid.inference.registry import mean_embedding, normalize_rows
+from voxid.inference.scoring import as_norm
 
 #: Confidence of the intervals on FAR and FRR in the report.
 CONFIDENCE = 0.95

@@ -7,7 +7,7 @@ embedding the run gives, through torch or an ONNX export made afterwards, is pro
 Refitting replaces the old projection; it is always fitted on the unprojected embeddings.
 
 With `cohort` it also stores the speakers' mean projected embeddings, and the recogniser
-then AS-norms every score against them (`voxid.scoring`). A threshold from
+then AS-norms every score against them (`voxid.inference.scoring`). A threshold from
 `voxid calibrate` was chosen on the old scores, so it is cleared: calibrate again.
 Thresholds on the model's own head outputs (an authentication model's P(member) or member
 cosine) do not change and are kept.

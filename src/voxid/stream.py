@@ -221,7 +221,7 @@ class LiveIdentifier:
 
     Arguments
     ---------
-    recognizer: a `voxid.recognizer.Recognizer` with enrolled speakers.
+    recognizer: a `voxid.inference.recognizer.Recognizer` with enrolled speakers.
     config: the stream parameters.
     sample_rate: rate of the samples given to `push` (resampled to the model's rate).
     """
@@ -245,7 +245,7 @@ class LiveIdentifier:
 
     def decide(self, window: Window) -> Decision:
         """Identify one window (blocking: runs the model) and smooth the answer."""
-        from voxid.backends import MIN_SPEECH_SECONDS
+        from voxid.inference.backends import MIN_SPEECH_SECONDS
 
         cfg = self.config
         ratio, rms_db = speech_stats(window.samples, self.sample_rate, self.vad)

@@ -141,7 +141,7 @@ def diarize_eval(
     VoxForge), 2-5 speakers, pauses, overlap and a noise bed at 10-30 dB SNR."""
     from voxid.diarization import evaluate
     from voxid.diarization.synth import make_conversations, pool
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     if not (data / "asc30" / "manifest.csv").is_file():
         raise ConfigError(f"{data}: no asc30/manifest.csv (give --data ../shared/data)")

@@ -59,7 +59,7 @@ IncludeTrainingOpt = Annotated[
 def _recognizer(
     model: str, registry: str | None, threshold: float | None = None, require: bool = False
 ):
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
 
     return Recognizer.load(model, registry, threshold=threshold, require_registry=require)
 
@@ -102,10 +102,10 @@ def _emit(as_json: bool, payload: Any, human: str) -> None:
 
 
 def _where(registry: str) -> str:
-    from voxid.registry import is_url
+    from voxid.inference.registry import is_url
 
     if is_url(registry):
-        from voxid.registry_pg import redact
+        from voxid.inference.registry_pg import redact
 
         return redact(registry)
     return registry
@@ -137,7 +137,7 @@ def enroll(
             raise ConfigError("enroll --from: give the manifest alone, not NAME or FILES")
         if replace:
             raise ConfigError("enroll --from: --replace is not supported with a manifest")
-        from voxid.bulk_enroll import enroll_manifest
+        from voxid.inference.bulk_enroll import enroll_manifest
 
         rep = enroll_manifest(_recognizer(model, registry), manifest, batch_files=batch)
         _emit(
@@ -304,7 +304,7 @@ def _list_speakers(
             for s in rec.speakers(include_training=training)
         ]
     else:
-        from voxid.registry import open_registry
+        from voxid.inference.registry import open_registry
 
         rows = [
             (r.name, "enrolled", r.n_utterances, r.updated)
@@ -336,7 +336,7 @@ def remove_speaker(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an enrolled speaker and its stored embeddings."""
-    from voxid.registry import open_registry
+    from voxid.inference.registry import open_registry
 
     registry = _from_group(ctx, "registry", registry)
     open_registry(registry, None, create=False).remove(name)
@@ -385,7 +385,7 @@ def export(
     """Export the front-end and encoder to ONNX (waveform in, embedding out)."""
     import warnings
 
-    from voxid.export import export_onnx
+    from voxid.inference.export import export_onnx
 
     with warnings.catch_warnings():
         # PyTorch's tracer and exporter notes (stft's return_complex, constant folding, GRU

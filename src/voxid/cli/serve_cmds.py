@@ -66,8 +66,8 @@ def serve(
     """Serve enrol/verify/identify over HTTP, the web page at / and live mode at /ws/live."""
     import uvicorn
 
-    from voxid.backends import usable_cores
-    from voxid.recognizer import Recognizer
+    from voxid.inference.backends import usable_cores
+    from voxid.inference.recognizer import Recognizer
     from voxid.server import create_app
 
     _set_threads(threads)
@@ -94,8 +94,8 @@ def serve(
         # is allowed by the app itself.
         allowed_hosts=[*(allowed_host or ()), *([host] if host not in ("0.0.0.0", "::") else [])],
     )
-    from voxid.registry import is_url
-    from voxid.registry_pg import redact
+    from voxid.inference.registry import is_url
+    from voxid.inference.registry_pg import redact
 
     shown = redact(registry) if is_url(registry) else registry  # never print a password
     print(
@@ -131,7 +131,7 @@ def listen(
     import signal
     import time
 
-    from voxid.recognizer import Recognizer
+    from voxid.inference.recognizer import Recognizer
     from voxid.stream import (
         LiveIdentifier,
         StreamConfig,

@@ -4,7 +4,7 @@ The recording streams through in blocks (`block_s`, 60 s by default): each block
 decoded, its speech found with the VAD, and the windows (`window_s` long, every `hop_s`)
 that hold enough speech are embedded in one batch by the model's backend (the
 recogniser's own embedding path; a window's speech is joined and filled to the window
-length as `voxid.backends.speech_chunks` fills short speech). Only the embeddings (192
+length as `voxid.inference.backends.speech_chunks` fills short speech). Only the embeddings (192
 floats a window: 4,800 for an hour at a 0.75-s hop) and a speech mask of 50-ms frames
 are kept, so memory does not grow with the audio.
 
@@ -199,8 +199,8 @@ class _Collector:
             # As the recogniser embeds a recording: training-length chunks of the window
             # (`speech_chunks`, no VAD: the window is speech already), one batch, the mean
             # of the unit chunk embeddings.
-            from voxid.backends import speech_chunks
-            from voxid.registry import mean_embedding
+            from voxid.inference.backends import speech_chunks
+            from voxid.inference.registry import mean_embedding
 
             off = VadConfig(enabled=False)
             parts = [speech_chunks(w, self.sr, off, seconds) for w in batch]
@@ -394,7 +394,7 @@ class Windows:
         raw = centroids @ centroids.T
         if self.cohort is None:
             return raw
-        from voxid.scoring import as_norm
+        from voxid.inference.scoring import as_norm
 
         return as_norm(raw, centroids, centroids, self.cohort)
 

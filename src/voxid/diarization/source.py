@@ -102,7 +102,7 @@ def blocks(
     """
     block = max(1, round(block_s * sr))
     if isinstance(audio, np.ndarray):
-        from voxid.backends import _as_waveform
+        from voxid.inference.backends import _as_waveform
 
         wav = _as_waveform(audio, source_sr, sr)
         for start in range(0, wav.size, block):

@@ -16,7 +16,7 @@ import numpy as np
 from voxid.errors import DataError, VoxidError
 from voxid.evaluation.common import l2_normalize
 from voxid.evaluation.verification import TrialScores
-from voxid.scoring import as_norm
+from voxid.inference.scoring import as_norm
 
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False, "tgt": True, "imp": False}
 

@@ -6,7 +6,7 @@ and every test chunk is scored against every enrolled speaker. A file's score ag
 speaker is the mean of its chunks' scores, so both levels are reported. Pair trials score
 file embeddings two by two (a seeded sample when there are too many pairs).
 
-AS-norm (`voxid.scoring`, shared with the recogniser): each side of a trial is standardised
+AS-norm (`inference.scoring`, shared with the recogniser): each side of a trial is standardised
 against the `top_n` closest scores of a cohort of other speakers.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from voxid import metrics
 from voxid.errors import ConfigError, DataError
 from voxid.evaluation.common import first_by_group, group_sources, l2_normalize, mean_by_group
-from voxid.scoring import as_norm
+from voxid.inference.scoring import as_norm
 
 __all__ = ["TrialScores", "detection_metrics", "enrol_speakers",
            "file_embeddings", "pair_trials", "speaker_trials", "split_enrol_test",

@@ -9,7 +9,7 @@ after the encoder, so a model with one stays a model: checkpoints, ONNX exports,
 registry and the server all see the projected embedding (`SpeakerModel.embed`).
 
 The projection can also carry a cohort: the training speakers' mean embeddings in the
-projected space, against which `voxid.recognizer.Recognizer` normalises its scores
+projected space, against which `voxid.inference.recognizer.Recognizer` normalises its scores
 (AS-norm), as the evaluation does with `--cohort`.
 
 Fitting uses scikit-learn; applying it is a torch module with fixed buffers.

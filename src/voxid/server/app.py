@@ -127,7 +127,7 @@ def create_app(
 
     Arguments
     ---------
-    recognizer: a `voxid.recognizer.Recognizer` (torch or ONNX backend) with its registry.
+    recognizer: a `voxid.inference.recognizer.Recognizer` (torch or ONNX backend) with its registry.
     api_key: the key the `X-API-Key` header must carry for enrol and delete; None refuses
         every mutation with 401.
     max_upload_mb: the largest request body accepted (413 beyond it).

@@ -36,7 +36,7 @@ def validate_name(name: str) -> str:
     ...
     voxid.errors.ConfigError: name: 'silence' is reserved (the live stream's label for no speech)
     """
-    from voxid.registry import validate_name as registry_rule
+    from voxid.inference.registry import validate_name as registry_rule
 
     try:
         clean = registry_rule(unicodedata.normalize("NFC", name))
@@ -59,7 +59,7 @@ async def _decode(service: Service, upload: UploadFile) -> tuple[np.ndarray, dic
     """Decode one upload from memory at the model's rate, at most `workers` at a time;
     return it with its statistics."""
     from voxid.audio import load_audio
-    from voxid.backends import MIN_SPEECH_SECONDS, NotEnoughSpeech
+    from voxid.inference.backends import MIN_SPEECH_SECONDS, NotEnoughSpeech
     from voxid.stream import speech_stats, vad_policy
 
     sr = model_sample_rate(service.recognizer)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from voxid.audio import AudioError
-from voxid.backends import Backend, load_backend, prepare_chunks
 from voxid.errors import ConfigError, ModelError, RegistryError, VoxidWarning
-from voxid.index import SpeakerIndex
-from voxid.registry import (
+from voxid.inference.backends import Backend, load_backend, prepare_chunks
+from voxid.inference.index import SpeakerIndex
+from voxid.inference.registry import (
     BaseRegistry,
     SpeakerRecord,
     is_url,
@@ -35,8 +35,8 @@ from voxid.registry import (
     open_registry,
     validate_name,
 )
-from voxid.results import Candidate, Identification, SpeakerInfo, Verification
-from voxid.scoring import as_norm
+from voxid.inference.results import Candidate, Identification, SpeakerInfo, Verification
+from voxid.inference.scoring import as_norm
 
 #: Threshold on cosine scores when the model has no calibrated one (`voxid calibrate`).
 DEFAULT_COSINE_THRESHOLD = 0.5
@@ -284,7 +284,7 @@ class Recognizer:
             errors: when a list is given, unreadable files are appended as `(path, message)`
                 and get a NaN row instead of raising.
         """
-        from voxid.backends import embed_batched
+        from voxid.inference.backends import embed_batched
 
         return embed_batched(
             self.backend, list(paths), batch_size, progress=progress, errors=errors

@@ -11,7 +11,7 @@ missed candidate can differ (recall@1 against exact search: bench/bench_registry
 
 With a cohort (a model after `voxid fit-lda --cohort`), each centroid's AS-norm mean and
 deviation against the cohort is computed once when it enters the index, so a query costs
-one matrix product whatever the cohort size; the scores equal `voxid.scoring.as_norm`.
+one matrix product whatever the cohort size; the scores equal `voxid.inference.scoring.as_norm`.
 
 >>> import numpy as np
 >>> idx = SpeakerIndex()
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from voxid.registry import BaseRegistry, Changes, normalize_rows
-from voxid.scoring import DEFAULT_TOP_N, cohort_stats
+from voxid.inference.registry import BaseRegistry, Changes, normalize_rows
+from voxid.inference.scoring import DEFAULT_TOP_N, cohort_stats
 
 #: Up to this many speakers, search is exact: one (K, N) product, 8 ms at 100,000 and
 #: 39 ms at 1,000,000 speakers on 2 CPU cores (192-d); above it the faiss index takes over.
@@ -58,7 +58,7 @@ class SpeakerIndex:
 
     Arguments:
         cohort: the model's AS-norm cohort `(C, D)`, or None for plain cosine scores.
-        top_n: cohort scores per side, as `voxid.scoring.as_norm`.
+        top_n: cohort scores per side, as `voxid.inference.scoring.as_norm`.
         exact_limit: above this many speakers, use the approximate index (if faiss is
             installed).
         nprobe: inverted lists visited per query (default: `NPROBE_SHARE` of them).
@@ -224,7 +224,7 @@ class SpeakerIndex:
 
     def _score(self, samples: np.ndarray, slots: np.ndarray | slice) -> np.ndarray:
         """Scores `(K, M)` of query samples against the centroids at `slots`: cosine, or
-        AS-normed as `voxid.scoring.as_norm` with the cached centroid statistics."""
+        AS-normed as `voxid.inference.scoring.as_norm` with the cached centroid statistics."""
         raw = samples @ self._vecs[slots].T
         if self.cohort is None:
             return raw

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voxid.errors import ConfigError, RegistryError, reason
-from voxid.registry import Enrolment, validate_name
+from voxid.inference.registry import Enrolment, validate_name
 
 #: Files embedded and written per transaction.
 DEFAULT_BATCH_FILES = 64

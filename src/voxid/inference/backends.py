@@ -4,7 +4,7 @@ A backend knows its model's description (`meta`: labels, feature and audio setti
 threshold), turns a batch of equal-length waveform chunks `(B, samples)` into L2-normalised
 embeddings `(B, D)` (or class probabilities for a pure classifier), and exposes the AAM
 class-weight bank of the training speakers. The torch backend lives here; the ONNX one in
-`voxid.export`.
+`voxid.inference.export`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
 from voxid.errors import ConfigError, ModelError
-from voxid.registry import mean_embedding, normalize_rows
+from voxid.inference.registry import mean_embedding, normalize_rows
 from voxid.vad import VAD_METHODS, VadConfig
 
 #: Less speech than this (after VAD) is refused: an embedding of it would be mostly noise.
@@ -288,7 +288,7 @@ def load_backend(
 
     path = resolve(path, "onnx")  # a shipped model's name: its ONNX file
     if Path(path).suffix.lower() == ".onnx":
-        from voxid.export import OnnxBackend
+        from voxid.inference.export import OnnxBackend
 
         return OnnxBackend(path, device=device, threads=threads)
     return TorchBackend(path, device=device)

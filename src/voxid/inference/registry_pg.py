@@ -1,11 +1,11 @@
 """Enrolled speakers in PostgreSQL: the `BaseRegistry` that several servers share.
 
-``--registry postgresql://user@host:port/db`` opens it (`voxid.registry.open_registry`);
-tables, meaning and guarantees are those of the SQLite registry (see `voxid.registry`):
+``--registry postgresql://user@host:port/db`` opens it (`voxid.inference.registry.open_registry`);
+tables, meaning and guarantees are those of the SQLite registry (see `voxid.inference.registry`):
 every write is one transaction that first bumps the change counter in `meta`, whose row
 lock queues concurrent writers (on any machine) and orders generations by commit, and reads
 run in one REPEATABLE READ snapshot. Vectors are stored as `bytea` (float32, little-endian)
-and searched by the recogniser's in-memory index (`voxid.index`), which asks for the counter
+and searched by the recogniser's in-memory index (`index`), which asks for the counter
 on each request (one indexed row) and fetches only the speakers written since: an enrolment
 through one server is seen by identify on another at its next request.
 
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from voxid.errors import RegistryError
-from voxid.registry import _REQUIRED_COLUMNS, SCHEMA_VERSION, BaseRegistry
+from voxid.inference.registry import _REQUIRED_COLUMNS, SCHEMA_VERSION, BaseRegistry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,7 +86,7 @@ class PostgresRegistry(BaseRegistry):
     Arguments:
         url: a libpq URL, ``postgresql://user[:password]@host[:port]/dbname[?options]``
             (a schema other than ``public``: ``?options=-csearch_path%3Dvoxid``).
-        model_fingerprint, create: as `voxid.registry.Registry`; `create=False` refuses a
+        model_fingerprint, create: as `voxid.inference.registry.Registry`; `create=False` refuses a
             database without the voxid tables ("no such registry") and creates nothing.
         timeout: seconds to connect, and to wait for another writer's lock.
     """

@@ -2,7 +2,7 @@
 
 Two stores behind one interface (`BaseRegistry`), picked by `open_registry` from the
 target: a SQLite file (`Registry`, stdlib `sqlite3`) for one machine, or a PostgreSQL
-database (`voxid.registry_pg.PostgresRegistry`, a ``postgresql://`` URL) that several
+database (`voxid.inference.registry_pg.PostgresRegistry`, a ``postgresql://`` URL) that several
 servers share. SQLite runs in WAL mode, so readers never block the writer, with a busy
 timeout so concurrent writers queue instead of failing. Every write is one transaction
 that first bumps the change counter, which serialises writers (SQLite's `BEGIN IMMEDIATE`,
@@ -218,7 +218,7 @@ def open_registry(
     """The registry at `target`: a ``postgresql://user@host:port/db`` URL opens a
     `PostgresRegistry`, anything else a SQLite file (`Registry`). Arguments as `Registry`."""
     if is_url(target):
-        from voxid.registry_pg import PostgresRegistry
+        from voxid.inference.registry_pg import PostgresRegistry
 
         return PostgresRegistry(str(target), model_fingerprint, timeout=timeout, create=create)
     return Registry(target, model_fingerprint, timeout=timeout, create=create)
@@ -629,7 +629,7 @@ class BaseRegistry:
 
     def centroids(self) -> tuple[list[str], np.ndarray]:
         """Names and their centroids `(N, D)` sorted by name (an empty `(0, 0)` array when
-        none). Reads every row: the recogniser keeps a `voxid.index.SpeakerIndex` instead."""
+        none). Reads every row: the recogniser keeps a `index.SpeakerIndex` instead."""
         records = self.speakers()
         if not records:
             return [], np.zeros((0, 0), dtype=np.float32)

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from voxid.backends import Backend, usable_cores, validate_meta
 from voxid.errors import ModelError
+from voxid.inference.backends import Backend, usable_cores, validate_meta
 
 OPSET = 17
 META_KEY = "voxid"

@@ -103,7 +103,7 @@ def make_meta(
             never-seen outsiders.
         init: the model a fine-tuned run started from (`TrainConfig.init`), or None.
     """
-    from voxid import __version__
+    from voxid._version import __version__
 
     params = dict(model.hparams if hparams is None else hparams)
     for key in ("n_classes", "feature_config", "name"):

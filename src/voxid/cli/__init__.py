@@ -52,7 +52,7 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the voxid version."""
-    from voxid import __version__
+    from voxid._version import __version__
 
     print(__version__)
 

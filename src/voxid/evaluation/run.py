@@ -277,6 +277,6 @@ def _uncertainty(
 
 
 def _version() -> str:
-    from voxid import __version__
+    from voxid._version import __version__
 
     return __version__

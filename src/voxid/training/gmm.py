@@ -33,7 +33,7 @@ def _features(dataset: Any, frontend: Any) -> list[np.ndarray]:
 
 def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
     """Fit `voxid.models.gmm.GmmClassifier` on the store's training split; a `RunResult`."""
-    from voxid import __version__
+    from voxid._version import __version__
     from voxid.features import build_frontend
     from voxid.models.gmm import GmmClassifier
     from voxid.train import RunResult, resolve_features

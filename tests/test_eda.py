@@ -100,7 +100,7 @@ def test_safe_name_and_errors(tmp_path):
 
 
 def test_mean_spectra_colour_bar_is_labelled():
-    from voxid.data._eda_plots import _mean_spectra_figure
+    from voxid.eda import _mean_spectra_figure
 
     fig = _mean_spectra_figure({"ann": [np.ones(8)], "bob": [np.zeros(8)]}, "logmel")
     assert fig.axes[1].get_ylabel() == "mean logmel value"
@@ -110,7 +110,7 @@ def test_mean_spectra_colour_bar_is_labelled():
 def test_tsne_legend_outside_and_colours_apart(n):
     from matplotlib.colors import to_rgb
 
-    from voxid.data._eda_plots import _tsne_figure
+    from voxid.eda import _tsne_figure
 
     rng = np.random.default_rng(n)
     labels = [f"spk{k:02d}" for k in range(n) for _ in range(5)]

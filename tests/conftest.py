@@ -128,7 +128,7 @@ def trained_run(speech_corpus, tmp_path_factory) -> Path:
     from voxid.config import load_config
     from voxid.data import assign_splits, load_corpus
     from voxid.data.store import PrepareConfig, prepare
-    from voxid.train import train
+    from voxid.training.run import train
 
     work = tmp_path_factory.mktemp("trained")
     corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.7, 0.15, 0.15), seed=0)

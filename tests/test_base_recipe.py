@@ -101,7 +101,7 @@ def _tiny(*extra: str):
 
 def test_val_eer_picks_epochs_on_speakers_never_trained_on(recipe_store, tmp_path,
                                                           one_torch_thread):  # fmt: skip
-    from voxid.train import train
+    from voxid.training.run import train
 
     result = train(_tiny(), recipe_store, tmp_path / "run", progress=False)
     m = result.metrics
@@ -115,7 +115,7 @@ def test_val_eer_picks_epochs_on_speakers_never_trained_on(recipe_store, tmp_pat
 
 
 def test_val_eer_needs_a_heldout_split(speech_corpus, tmp_path):
-    from voxid.train import train
+    from voxid.training.run import train
 
     corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.8, 0.2), seed=0)
     store = prepare(corpus, tmp_path / "s.h5", PrepareConfig(feature=FeatureConfig.waveform()),
@@ -139,7 +139,7 @@ def test_distillation_adds_a_cosine_loss_and_leaves_no_trace(recipe_store, tmp_p
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from voxid.checkpoint import read_checkpoint
-    from voxid.train import train
+    from voxid.training.run import train
 
     targets = _targets(recipe_store, tmp_path / "t.npz")
     cfg = _tiny(f"distill_targets={targets}", "distill_weight=2")
@@ -155,7 +155,7 @@ def test_distillation_adds_a_cosine_loss_and_leaves_no_trace(recipe_store, tmp_p
 
 
 def test_teacher_targets_must_match_the_store(recipe_store, tmp_path):
-    from voxid.train import train
+    from voxid.training.run import train
 
     wrong = _targets(recipe_store, tmp_path / "t.npz", fingerprint="0" * 64)
     with pytest.raises(DataError, match="made for another store"):

@@ -132,7 +132,7 @@ def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thr
 
     from voxid.checkpoint import load_checkpoint
     from voxid.config import load_config
-    from voxid.train import train
+    from voxid.training.run import train
 
     cfg = load_config(
         "finetune",
@@ -157,7 +157,7 @@ def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thr
 
 def test_fine_tune_refuses_another_architecture(waveform_store, tmp_path):
     from voxid.config import load_config
-    from voxid.train import train
+    from voxid.training.run import train
 
     cfg = load_config("crnn", ["init=base", "epochs=1"])
     with pytest.raises(ConfigError, match=r"init: .* is a ecapa model"):

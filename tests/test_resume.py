@@ -28,7 +28,7 @@ TINY = ["model.conv_channels=[4,8,8]", "model.gru_hidden=16", "model.gru_layers=
 
 
 def _train(store, out, *overrides, resume=False):
-    from voxid.train import train
+    from voxid.training.run import train
 
     cfg = load_config("crnn", [*TINY, *overrides])
     return train(cfg, store, out, resume=resume, progress=False)
@@ -67,7 +67,7 @@ class _FailsMidway:
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
-    from voxid.train import atomic_checkpoint_io
+    from voxid.training.run import atomic_checkpoint_io
 
     io = atomic_checkpoint_io()
     last = tmp_path / "last.ckpt"
@@ -85,7 +85,7 @@ _SAVER = textwrap.dedent(
     """
     import sys, torch
     from pathlib import Path
-    from voxid.train import atomic_checkpoint_io
+    from voxid.training.run import atomic_checkpoint_io
 
     io, last = atomic_checkpoint_io(), Path(sys.argv[1]) / "last.ckpt"
     weights = torch.randn(6_000_000)  # a 24 MB checkpoint: each save takes a while
@@ -137,7 +137,7 @@ def test_kill_during_a_save_leaves_a_whole_checkpoint(tmp_path, other_tmpdir):
 
 
 def test_orphans_of_dead_writers_are_removed(tmp_path):
-    from voxid.train import atomic_checkpoint_io
+    from voxid.training.run import atomic_checkpoint_io
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -244,7 +244,7 @@ def test_resume_of_authentication_for_other_members_is_refused(store, tmp_path):
 
 
 def test_resume_as_another_model_is_refused(run, store):
-    from voxid.train import train
+    from voxid.training.run import train
 
     before = _snapshot(run)
     with pytest.raises(ConfigError, match=r"model: .* was trained as 'crnn', not 'seed_cnn'"):

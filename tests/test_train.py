@@ -41,7 +41,7 @@ def stores(speech_corpus, tmp_path_factory) -> dict[str, Path]:
 
 
 def _train(stores, out, *overrides, store="logmel", resume=False):
-    from voxid.train import train
+    from voxid.training.run import train
 
     cfg = load_config("crnn", [*TINY, *overrides])
     return train(cfg, stores[store], out, resume=resume, progress=False)
@@ -183,7 +183,7 @@ def test_authenticate_by_speakers_scores_member_cosine(stores, tmp_path):
 
 def test_authenticate_by_speakers_needs_a_cosine_head():
     from voxid.models import build_model
-    from voxid.train import check_auth_scoring
+    from voxid.training.run import check_auth_scoring
 
     cfg = load_config("seed_cnn", ["mode=authenticate", "members=[alice]",
                                    "auth_scoring=speakers"])  # fmt: skip
@@ -213,7 +213,7 @@ def test_gmm_through_the_cli(stores, tmp_path):
 
 
 def test_precision_is_mixed_only_on_a_gpu():
-    from voxid.train import resolve_precision
+    from voxid.training.run import resolve_precision
 
     assert resolve_precision(TrainConfig(model="crnn", accelerator="cpu")) == "32-true"
     expected = "32-true"

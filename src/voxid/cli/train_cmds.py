@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from voxid.config import load_config
-        from voxid.train import train as run_training
+        from voxid.training.run import train as run_training
 
         cfg = load_config(config, overrides or [])
         _quiet_lightning()

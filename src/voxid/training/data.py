@@ -22,6 +22,25 @@ from voxid.errors import ConfigError, DataError
 AUTH_LABELS = ["outsider", "member"]
 
 
+def resolve_features(cfg: TrainConfig) -> Any:
+    """The model's `FeatureConfig`: its preset, updated by the recipe's `features` section."""
+    from voxid.features import FeatureConfig
+    from voxid.models import default_feature_config
+
+    base = default_feature_config(cfg.model)
+    if not cfg.features:
+        return base
+    kind = cfg.features.get("kind", base.kind)
+    preset = base if kind == base.kind else getattr(FeatureConfig, str(kind), None)
+    if preset is None or not (kind == base.kind or callable(preset)):
+        raise ConfigError(f"features.kind: unknown feature kind {kind!r}")
+    preset = preset if kind == base.kind else preset()
+    try:
+        return FeatureConfig.from_dict({**preset.to_dict(), **cfg.features})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"features: {exc}") from None
+
+
 class MappedDataset(Dataset):
     """A store split whose labels are mapped to a run's class indices.
 

@@ -7,7 +7,8 @@ gives the headline numbers that go into `metrics.json`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,27 @@ import torch.nn.functional as F
 from voxid.config import TrainConfig
 from voxid.training.batch import InputPipeline
 from voxid.training.data import TaskData
+
+
+@dataclass
+class RunResult:
+    """Where a run put its files, and its numbers (also in `metrics.json`)."""
+
+    out_dir: Path
+    model_path: Path
+    best_ckpt: Path | None = None
+    last_ckpt: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        """The resolved recipe of the run."""
+        return self.out_dir / "config.yaml"
+
+    @property
+    def threshold(self) -> float | None:
+        """The authentication threshold chosen on validation data (None to identify)."""
+        return self.metrics.get("threshold")
 
 
 @dataclass

@@ -36,9 +36,8 @@ def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
     from voxid._version import __version__
     from voxid.features import build_frontend
     from voxid.models.gmm import GmmClassifier
-    from voxid.train import RunResult, resolve_features
-    from voxid.training.data import open_task
-    from voxid.training.final import summarize
+    from voxid.training.data import open_task, resolve_features
+    from voxid.training.final import RunResult, summarize
 
     if cfg.mode != "identify":
         raise ConfigError("mode: the gmm baseline identifies speakers only (mode: identify)")

@@ -35,7 +35,7 @@ def run_sweep(
     epochs: list[int], *, progress: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Train every (batch size, epochs) cell; write and return the table rows."""
-    from voxid.train import train
+    from voxid.training.run import train
 
     out = Path(out_dir)
     rows = []

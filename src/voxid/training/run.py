@@ -1,10 +1,12 @@
 """Train a speaker model from a store: `train(cfg, data, out_dir) -> RunResult`.
 
 The Lightning side (Trainer, callbacks, logger) lives here and in `voxid.training.module`;
-nothing else in voxid imports Lightning. A run folder ends up holding `best.ckpt` and
-`last.ckpt` (Lightning, resumable), `model.pt` (best weights, for inference),
-`config.yaml` (the resolved recipe), `tb/` (TensorBoard) and `metrics.json`.
+nothing outside `voxid.training` imports Lightning (a test checks it). A run folder ends up
+holding `best.ckpt` and `last.ckpt` (Lightning, resumable), `model.pt` (best weights, for
+inference), `config.yaml` (the resolved recipe), `tb/` (TensorBoard) and `metrics.json`.
 The GMM baseline (`model: gmm`) trains through the same call, without Lightning.
+`RunResult` lives in `voxid.training.final` and `resolve_features` in `voxid.training.data`
+(the GMM baseline uses both, and this module imports it); both are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ from voxid.checkpoint import (
 )
 from voxid.config import MONITORS, TrainConfig, save_config
 from voxid.errors import ConfigError, DataError, ModelError
+from voxid.training.data import resolve_features
+from voxid.training.final import RunResult
 
 __all__ = [
     "RunResult",
@@ -48,46 +52,6 @@ _QUIET = (
     r".*isinstance\(treespec, LeafSpec\)",
     r".*all_gather is deprecated",
 )
-
-
-@dataclass
-class RunResult:
-    """Where a run put its files, and its numbers (also in `metrics.json`)."""
-
-    out_dir: Path
-    model_path: Path
-    best_ckpt: Path | None = None
-    last_ckpt: Path | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def config_path(self) -> Path:
-        """The resolved recipe of the run."""
-        return self.out_dir / "config.yaml"
-
-    @property
-    def threshold(self) -> float | None:
-        """The authentication threshold chosen on validation data (None to identify)."""
-        return self.metrics.get("threshold")
-
-
-def resolve_features(cfg: TrainConfig) -> Any:
-    """The model's `FeatureConfig`: its preset, updated by the recipe's `features` section."""
-    from voxid.features import FeatureConfig
-    from voxid.models import default_feature_config
-
-    base = default_feature_config(cfg.model)
-    if not cfg.features:
-        return base
-    kind = cfg.features.get("kind", base.kind)
-    preset = base if kind == base.kind else getattr(FeatureConfig, str(kind), None)
-    if preset is None or not (kind == base.kind or callable(preset)):
-        raise ConfigError(f"features.kind: unknown feature kind {kind!r}")
-    preset = preset if kind == base.kind else preset()
-    try:
-        return FeatureConfig.from_dict({**preset.to_dict(), **cfg.features})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"features: {exc}") from None
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -144,7 +108,7 @@ def atomic_checkpoint_io() -> Any:
 
 @functools.cache
 def _atomic_io_class() -> type:
-    # Built on first use: importing Lightning takes seconds, and voxid.train is imported by
+    # Built on first use: importing Lightning takes seconds, and voxid.training.run is imported by
     # commands (the GMM baseline, sweeps) that may never need it.
     from lightning.fabric.plugins import TorchCheckpointIO
 

@@ -12,7 +12,15 @@ import soundfile as sf
 import torch
 
 from voxid.audio import AudioError
-from voxid.errors import ConfigError, ModelError, RegistryError
+from voxid.errors import (
+    ConfigError,
+    ModelError,
+    ModelMismatch,
+    NoSpeakersEnrolled,
+    NoSuchRegistry,
+    RegistryError,
+    UnknownSpeaker,
+)
 from voxid.inference.backends import NotEnoughSpeech, speech_chunks
 from voxid.inference.recognizer import Recognizer
 from voxid.vad import VadConfig
@@ -167,9 +175,9 @@ def test_enroll_verify_identify_remove(rec, speech_corpus):
     }
     rec.remove("bruno")
     assert "bruno" not in {s.name for s in rec.speakers()}
-    with pytest.raises(RegistryError, match="'bruno': not enrolled"):
+    with pytest.raises(UnknownSpeaker, match="'bruno': not enrolled"):
         rec.remove("bruno")
-    with pytest.raises(RegistryError, match="'nobody': not enrolled and not a training"):
+    with pytest.raises(UnknownSpeaker, match="'nobody': not enrolled and not a training"):
         rec.verify("nobody", alice[3], include_training=True)
     with pytest.raises(RegistryError, match="speaker name"):
         rec.enroll("../../etc", alice[:1])
@@ -195,17 +203,17 @@ def test_training_speakers_are_offered_only_when_asked(crnn_file, tmp_path, spee
     rec = Recognizer.load(crnn_file, registry=tmp_path / "speakers.db")
     assert rec.speakers() == []
     assert [s.name for s in rec.speakers(include_training=True)] == TRAIN_LABELS
-    with pytest.raises(RegistryError, match=r"'tr_a': not enrolled .*include_training=True"):
+    with pytest.raises(UnknownSpeaker, match=r"'tr_a': not enrolled .*include_training=True"):
         rec.verify("tr_a", alice[0])
     assert rec.verify("tr_a", alice[0], include_training=True).source == "training"
-    with pytest.raises(RegistryError, match=r"no enrolled speakers.*include_training"):
+    with pytest.raises(NoSpeakersEnrolled, match=r"no enrolled speakers.*include_training"):
         rec.identify(alice[0])
     ranked = rec.identify(alice[0], top_k=5, include_training=True)
     assert sorted(c.name for c in ranked.candidates) == TRAIN_LABELS
     rec.enroll("alice", alice[:2])
     assert [c.name for c in rec.identify(alice[3], top_k=5).candidates] == ["alice"]
     assert [s.name for s in rec.speakers()] == ["alice"]
-    with pytest.raises(RegistryError, match="'nobody': not enrolled"):
+    with pytest.raises(UnknownSpeaker, match="'nobody': not enrolled"):
         rec.verify("nobody", alice[3])
 
 
@@ -245,7 +253,7 @@ def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
     assert first.name in TRAIN_LABELS
     assert rec.verify("tr_a", speech_wav, include_training=True).source == "training"
     assert [s.name for s in rec.speakers(include_training=True)] == TRAIN_LABELS
-    with pytest.raises(RegistryError, match="not enrolled"):
+    with pytest.raises(UnknownSpeaker, match="not enrolled"):
         rec.remove("tr_a")
     assert not (tmp_path / "typo").exists()
     strict = Recognizer.load(crnn_file, registry=missing, require_registry=True)
@@ -254,7 +262,7 @@ def test_reads_never_create_the_registry(crnn_file, tmp_path, speech_wav):
         lambda: strict.verify("tr_a", speech_wav),
         strict.speakers,
     ):
-        with pytest.raises(RegistryError, match=r"typo/speakers\.db: no such registry"):
+        with pytest.raises(NoSuchRegistry, match=r"typo/speakers\.db: no such registry"):
             read()
     assert not (tmp_path / "typo").exists()
     strict.enroll("alice", speech_wav)  # only enrolment creates a registry
@@ -272,7 +280,7 @@ def test_other_model_is_refused(rec, tmp_path, speech_wav):
     other = make_model(tmp_path / "other.pt", seed=1)
     other_rec = Recognizer.load(other, registry=tmp_path / "speakers.db")
     with pytest.raises(
-        RegistryError,
+        ModelMismatch,
         match=f"model {rec.model_fingerprint}.*this model is {other_rec.model_fingerprint}",
     ):
         other_rec.enroll("bob", speech_wav)

@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from voxid.errors import RegistryError
+from voxid.errors import ModelMismatch, NoSuchRegistry, RegistryError, UnknownSpeaker
 from voxid.inference.registry import (
     _SCHEMA_V1,
     Enrolment,
@@ -98,7 +98,7 @@ def test_good_names():
 def test_unknown_name(target):
     reg = open_registry(target, "fp-a")
     for call in (reg.get, reg.remove, reg.embeddings):
-        with pytest.raises(RegistryError, match="'nobody': not enrolled"):
+        with pytest.raises(UnknownSpeaker, match="'nobody': not enrolled"):
             call("nobody")
 
 
@@ -114,19 +114,19 @@ def test_remove(target):
 
 def test_other_model_is_refused(target):
     open_registry(target, "fp-a").add("alice", _vectors(0))
-    with pytest.raises(RegistryError, match=r"1 speaker\(s\) .*model fp-a.*this model is fp-b"):
+    with pytest.raises(ModelMismatch, match=r"1 speaker\(s\) .*model fp-a.*this model is fp-b"):
         open_registry(target, "fp-b")
     reg = open_registry(target, "fp-a")
-    with pytest.raises(RegistryError, match=r"model fp-b refused.*fp-a"):
+    with pytest.raises(ModelMismatch, match=r"model fp-b refused.*fp-a"):
         reg.add("bob", _vectors(1), model_fingerprint="fp-b")
-    with pytest.raises(RegistryError, match="embedding size"):
+    with pytest.raises(ModelMismatch, match="embedding size"):
         reg.add("alice", np.ones((1, DIM + 1)))
     # Opened without a model: listing and removing work, adding does not.
     anon = open_registry(target, None)
     assert anon.names() == ["alice"]
     with pytest.raises(RegistryError, match="without a model"):
         anon.add("carol", _vectors(2))
-    with pytest.raises(RegistryError, match=r"model fp-b refused.*1 speaker\(s\) of model fp-a"):
+    with pytest.raises(ModelMismatch, match=r"model fp-b refused.*1 speaker\(s\) of model fp-a"):
         anon.add_many([Enrolment("carol", _vectors(2))], model_fingerprint="fp-b")
     # Once nobody is left, the registry takes any model again, as a new one does.
     anon.remove("alice")
@@ -156,7 +156,7 @@ def test_bad_files(tmp_path):
 def test_must_exist_never_creates(tmp_path):
     """`create=False` (read-only commands) refuses a missing file and creates nothing."""
     missing = tmp_path / "typo" / "speakers.db"
-    with pytest.raises(RegistryError, match=r"typo/speakers\.db: no such registry$"):
+    with pytest.raises(NoSuchRegistry, match=r"typo/speakers\.db: no such registry$"):
         Registry(missing, "fp-a", create=False)
     assert not (tmp_path / "typo").exists()
     Registry(tmp_path / "s.db", "fp-a").add("alice", _vectors(0))
@@ -224,7 +224,7 @@ def test_version_1_file_is_upgraded(tmp_path):
     )
     con.commit()
     con.close()
-    with pytest.raises(RegistryError, match="enrolled with model fp-a, this model is fp-b"):
+    with pytest.raises(ModelMismatch, match="enrolled with model fp-a, this model is fp-b"):
         Registry(path, "fp-b")
     reg = Registry(path, "fp-a")
     np.testing.assert_allclose(reg.get("alice").centroid, cent)

@@ -142,9 +142,9 @@ def test_training_speakers_are_not_offered(server, speech_wav):
         assert http.get("/health").json()["speakers"] == 0
         assert http.get("/speakers").json()["speakers"] == []
         r = http.post("/identify", files=wav)
-        assert r.status_code == 409 and "no speakers enrolled" in r.json()["detail"]
+        assert r.status_code == 409 and "no enrolled speakers" in r.json()["detail"]
         r = http.post("/verify", data={"name": "train_a"}, files=wav)
-        assert r.status_code == 404 and "'train_a' is not enrolled" in r.json()["detail"]
+        assert r.status_code == 404 and "'train_a': not enrolled" in r.json()["detail"]
 
 
 def test_serve_warns_at_start_when_the_model_heard_few_speakers(random_model_file, tmp_path):
@@ -668,3 +668,64 @@ def test_serve_allowed_host_option(random_model_file, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_statuses_come_from_the_error_class(random_model_file, speech_wav, tmp_path):
+    """Unknown speaker 404, nobody enrolled 409, another model's registry 409: each from the
+    recogniser's typed error (#16). The registry's name holds "unknown", which the old
+    message-text rule turned into a 404 for the model mismatch."""
+    from voxid.errors import NoSpeakersEnrolled, RegistryError, UnknownSpeaker
+
+    audio = {"file": ("q.wav", speech_wav.read_bytes(), "audio/wav")}
+    rec = Recognizer.load(random_model_file, registry=tmp_path / "team.db")
+    app = create_app(rec, api_key=KEY)
+
+    def odd_unknown() -> None:
+        raise UnknownSpeaker("the moon is made of cheese")
+
+    def worded_like_a_404() -> None:
+        raise RegistryError("speaker 'x': not enrolled, unknown to us")
+
+    def odd_nobody() -> None:
+        raise NoSpeakersEnrolled("speaker 'x': not enrolled")
+
+    app.add_api_route("/odd-unknown", odd_unknown)
+    app.add_api_route("/worded-like-a-404", worded_like_a_404)
+    app.add_api_route("/odd-nobody", odd_nobody)
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        r = http.post("/identify", files=audio)
+        assert r.status_code == 409 and "no enrolled speakers" in r.json()["detail"], r.text
+        rec.enroll("alice", [speech_wav])
+        r = http.post("/verify", data={"name": "nobody"}, files=audio)
+        assert r.status_code == 404, r.text
+        assert r.json()["detail"] == "speaker 'nobody': not enrolled"
+        r = http.delete("/speakers/nobody", headers={"X-API-Key": KEY})
+        assert r.status_code == 404 and "'nobody': not enrolled in" in r.json()["detail"]
+        assert http.post("/identify", files=audio).status_code == 200
+        # Only the class counts, whatever the message says.
+        r = http.get("/odd-unknown")
+        assert r.status_code == 404 and r.json() == {"detail": "the moon is made of cheese"}
+        assert http.get("/worded-like-a-404").status_code == 409
+        assert http.get("/odd-nobody").status_code == 409
+
+    other = tmp_path / "unknown-voices.db"
+    Registry(other, "another-model").add("alice", np.eye(4, dtype=np.float32)[:1])
+    rec = Recognizer.load(random_model_file, registry=other)
+    with (
+        BackgroundServer(create_app(rec, api_key=KEY)) as srv,
+        httpx.Client(base_url=srv.url, timeout=60) as http,
+    ):
+        for r in (
+            http.post("/identify", files=audio),
+            http.post("/verify", data={"name": "alice"}, files=audio),
+            http.post(
+                "/enroll",
+                data={"name": "bob"},
+                files=[("files", audio["file"])],
+                headers={"X-API-Key": KEY},
+            ),
+        ):
+            assert r.status_code == 409, r.text
+            assert "enrolled with model another-model" in r.json()["detail"]
+            _assert_clean(r)
+    assert Registry(other, None).names() == ["alice"]

@@ -160,8 +160,9 @@ def test_result_cleared_on_error_chips_folded_threshold_marked(server, tmp_path)
         {"name": "Wisleyv", "source": "enrolled", "n_utterances": 3},
         {"name": "alice", "source": "trained", "n_utterances": 0},
     ]}  # fmt: skip
-    identified = {"name": "alice", "threshold": 0.5, "audio": {}, "candidates": [
-        {"name": "alice", "score": 0.8}, {"name": "bruno", "score": 0.2}]}  # fmt: skip
+    identified = {"name": "alice", "score": 0.8, "threshold": 0.5, "accepted": True, "audio": {},
+        "candidates": [{"name": "alice", "score": 0.8, "source": "enrolled"},
+                       {"name": "bruno", "score": 0.2, "source": "enrolled"}]}  # fmt: skip
     answers = [(200, identified), (422, {"detail": "no speech in this recording"})]
 
     def identify(route):

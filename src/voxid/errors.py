@@ -34,7 +34,32 @@ class ModelError(VoxidError):
 
 
 class RegistryError(VoxidError):
-    """A speaker registry operation that cannot be done (unknown name, wrong model...)."""
+    """A speaker registry operation that cannot be done (unknown name, wrong model...).
+
+    The subclasses below name the conditions callers act on (the service answers each
+    with its own HTTP status), so nobody has to read the message to tell them apart.
+    """
+
+
+class UnknownSpeaker(RegistryError):
+    """The speaker named is not enrolled (nor, where asked for, a training speaker).
+
+    >>> isinstance(UnknownSpeaker("speaker 'bo': not enrolled"), RegistryError)
+    True
+    """
+
+
+class NoSpeakersEnrolled(RegistryError):
+    """Nobody is enrolled to compare with (identify, listen)."""
+
+
+class ModelMismatch(RegistryError):
+    """Embeddings of one model offered to a registry holding another model's speakers
+    (or of another size than the speaker's stored ones)."""
+
+
+class NoSuchRegistry(RegistryError):
+    """The registry named does not exist (and was not to be created)."""
 
 
 class VoxidWarning(UserWarning):

@@ -147,10 +147,10 @@ def listen(
     config = StreamConfig(window_s=window, hop_s=hop, smoothing=smoothing)
     recognizer = Recognizer.load(model, registry=registry, threads=threads or None)
     if not recognizer.speakers():
-        from voxid.errors import RegistryError
+        from voxid.errors import NoSpeakersEnrolled
 
         # Identify has nobody to compare with: say so now, not at the first word.
-        raise RegistryError(
+        raise NoSpeakersEnrolled(
             f"no speakers enrolled in {registry}: enrol someone first (voxid enroll NAME FILES)"
         )
     ident = LiveIdentifier(recognizer, config, sample_rate=16000)

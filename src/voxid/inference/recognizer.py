@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from voxid.audio import AudioError
-from voxid.errors import ConfigError, ModelError, RegistryError, VoxidWarning
+from voxid.errors import (
+    ConfigError,
+    ModelError,
+    ModelMismatch,
+    NoSpeakersEnrolled,
+    NoSuchRegistry,
+    RegistryError,
+    UnknownSpeaker,
+    VoxidWarning,
+)
 from voxid.inference.backends import Backend, load_backend, prepare_chunks
 from voxid.inference.index import SpeakerIndex
 from voxid.inference.registry import (
@@ -192,7 +201,7 @@ class Recognizer:
                 raise RegistryError(NO_REGISTRY)
             self._registry = open_registry(self._registry_arg, self.model_fingerprint)
         elif self._registry.model_fingerprint != self.model_fingerprint:
-            raise RegistryError(
+            raise ModelMismatch(
                 f"{self._registry.label}: opened for model "
                 f"{self._registry.model_fingerprint}, this model is "
                 f"{self.model_fingerprint}"
@@ -211,15 +220,15 @@ class Recognizer:
                 self._registry = open_registry(
                     self._registry_arg, self.model_fingerprint, create=False
                 )
-            except RegistryError as exc:
-                if self.require_registry or "no such registry" not in str(exc):
+            except NoSuchRegistry:
+                if self.require_registry:
                     raise
                 return None
             return self._registry
         path = Path(self._registry_arg)
         if not path.exists():
             if self.require_registry:
-                raise RegistryError(f"{path}: no such registry")
+                raise NoSuchRegistry(f"{path}: no such registry")
             return None
         self._registry = open_registry(path, self.model_fingerprint, create=False)
         return self._registry
@@ -327,12 +336,12 @@ class Recognizer:
         return record
 
     def remove(self, name: str) -> None:
-        """Remove an enrolled speaker (RegistryError if not enrolled)."""
+        """Remove an enrolled speaker (UnknownSpeaker if not enrolled)."""
         registry = self._enrolled()
         if registry is None:
             if self._registry_arg is None:
                 raise RegistryError(NO_REGISTRY)
-            raise RegistryError(f"speaker {name!r}: not enrolled in {self._registry_arg}")
+            raise UnknownSpeaker(f"speaker {name!r}: not enrolled in {self._registry_arg}")
         registry.remove(name)
 
     def speakers(self, include_training: bool = False) -> list[SpeakerInfo]:
@@ -416,14 +425,14 @@ class Recognizer:
         if index is None or clean not in index:
             source, ref = "training", self._training_ref(clean) if include_training else None
             if ref is None:
-                raise RegistryError(
+                raise UnknownSpeaker(
                     f"speaker {clean!r}: {self._not_enrolled(clean, include_training)}"
                 )
         samples = self._samples(audio, sr)
         if ref is None:
             scores = index.score(samples, clean)
             if scores is None:  # removed by another process since the check above
-                raise RegistryError(f"speaker {clean!r}: {self._not_enrolled(clean, False)}")
+                raise UnknownSpeaker(f"speaker {clean!r}: {self._not_enrolled(clean, False)}")
         else:
             scores = self._score(samples, ref[None])[:, 0]
         score = float(scores.mean())
@@ -551,7 +560,7 @@ class Recognizer:
                 if self.backend.has_class_bank and not include_training
                 else ": enrol someone first"
             )
-            raise RegistryError("identify: no enrolled speakers to compare with" + hint)
+            raise NoSpeakersEnrolled("identify: no enrolled speakers to compare with" + hint)
         samples = self._samples(audio, sr)
         # (score, group, tie-break, name, std, source): sorting these gives the order of
         # today's stable argsort over enrolled (by name) then training speakers.

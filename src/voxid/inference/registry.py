@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import RegistryError
+from voxid.errors import ModelMismatch, NoSuchRegistry, RegistryError, UnknownSpeaker
 
 SCHEMA_VERSION = 2
 MAX_NAME_LENGTH = 64
@@ -330,7 +330,7 @@ class BaseRegistry:
             if stored is None or stored == self.model_fingerprint:
                 return
             n = self._count(con)
-        raise RegistryError(
+        raise ModelMismatch(
             f"{self.label}: {n} speaker(s) were enrolled with model {stored}, "
             f"this model is {self.model_fingerprint}; re-enrol them or use another registry"
         )
@@ -340,7 +340,7 @@ class BaseRegistry:
         if fp is None:
             raise RegistryError(f"{self.label}: opened without a model; cannot add embeddings")
         if self.model_fingerprint is not None and fp != self.model_fingerprint:
-            raise RegistryError(
+            raise ModelMismatch(
                 f"{self.label}: embeddings from model {fp} refused, this registry holds model "
                 f"{self.model_fingerprint}"
             )
@@ -352,7 +352,7 @@ class BaseRegistry:
         if stored is None:
             self._x(con, "INSERT INTO meta (key, value) VALUES ('model_fingerprint', ?)", (fp,))
         elif stored != fp:
-            raise RegistryError(
+            raise ModelMismatch(
                 f"{self.label}: embeddings from model {fp} refused, the registry holds "
                 f"{self._count(con)} speaker(s) of model {stored}"
             )
@@ -418,7 +418,7 @@ class BaseRegistry:
             self._x(con, "DELETE FROM speakers WHERE id = ?", (row[0],))
             row = None
         if row is not None and row[1] != emb.shape[1]:
-            raise RegistryError(
+            raise ModelMismatch(
                 f"speaker {name!r}: embedding size {emb.shape[1]} differs from the stored {row[1]}"
             )
         if row is None:
@@ -543,7 +543,7 @@ class BaseRegistry:
             gen = self._bump(con)
             cur = self._x(con, "DELETE FROM speakers WHERE name = ?", (clean,))
             if cur.rowcount == 0:
-                raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+                raise UnknownSpeaker(f"speaker {name!r}: not enrolled in {self.label}")
             self._x(
                 con,
                 "INSERT INTO removed (name, gen) VALUES (?, ?) "
@@ -603,7 +603,7 @@ class BaseRegistry:
                 con, f"SELECT {self._COLUMNS} FROM speakers WHERE name = ?", (str(name).strip(),)
             ).fetchone()
         if row is None:
-            raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+            raise UnknownSpeaker(f"speaker {name!r}: not enrolled in {self.label}")
         return self._record(row)
 
     def embeddings(self, name: str) -> np.ndarray:
@@ -613,7 +613,7 @@ class BaseRegistry:
                 con, "SELECT id, dim FROM speakers WHERE name = ?", (str(name).strip(),)
             ).fetchone()
             if row is None:
-                raise RegistryError(f"speaker {name!r}: not enrolled in {self.label}")
+                raise UnknownSpeaker(f"speaker {name!r}: not enrolled in {self.label}")
             return self._vectors(con, row[0], row[1], name)
 
     def speakers(self) -> list[SpeakerRecord]:
@@ -682,7 +682,7 @@ class Registry(BaseRegistry):
         if self.path.exists() and self.path.is_dir():
             raise RegistryError(f"{self.path}: is a folder, not a registry file")
         if not create and not self.path.exists():
-            raise RegistryError(f"{self.path}: no such registry")
+            raise NoSuchRegistry(f"{self.path}: no such registry")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connect()
@@ -730,7 +730,7 @@ class Registry(BaseRegistry):
 
     def _open_error(self, exc: sqlite3.DatabaseError) -> RegistryError:
         if not self.path.exists():
-            return RegistryError(f"{self.path}: no such registry")
+            return NoSuchRegistry(f"{self.path}: no such registry")
         if "locked" in str(exc) or "busy" in str(exc):
             return RegistryError(f"{self.path}: cannot open ({exc})")
         return RegistryError(f"{self.path}: not a voxid registry ({exc})")

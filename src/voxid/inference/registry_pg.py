@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from voxid.errors import RegistryError
+from voxid.errors import NoSuchRegistry, RegistryError
 from voxid.inference.registry import _REQUIRED_COLUMNS, SCHEMA_VERSION, BaseRegistry
 
 _SCHEMA = """
@@ -142,7 +142,7 @@ class PostgresRegistry(BaseRegistry):
             con.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
             version = self._verify_tables(con)
             if not version and not self.create:
-                raise RegistryError(f"{self.label}: no such registry (no voxid tables)")
+                raise NoSuchRegistry(f"{self.label}: no such registry (no voxid tables)")
             if version < SCHEMA_VERSION:
                 self._init_schema(con)
         except psycopg.Error as exc:

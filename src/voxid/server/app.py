@@ -33,7 +33,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voxid.errors import ConfigError, ModelError, RegistryError, VoxidError
+from voxid.audio import AudioError
+from voxid.errors import (
+    ConfigError,
+    ModelError,
+    ModelMismatch,
+    NoSpeakersEnrolled,
+    RegistryError,
+    UnknownSpeaker,
+    VoxidError,
+)
 from voxid.server.limits import (
     BodyLimitMiddleware,
     HostGuardMiddleware,
@@ -100,16 +109,34 @@ class Service:
             raise StarletteHTTPException(401, "missing or wrong X-API-Key header")
 
 
-def error_status(exc: VoxidError) -> int:
-    """The HTTP status for a user-facing voxid error."""
-    from voxid.audio import AudioError
+#: The HTTP status of each error class; an error gets the status of the nearest class in
+#: its MRO that is listed. Chosen by class alone, never by the message: the message is for
+#: people and may change. A model mismatch is 409 like nobody enrolled: the request is
+#: well-formed, it conflicts with what the server holds (a registry of another model's
+#: voices), and only the operator can resolve it (re-enrol, another registry).
+ERROR_STATUS: dict[type[VoxidError], int] = {
+    UnknownSpeaker: 404,
+    NoSpeakersEnrolled: 409,
+    ModelMismatch: 409,
+    RegistryError: 409,
+    AudioError: 422,
+    ConfigError: 422,
+    ModelError: 422,
+    VoxidError: 400,
+}
 
-    if isinstance(exc, AudioError):
-        return 422
-    if isinstance(exc, RegistryError):
-        return 404 if "unknown" in str(exc).lower() or "not enrolled" in str(exc) else 409
-    if isinstance(exc, ConfigError | ModelError):
-        return 422
+
+def error_status(exc: VoxidError) -> int:
+    """The HTTP status for a user-facing voxid error, from `ERROR_STATUS`.
+
+    >>> error_status(UnknownSpeaker("anything at all"))
+    404
+    >>> error_status(ModelMismatch("speakers.db: enrolled with another model"))
+    409
+    """
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
     return 400
 
 

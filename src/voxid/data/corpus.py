@@ -326,13 +326,3 @@ def combine(corpora: Sequence[Corpus]) -> Corpus:
     items = [replace(it, speaker=f"{c.name}/{it.speaker}") for c in corpora for it in c.items]
     skipped = [s for c in corpora for s in c.skipped]
     return Corpus(items, "+".join(names), None, skipped)
-
-
-def __getattr__(name: str):
-    # The contract lists assign_splits with the corpus table; it lives in splits.py,
-    # which imports this module, so it is looked up lazily here.
-    if name == "assign_splits":
-        from voxid.data.splits import assign_splits
-
-        return assign_splits
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

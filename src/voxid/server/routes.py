@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadF
 from starlette.concurrency import run_in_threadpool
 
 from voxid.errors import ConfigError, RegistryError
-from voxid.server.app import Service
+from voxid.server.service import Service
 from voxid.stream import SILENCE, UNKNOWN, model_sample_rate
 
 router = APIRouter()

@@ -537,7 +537,7 @@ class BaseRegistry:
         return len(names)
 
     def remove(self, name: str) -> None:
-        """Delete speaker `name` and its embeddings; RegistryError if it is not enrolled."""
+        """Delete speaker `name` and its embeddings; UnknownSpeaker if it is not enrolled."""
         clean = str(name).strip()
         with self._write() as con:
             gen = self._bump(con)
@@ -597,7 +597,7 @@ class BaseRegistry:
     _COLUMNS = "name, model_fingerprint, dim, centroid, n_utterances, created, updated, metadata"
 
     def get(self, name: str) -> SpeakerRecord:
-        """The record of speaker `name`; RegistryError if it is not enrolled."""
+        """The record of speaker `name`; UnknownSpeaker if it is not enrolled."""
         with self._read() as con:
             row = self._x(
                 con, f"SELECT {self._COLUMNS} FROM speakers WHERE name = ?", (str(name).strip(),)

@@ -1,4 +1,5 @@
-"""Helpers shared by the evaluation reports: grouping chunks into files, atomic writes."""
+"""Helpers shared by the evaluation reports: the options (`EvalOptions`, read by `run` and
+`verify_run`), grouping chunks into files, atomic writes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,69 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from voxid.errors import ConfigError
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate and how (the options of ``voxid evaluate``).
+
+    Arguments
+    ---------
+    split : store split to test (identification / authentication; verification tests).
+    speakers : keep only these speakers of the store (names / ranges, e.g.
+        ``"00000021-00000030"`` for protocol P-C); None for all.
+    verify : verification on embeddings instead of the checkpoint's own mode.
+    trials, audio_root : a VoxCeleb-style trial list (verification) and its audio folder.
+    enroll_split, test_split : enrolment and test splits of the store (verification).
+    n_enroll : files per speaker to enrol with (default: all of the enrol split, or 3
+        taken from the test split when there is no enrol split).
+    trial_mode : ``"speakers"`` (test items against enrolled speakers) or ``"pairs"``.
+    max_trials : pair trials are sampled (seeded) down to this number.
+    cohort, cohort_split : AS-norm cohort: another store (its split, default all items),
+        or a split of the evaluated store; None for plain cosine scores.
+    asnorm_top : cohort scores kept per side (top-N adaptive s-norm).
+    mc_samples : Monte-Carlo dropout passes (0: no uncertainty report).
+    entropy_threshold : nats above which a sample is flagged (default half of log C).
+    """
+
+    split: str = "test"
+    speakers: str | None = None
+    verify: bool = False
+    trials: Path | None = None
+    audio_root: Path | None = None
+    enroll_split: str | None = None
+    test_split: str | None = None
+    n_enroll: int | None = None
+    trial_mode: str = "speakers"
+    max_trials: int = 100_000
+    cohort: Path | None = None
+    cohort_split: str | None = None
+    asnorm_top: int = 100
+    mc_samples: int = 0
+    entropy_threshold: float | None = None
+    batch_size: int = 64
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise `ConfigError` for inconsistent options."""
+        if self.trial_mode not in ("speakers", "pairs"):
+            raise ConfigError(f"trial_mode: 'speakers' or 'pairs', got {self.trial_mode!r}")
+        for name in ("max_trials", "asnorm_top", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.n_enroll is not None and self.n_enroll < 1:
+            raise ConfigError(f"n_enroll: must be positive, got {self.n_enroll}")
+        if self.mc_samples < 0 or self.mc_samples == 1:
+            raise ConfigError(f"mc_samples: 0 (off) or at least 2, got {self.mc_samples}")
+        if self.trials is not None and not self.verify:
+            raise ConfigError("trials: a trial list is only used with --verify")
 
 
 def group_sources(sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from voxid.evaluation import plots, verification
 from voxid.evaluation.inference import run_torch
 
 if TYPE_CHECKING:
-    from voxid.evaluation.run import EvalOptions
+    from voxid.evaluation.common import EvalOptions
 
 
 def _embeddings(

@@ -271,7 +271,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(args.skip.split(","))
-    from voxid.inference.backends import load_backend
+    from voxid.inference.export import load_backend
 
     cohort = load_backend("base").cohort
     rows = []

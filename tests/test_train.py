@@ -176,7 +176,7 @@ def test_authenticate_by_speakers_scores_member_cosine(stores, tmp_path):
     assert test["n"] == auth["n_members"] + auth["n_outsiders_seen"]  # ...but are no class
     assert result.metrics["val"]["authentication"]["far"] <= 0.1
     # The member's class weight verifies alice without enrolment, as the weight bank does.
-    from voxid.inference.backends import load_backend
+    from voxid.inference.export import load_backend
 
     assert load_backend(result.out_dir / "model.pt").has_class_bank
 

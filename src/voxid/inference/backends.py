@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,25 +272,6 @@ def usable_cores(cap: int = 8) -> int:
     True
     """
     return max(1, min(os.cpu_count() or 1, cap))
-
-
-def load_backend(
-    path: str | os.PathLike | None, device: str = "cpu", threads: int | None = None
-) -> Backend:
-    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch; a
-    shipped model's name (or None: the base model) -> its ONNX file.
-
-    `threads`: onnxruntime's intra-op threads (default: the cores); torch uses its global
-    setting (`torch.set_num_threads`), which the caller owns.
-    """
-    from voxid.pretrained import resolve
-
-    path = resolve(path, "onnx")  # a shipped model's name: its ONNX file
-    if Path(path).suffix.lower() == ".onnx":
-        from voxid.inference.export import OnnxBackend
-
-        return OnnxBackend(path, device=device, threads=threads)
-    return TorchBackend(path, device=device)
 
 
 def _normalized(wav: np.ndarray, normalize: str | None) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""ONNX export of a speaker model (waveform in, embedding out) and its onnxruntime backend.
+"""ONNX export of a speaker model (waveform in, embedding out), its onnxruntime backend,
+and `load_backend`, which picks that backend or the torch one for a model file.
 
 The exported graph holds the feature front-end and the encoder, so it needs nothing but a
 waveform `(batch, samples)` float32 at the model's sample rate; both axes are dynamic.
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from voxid.errors import ModelError
-from voxid.inference.backends import Backend, usable_cores, validate_meta
+from voxid.inference.backends import Backend, TorchBackend, usable_cores, validate_meta
 
 OPSET = 17
 META_KEY = "voxid"
@@ -426,3 +427,23 @@ def _verified_fingerprint(path: Path, meta: dict[str, Any], props: dict[str, str
             "the weights or the class bank were edited after export); export it again"
         )
     return claimed
+
+
+def load_backend(
+    path: str | os.PathLike | None, device: str = "cpu", threads: int | None = None
+) -> Backend:
+    """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch; a
+    shipped model's name (or None: the base model) -> its ONNX file.
+
+    Here rather than in `backends`, beside `OnnxBackend`: this module builds on
+    `backends.Backend`, so the factory that picks either backend lives above both.
+
+    `threads`: onnxruntime's intra-op threads (default: the cores); torch uses its global
+    setting (`torch.set_num_threads`), which the caller owns.
+    """
+    from voxid.pretrained import resolve
+
+    path = resolve(path, "onnx")  # a shipped model's name: its ONNX file
+    if Path(path).suffix.lower() == ".onnx":
+        return OnnxBackend(path, device=device, threads=threads)
+    return TorchBackend(path, device=device)

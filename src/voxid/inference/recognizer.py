@@ -34,7 +34,8 @@ from voxid.errors import (
     UnknownSpeaker,
     VoxidWarning,
 )
-from voxid.inference.backends import Backend, load_backend, prepare_chunks
+from voxid.inference.backends import Backend, prepare_chunks
+from voxid.inference.export import load_backend
 from voxid.inference.index import SpeakerIndex
 from voxid.inference.registry import (
     BaseRegistry,

@@ -556,10 +556,12 @@ class Recognizer:
                 if index is None or label not in index
             ]
         if not n_enrolled and not training:
-            hint = (
-                " (include_training=True / --include-training ranks the model's training speakers)"
+            # Enrolling is the way for every caller (the service has no include_training).
+            hint = ": enrol someone first" + (
+                " (or include_training=True / --include-training ranks the model's training "
+                "speakers)"
                 if self.backend.has_class_bank and not include_training
-                else ": enrol someone first"
+                else ""
             )
             raise NoSpeakersEnrolled("identify: no enrolled speakers to compare with" + hint)
         samples = self._samples(audio, sr)

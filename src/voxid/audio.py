@@ -139,6 +139,7 @@ def _open(data: bytes | None, path: Path | None):
 def _head(data: bytes | None, path: Path | None) -> bytes:
     if data is not None:
         return data[:16]
+    assert path is not None  # _read_source returns bytes or a path
     with open(path, "rb") as fh:
         return fh.read(16)
 

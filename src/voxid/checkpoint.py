@@ -20,6 +20,7 @@ import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,7 @@ def _load_gmm(path: Path) -> tuple[dict, Any]:
     return meta, model
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,10 +349,10 @@ def save_threshold(path: str | Path, threshold: float | None, kind: str | None) 
         if target.suffix == ".json":
             meta = json.loads(target.read_text())
             meta.update(threshold=value, threshold_kind=kind)
-            atomic_write(target, lambda tmp, m=meta: tmp.write_text(json.dumps(m, indent=2)))
+            atomic_write(target, partial(Path.write_text, data=json.dumps(meta, indent=2)))
             continue
         # Lightning's own entries (optimizer, loops, callbacks) are plain too, so they survive.
         ckpt = read_checkpoint(target)
         ckpt["voxid"].update(threshold=value, threshold_kind=kind)
-        atomic_write(target, lambda tmp, c=ckpt: torch.save(c, tmp))
+        atomic_write(target, partial(torch.save, ckpt))
     return targets

@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -287,7 +288,7 @@ def _check(ok: Any, key: str, problem: str) -> None:
         raise ConfigError(f"{key}: {problem}")
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -299,7 +300,9 @@ def _str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _reject_unknown(data: dict, cls: type, prefix: str, skip: set[str] = frozenset()) -> None:
+def _reject_unknown(
+    data: dict, cls: type, prefix: str, skip: AbstractSet[str] = frozenset()
+) -> None:
     fields = {f.name for f in dataclasses.fields(cls)}
     known = (fields - {"hparams"}) if cls is TrainConfig else fields
     for key in data:

@@ -144,7 +144,7 @@ def frames_for(cfg: FeatureConfig, n_samples: int) -> int:
     return 1 + int(n_samples) // cfg.hop_length
 
 
-def _hz_to_mel(f: np.ndarray, htk: bool) -> np.ndarray:
+def _hz_to_mel(f: float | np.ndarray, htk: bool) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     if htk:
         return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -184,6 +184,9 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, f_min: float = 0.0,
 
 class _MelPower(nn.Module):
     """Centred power STFT followed by a mel matrix: (B, samples) -> (B, T, n_mels)."""
+
+    window: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    mel: torch.Tensor
 
     def __init__(self, cfg: FeatureConfig, *, htk: bool, slaney_norm: bool) -> None:
         super().__init__()
@@ -272,8 +275,9 @@ def _deltas(x: torch.Tensor, n: int = 2) -> torch.Tensor:
     """Regression deltas over time (axis 1), edges replicated (Kaldi/HTK, window 2n + 1)."""
     padded = torch.cat([x[:, :1].expand(-1, n, -1), x, x[:, -1:].expand(-1, n, -1)], dim=1)
     t = x.shape[1]
-    num = sum(k * (padded[:, n + k : n + k + t] - padded[:, n - k : n - k + t])
-              for k in range(1, n + 1))  # fmt: skip
+    num = padded[:, n + 1 : n + 1 + t] - padded[:, n - 1 : n - 1 + t]
+    for k in range(2, n + 1):
+        num = num + k * (padded[:, n + k : n + k + t] - padded[:, n - k : n - k + t])
     return num / (2 * sum(k * k for k in range(1, n + 1)))
 
 
@@ -283,6 +287,8 @@ class Mfcc(_MelPower):
     >>> Mfcc(FeatureConfig.mfcc())(torch.randn(1, 8000)).shape
     torch.Size([1, 51, 60])
     """
+
+    dct: torch.Tensor  # a buffer
 
     def __init__(self, cfg: FeatureConfig) -> None:
         super().__init__(cfg, htk=False, slaney_norm=True)

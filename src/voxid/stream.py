@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,7 +312,7 @@ def identification_summary(
 
 def file_blocks(
     path: str | Path, sample_rate: int = 16000, block_s: float = 0.1, realtime: bool = True
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Blocks of a file decoded at `sample_rate`, paced like a live microphone if `realtime`."""
     from voxid.audio import load_audio
 
@@ -330,7 +330,7 @@ def file_blocks(
 
 def microphone_blocks(
     sample_rate: int = 16000, block_s: float = 0.1, device: int | str | None = None
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Blocks from an input device (sounddevice); closing the generator stops the device."""
     from voxid.audio import AudioError
 

@@ -17,7 +17,7 @@ the recogniser and its backends, the service and `listen`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -225,6 +225,9 @@ def chunk(
 
 
 class _Config:
+    # Set by @dataclass on every subclass; declared so fields() and asdict() type-check.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Build from a dict, refusing unknown keys (a typo must not pass silently)."""

@@ -48,7 +48,7 @@ def diarize(
         "diarization"
     ),
     model: ModelOpt = "base",
-    registry: RegistryOpt = Path("speakers.db"),
+    registry: RegistryOpt = "speakers.db",
     num_speakers: NumOpt = None,
     max_speakers: MaxOpt = None,
     threshold: ThresholdOpt = None,

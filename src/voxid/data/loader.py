@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +68,8 @@ class StoreDataset(Dataset):
         self.labels: np.ndarray = self.items["label"].astype(np.int64)
         self._offsets = self.items["offset"]
         self._lengths = self.items["length"]
-        self._h5 = None
-        self._pid = None
+        self._h5: Any = None  # an h5py.File, opened on first read in each process
+        self._pid: int | None = None
         self._cache: list[np.ndarray] | None = self._read_all() if cache else None
 
     def _speaker_mask(self, speakers) -> np.ndarray:

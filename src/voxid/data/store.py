@@ -370,7 +370,7 @@ class _Writer:
 
     def __init__(self, h5, compression: str | None = "lzf"):
         self.h5, self.compression = h5, compression
-        self.ds = None
+        self.ds: Any = None  # the h5py dataset, created with the first item
         self.tail: tuple[int, ...] = ()
         self.rows = 0
         self.buffer: list[np.ndarray] = []

@@ -8,7 +8,7 @@ classification. Verification and enrolment use ``embed``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxid.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from voxid.models.projection import LdaProjection
 
 
 def feature_dim(feature_config: Any) -> int:
@@ -85,10 +88,10 @@ class SpeakerModel(nn.Module):
         self.n_classes = int(n_classes)
         self.is_embedding_model = is_embedding_model
         self.hparams: dict[str, Any] = dict(hparams or {})
-        self.projection: nn.Module | None = None
+        self.projection: LdaProjection | None = None
         self._mc_dropout = False
 
-    def set_projection(self, projection: nn.Module | None) -> None:
+    def set_projection(self, projection: LdaProjection | None) -> None:
         """Apply `projection` (an `LdaProjection`) to every embedding from now on, or none.
 
         `embedding_dim` and ``hparams["projection_dim"]`` (and ``"projection_cohort"``, its
@@ -146,7 +149,7 @@ class SpeakerModel(nn.Module):
         if not self.is_embedding_model or not hasattr(self.head, "cosine"):
             return None
         with torch.no_grad():
-            bank = self.finish_embedding(self.head.weight.detach())
+            bank = self.finish_embedding(cast(torch.Tensor, self.head.weight).detach())
         return bank.cpu().float().numpy()
 
     def embed(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -102,10 +102,10 @@ class GmmClassifier:
         if len(features) != len(labels) or not len(features):
             raise DataError(f"gmm: {len(features)} feature arrays for {len(labels)} labels")
         arrays = [_frames(f, i) for i, f in enumerate(features)]
-        labels = np.asarray(labels)
-        classes = np.unique(labels)
+        label_array = np.asarray(labels)
+        classes = np.unique(label_array)
         pooled = [
-            np.concatenate([a for a, y in zip(arrays, labels, strict=True) if y == c])
+            np.concatenate([a for a, y in zip(arrays, label_array, strict=True) if y == c])
             for c in classes
         ]
         # Threads, not processes: the EM steps are BLAS calls that release the GIL, and
@@ -144,15 +144,16 @@ class GmmClassifier:
             raise ModelError("gmm: not fitted; call fit() or load() first")
         if normalize not in (None, "ubm", "others"):
             raise ConfigError(f"normalize={normalize!r}: must be None, 'ubm' or 'others'")
-        if normalize == "ubm" and self.ubm_params_ is None:
+        ubm_params = self.ubm_params_
+        if normalize == "ubm" and ubm_params is None:
             raise ConfigError("normalize='ubm': this model was fitted without ubm=True")
         dim = self.params_["means"].shape[-1]
         scores = np.empty((len(features), self.n_classes))
         for i, f in enumerate(features):
             x = _frames(f, i, dim)
             scores[i] = _log_likelihood(x, self.params_).mean(axis=0)
-            if normalize == "ubm":
-                scores[i] -= _log_likelihood(x, self.ubm_params_).mean()
+            if normalize == "ubm" and ubm_params is not None:
+                scores[i] -= _log_likelihood(x, ubm_params).mean()
         if normalize == "others" and self.n_classes > 1:
             others = (scores.sum(axis=1, keepdims=True) - scores) / (self.n_classes - 1)
             scores = scores - others
@@ -160,7 +161,9 @@ class GmmClassifier:
 
     def predict(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """The most likely label for each utterance ``(N,)``."""
-        return self.labels_[self.predict_scores(features).argmax(axis=1)]
+        scores = self.predict_scores(features)  # raises ModelError when not fitted
+        assert self.labels_ is not None
+        return self.labels_[scores.argmax(axis=1)]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as a plain ``.npz`` (atomically: temporary file, then rename)."""
@@ -177,7 +180,8 @@ class GmmClassifier:
             arrays.update({f"ubm_{k}": v for k, v in self.ubm_params_.items()})
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            # numpy's stub lets **kwds bind to allow_pickle: bool; every value is an array.
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
         return path
 

@@ -8,6 +8,8 @@ of every statistic so a padded batch embeds each item as it would alone.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,7 +134,7 @@ class AttentiveStatsPool(nn.Module):
         """
         # A Python int, not x.shape[1]: the weight slices stay constants in an ONNX export,
         # so the exported Conv keeps an initializer as its weight (int8 quantisation needs it).
-        conv, c = self.attention[0], self.channels
+        conv, c = cast(nn.Conv1d, self.attention[0]), self.channels
         mean, std = masked_mean_std(x, mask)
         weight = conv.weight.squeeze(-1)
         context = weight[:, c : 2 * c] @ mean.unsqueeze(-1) + weight[:, 2 * c :] @ std.unsqueeze(-1)

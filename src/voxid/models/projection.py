@@ -35,6 +35,11 @@ class LdaProjection(nn.Module):
     torch.Size([3, 2])
     """
 
+    # Buffers, declared for the type checker (register_buffer makes them attributes).
+    mean: torch.Tensor
+    weight: torch.Tensor
+    cohort: torch.Tensor | None
+
     def __init__(self, in_dim: int, out_dim: int, cohort_size: int = 0):
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))
@@ -89,5 +94,6 @@ def fit_lda(
             z = proj(torch.from_numpy(x).float())
         inverse = np.unique(y, return_inverse=True)[1]
         sums = torch.zeros(len(speakers), k).index_add_(0, torch.from_numpy(inverse), z)
+        assert proj.cohort is not None  # cohort_size > 0 above
         proj.cohort.copy_(F.normalize(sums, dim=1))
     return proj

@@ -9,8 +9,7 @@ import pytest
 
 from voxid.errors import RegistryError
 from voxid.inference.index import SpeakerIndex
-from voxid.inference.registry import Enrolment, open_registry
-from voxid.inference.registry_pg import PostgresRegistry, redact
+from voxid.inference.registry import Enrolment, PostgresRegistry, open_registry, redact
 
 DIM = 16
 

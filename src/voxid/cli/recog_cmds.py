@@ -105,7 +105,7 @@ def _where(registry: str) -> str:
     from voxid.inference.registry import is_url
 
     if is_url(registry):
-        from voxid.inference.registry_pg import redact
+        from voxid.inference.registry import redact
 
         return redact(registry)
     return registry

@@ -94,8 +94,7 @@ def serve(
         # is allowed by the app itself.
         allowed_hosts=[*(allowed_host or ()), *([host] if host not in ("0.0.0.0", "::") else [])],
     )
-    from voxid.inference.registry import is_url
-    from voxid.inference.registry_pg import redact
+    from voxid.inference.registry import is_url, redact
 
     shown = redact(registry) if is_url(registry) else registry  # never print a password
     print(

@@ -1,13 +1,13 @@
 """Choose a model's verification threshold on held-out data (`voxid calibrate`).
 
-Trials mirror how the recogniser is used: every utterance of a split becomes one embedding
-(the renormalised mean of its chunks' embeddings); enrolments are means of a few utterances
-of one speaker, and every utterance is scored (cosine, AS-normed when the model carries a
-cohort, see `voxid fit-lda`) against every enrolment that leaves it out: target trials for
-its own speaker, non-target trials for the others (leave-one-out, so a small split still
-gives every trial it can). The threshold is chosen for a target FAR, or at the equal error
-rate, with `voxid.metrics`, and stored in the checkpoint (`voxid.checkpoint.save_threshold`)
-where `Recognizer` picks it up.
+Trials mirror how the recogniser is used: every recording of a split becomes one embedding,
+exactly the one `Recognizer.embed` gives it (`voxid.inference.chunks`); enrolments are means
+of a few utterances of one speaker, and every utterance is scored (cosine, AS-normed when
+the model carries a cohort, see `voxid fit-lda`) against every enrolment that leaves it out:
+target trials for its own speaker, non-target trials for the others (leave-one-out, so a
+small split still gives every trial it can). The threshold is chosen for a target FAR, or at
+the equal error rate, with `voxid.metrics`, and stored in the checkpoint
+(`voxid.checkpoint.save_threshold`) where `Recognizer` picks it up.
 
 The achieved FAR/FRR is reported twice, each with its trial count and a 95 % interval: on
 the trials the threshold was chosen on, and by two-fold cross-validation over probe
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from voxid.errors import ConfigError, DataError, ModelError
+from voxid.inference.chunks import ChunkPolicy, embed_paths, torch_runner
 from voxid.inference.registry import mean_embedding, normalize_rows
 from voxid.inference.scoring import as_norm
 
@@ -69,19 +70,54 @@ class CalibrationReport:
         return asdict(self)
 
 
+def store_utterances(
+    model: Any, meta: dict[str, Any], store: str | os.PathLike, split: str, source: str = "model"
+) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
+    """Embed the recordings behind a store split as the recogniser embeds them:
+    `(embeddings (U, D), labels (U,), speaker names, skipped (path, reason))`.
+
+    Each source file of the split (offline-augmented copies left out) is decoded and
+    embedded through `voxid.inference.chunks` with the model's policy, so an utterance's
+    embedding is exactly `Recognizer.embed` of that file; the store gives the files, their
+    speakers and the split, not the samples. A file the recogniser refuses (too little
+    speech) is skipped; a missing one is a DataError (the store was moved from its audio).
+    """
+    from voxid.data.loader import StoreDataset
+
+    ds = StoreDataset(store, split=split, include_augmented=False)
+    try:
+        sources = ds.items["source"].astype(str)
+        item_labels = np.asarray(ds.labels)
+        speakers = list(ds.info.speakers)
+    finally:
+        ds.close()
+    files, first = np.unique(sources, return_index=True)
+    for f in files:
+        if not Path(f).is_file():
+            raise DataError(
+                f"{store} ({split}): source recording {f} is missing; utterances are "
+                "embedded from their recordings, as the recogniser embeds them"
+            )
+    policy = ChunkPolicy.from_meta(meta, source)
+    embs, skipped = embed_paths(torch_runner(model), list(files), policy)
+    kept = [i for i, f in enumerate(files) if f in embs]
+    dim = int(model.embedding_dim)
+    utt = np.stack([embs[files[i]] for i in kept]) if kept else np.zeros((0, dim), np.float32)
+    return utt, item_labels[first[kept]], speakers, skipped
+
+
 def utterance_embeddings(
-    run: str | os.PathLike, store: str | os.PathLike, split: str, batch_size: int = 64
+    run: str | os.PathLike, store: str | os.PathLike, split: str
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
     """Embed every utterance of `split` in a store: `(embeddings (U, D), labels (U,), names,
     cohort)`, the last the model's score-normalisation cohort (or None).
 
-    Chunks of one source file are embedded and averaged (L2-normalised mean, renormalised),
-    as `Recognizer.embed` does for long audio. Offline-augmented copies are left out.
+    An utterance is one source recording, embedded exactly as `Recognizer.embed` embeds it
+    (`store_utterances`); recordings with too little speech are left out.
     """
     import torch
 
     from voxid.checkpoint import load_checkpoint
-    from voxid.data.loader import StoreDataset
 
     meta, model = load_checkpoint(run)
     if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
@@ -89,27 +125,8 @@ def utterance_embeddings(
             f"{run}: {meta.get('model_name')} has no speaker embeddings to "
             "calibrate a cosine threshold on"
         )
-    ds = StoreDataset(store, split=split, include_augmented=False)
-    raw = ds.info.feature_config.kind == "waveform"
-    if not raw:
-        ds.info.check_compatible(meta["feature_config"])
-    lengths = ds.items["length"]
-    embs = np.zeros((len(ds), model.embedding_dim), dtype=np.float32)
-    with torch.inference_mode():
-        # Equal-length items share a batch, so no padding reaches the pooling layers.
-        for n in np.unique(lengths):
-            idx = np.flatnonzero(lengths == n)
-            for start in range(0, idx.size, batch_size):
-                part = idx[start : start + batch_size]
-                x = torch.stack([ds[int(i)][0] for i in part])
-                out = model.embed_waveform(x) if raw else model.embed(x)
-                embs[part] = out.float().numpy()
-    ds.close()
-    sources = ds.items["source"]
-    keys, inverse = np.unique(sources, return_inverse=True)
-    utt = np.stack([mean_embedding(embs[inverse == k]) for k in range(len(keys))])
-    labels = np.array([ds.labels[np.flatnonzero(inverse == k)[0]] for k in range(len(keys))])
-    return utt, labels, list(ds.info.speakers), model.score_cohort()
+    utt, labels, names, _ = store_utterances(model, meta, store, split, str(run))
+    return utt, labels, names, model.score_cohort()
 
 
 def enrolment_size(labels: np.ndarray, n_enroll: int | None = None) -> int:

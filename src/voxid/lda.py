@@ -61,11 +61,13 @@ def fit_run_lda(
     store: str | os.PathLike,
     split: str = "train",
     dim: int | None = None,
-    batch_size: int = 64,
     save: bool = True,
     cohort: bool = False,
 ) -> LdaReport:
     """Embed a store's split with a run's model, fit LDA on its speakers and store it.
+
+    Each recording of the split gives one embedding, exactly as `Recognizer.embed` gives it
+    (`voxid.calibration.store_utterances`).
 
     Arguments:
         run: run folder (both `model.pt` and `best.ckpt` are updated) or checkpoint file.
@@ -82,6 +84,7 @@ def fit_run_lda(
     """
     import torch
 
+    from voxid.calibration import store_utterances
     from voxid.checkpoint import (
         PREFIX,
         atomic_write,
@@ -90,8 +93,6 @@ def fit_run_lda(
         read_checkpoint,
         refuse_shipped,
     )
-    from voxid.data.loader import StoreDataset
-    from voxid.evaluation.inference import run_torch
     from voxid.models.projection import fit_lda
 
     targets = _targets(run)
@@ -101,14 +102,11 @@ def fit_run_lda(
     if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
         raise ModelError(f"{targets[0]}: {meta.get('model_name')} has no speaker embeddings")
     model.set_projection(None)
-    ds = StoreDataset(store, split=split, include_augmented=False)
-    try:
-        out = run_torch(model, ds, batch_size=batch_size)
-        labels = np.asarray(ds.labels)
-    finally:
-        ds.close()
+    # One embedding per recording, the recogniser's own (voxid.inference.chunks), so the
+    # projection is fitted on what it will project.
+    embeddings, labels, _, _ = store_utterances(model, meta, store, split, str(targets[0]))
     n_speakers = int(np.unique(labels).size)
-    model.set_projection(fit_lda(out.embeddings, labels, dim, cohort=cohort))
+    model.set_projection(fit_lda(embeddings, labels, dim, cohort=cohort))
     state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cleared = None
     for target in targets if save else []:

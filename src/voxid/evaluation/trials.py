@@ -1,9 +1,9 @@
 """VoxCeleb-style trial lists: ``label enrol_path test_path`` per line, scored on audio files.
 
-Each file is decoded with `voxid.audio.load_audio` at the model's rate, its silence removed
-with the checkpoint's VAD settings, cut into chunks as the training store was, and embedded;
-its embedding is the normalised mean of its chunks'. Files that cannot be used (missing,
-corrupt, no speech) are skipped with their trials and reported.
+Each file is embedded as the recogniser embeds it (`voxid.inference.chunks`: the model's
+VAD on the level as recorded, at least 0.5 s of speech, model-length chunks, the
+renormalised mean of their embeddings). Files that cannot be used (missing, corrupt, too
+little speech) are skipped with their trials and reported.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import DataError, VoxidError
-from voxid.evaluation.common import l2_normalize
+from voxid.errors import DataError
 from voxid.evaluation.verification import TrialScores
+from voxid.inference.chunks import ChunkPolicy, embed_paths, torch_runner
 from voxid.inference.scoring import as_norm
 
 _LABELS = {"1": True, "0": False, "target": True, "nontarget": False, "tgt": True, "imp": False}
@@ -46,50 +46,21 @@ def read_trial_list(path: str | Path, audio_root: str | Path | None = None) -> l
     return trials
 
 
-def _chunks(wav: np.ndarray, sr: int, audio_config: dict[str, Any]) -> list[np.ndarray]:
-    from voxid.vad import ChunkConfig, VadConfig
-
-    vad = VadConfig.from_dict(audio_config["vad"]) if audio_config.get("vad") else VadConfig()
-    speech = vad.apply(wav, sr)
-    if speech.size < 0.1 * sr:
-        raise DataError("no speech after silence removal")
-    cfg = audio_config.get("chunk")
-    if not cfg:
-        return [speech]
-    chunk_cfg = ChunkConfig.from_dict(cfg)
-    size = round(chunk_cfg.seconds * sr)
-    # Short speech is repeated to one full chunk rather than dropped or zero-padded.
-    return chunk_cfg.apply(speech, sr) or [np.resize(speech, size)]
-
-
 def embed_files(
-    model: Any, paths: list[Path], audio_config: dict[str, Any], batch_size: int = 64
+    model: Any, paths: list[Path], audio_config: dict[str, Any]
 ) -> tuple[dict[Path, np.ndarray], list[tuple[str, str]]]:
-    """Embeddings of audio files with a torch `SpeakerModel`; also the skipped files."""
-    import torch
+    """Embeddings of audio files with a torch `SpeakerModel`; also the skipped files.
 
-    from voxid.audio import load_audio
-
-    sr = int(model.feature_config.sample_rate)
-    out: dict[Path, np.ndarray] = {}
-    skipped: list[tuple[str, str]] = []
-    model.eval()
-    for p in paths:
-        try:
-            wav = load_audio(p, sr=sr, normalize=audio_config.get("normalize"))
-            chunks = _chunks(wav, sr, audio_config)
-        except VoxidError as exc:
-            skipped.append((str(p), str(exc)))
-            continue
-        embs = []
-        with torch.inference_mode():
-            for start in range(0, len(chunks), batch_size):
-                group = chunks[start : start + batch_size]
-                longest = max(c.size for c in group)
-                batch = np.stack([np.pad(c, (0, longest - c.size)) for c in group])
-                embs.append(model.embed_waveform(torch.from_numpy(batch)).double().numpy())
-        out[p] = l2_normalize(l2_normalize(np.concatenate(embs)).mean(axis=0, keepdims=True))[0]
-    return out, skipped
+    Each file goes through `voxid.inference.chunks` with the model's policy, so its
+    embedding is exactly the one `Recognizer.embed` gives for it (same VAD, minimum
+    speech, chunking and averaging).
+    """
+    meta = {
+        "audio_config": audio_config,
+        "feature_config": {"sample_rate": int(model.feature_config.sample_rate)},
+    }
+    policy = ChunkPolicy.from_meta(meta, getattr(model, "name", "model"))
+    return embed_paths(torch_runner(model), list(paths), policy)
 
 
 def list_trials(

@@ -16,29 +16,43 @@ from typing import Any
 
 import numpy as np
 
-from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
+from voxid.audio import AudioError
 from voxid.errors import ConfigError, ModelError
+from voxid.inference.chunks import (  # re-exported: the one chunking path lives in chunks
+    DEFAULT_CHUNK_SECONDS,
+    LONG_CHUNKS,
+    MAX_BATCH,
+    MIN_SPEECH_SECONDS,
+    ChunkPolicy,
+    NotEnoughSpeech,
+    audio_label,
+    batched,
+    embed_chunks,
+    load_waveform,
+    speech_chunks,
+    torch_runner,
+)
 from voxid.inference.registry import mean_embedding, normalize_rows
 from voxid.vad import VAD_METHODS, VadConfig
 
-#: Less speech than this (after VAD) is refused: an embedding of it would be mostly noise.
-MIN_SPEECH_SECONDS = 0.5
-#: Chunk length when the model's description has none.
-DEFAULT_CHUNK_SECONDS = 1.0
-#: Speech longer than this many chunks is cut into half-overlapping chunks.
-LONG_CHUNKS = 4
-#: Most chunks per forward pass inside one call, to bound memory on long files.
-MAX_BATCH = 64
+__all__ = [
+    "DEFAULT_CHUNK_SECONDS",
+    "LONG_CHUNKS",
+    "MAX_BATCH",
+    "MIN_SPEECH_SECONDS",
+    "Backend",
+    "NotEnoughSpeech",
+    "TorchBackend",
+    "embed_batched",
+    "prepare_chunks",
+    "speech_chunks",
+    "usable_cores",
+    "validate_meta",
+]
 
-
-class NotEnoughSpeech(AudioError):
-    """The audio holds too little speech (after silence removal) to embed reliably."""
-
-
-def _known_fields(cls: type, data: dict[str, Any] | None) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in (data or {}).items() if k in names}
-
+#: The old private names of `load_waveform` / `audio_label` (diarization reads audio so).
+_as_waveform = load_waveform
+_label = audio_label
 
 _MODES = ("identify", "authenticate")
 
@@ -145,17 +159,12 @@ class Backend:
         self.class_weights = (
             None if class_weights is None else normalize_rows(np.asarray(class_weights, np.float32))
         )
-        audio_cfg = meta.get("audio_config") or {}
-        feature_cfg = meta.get("feature_config") or {}
-        self.sample_rate = int(
-            audio_cfg.get("sample_rate") or feature_cfg.get("sample_rate") or 16000
-        )
-        self.normalize = audio_cfg.get("normalize")  # as the training audio was
-        # A model stored before the VAD had a `method` gets the default, Silero with the level
-        # floor: its energy settings would call noise and hum speech (issue #15).
-        self.vad = _vad_config(audio_cfg.get("vad"), source)
-        chunk = audio_cfg.get("chunk") or {}
-        self.chunk_seconds = float(chunk.get("seconds") or DEFAULT_CHUNK_SECONDS)
+        #: How recordings become chunks for this model (rate, VAD, chunk length, gain).
+        self.policy = ChunkPolicy.from_meta(meta, source)
+        self.sample_rate = self.policy.sample_rate
+        self.normalize = self.policy.normalize
+        self.vad = self.policy.vad
+        self.chunk_seconds = self.policy.seconds
 
     @property
     def has_class_bank(self) -> bool:
@@ -173,14 +182,11 @@ class Backend:
         )
 
     def _batches(self, chunks: np.ndarray, fn) -> np.ndarray:
-        chunks = np.ascontiguousarray(chunks, dtype=np.float32)
-        return np.concatenate(
-            [fn(chunks[i : i + MAX_BATCH]) for i in range(0, len(chunks), MAX_BATCH)]
-        )
+        return batched(fn, chunks)
 
     def embed(self, chunks: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings `(B, D)` of equal-length chunks `(B, samples)`."""
-        return normalize_rows(self._batches(chunks, self._embed))
+        return embed_chunks(self._embed, chunks)
 
     def classify(self, chunks: np.ndarray) -> np.ndarray:
         """Class probabilities `(B, C)` (softmax of the head's logits)."""
@@ -244,7 +250,8 @@ class TorchBackend(Backend):
         return out.float().cpu().numpy()
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
-        return self._run(chunks, self.model.embed_waveform)
+        # The runner evaluation and calibration embed with too: one forward path.
+        return torch_runner(self.model, self.device)(chunks)
 
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
         return self._run(chunks, lambda x: self.model(self.model.frontend(x)))
@@ -274,107 +281,10 @@ def usable_cores(cap: int = 8) -> int:
     return max(1, min(os.cpu_count() or 1, cap))
 
 
-def _normalized(wav: np.ndarray, normalize: str | None) -> np.ndarray:
-    if normalize == "peak":
-        return wav / np.abs(wav).max()
-    if normalize == "rms":  # -20 dBFS, as voxid.audio.load_audio
-        return wav * (0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
-    return wav
-
-
-def _as_waveform(
-    audio: Any, sr: int | None, target_sr: int, normalize: str | None = None
-) -> np.ndarray:
-    if isinstance(audio, np.ndarray):
-        if sr is None:
-            raise ConfigError("sr: needed with a numpy array (its sample rate)")
-        wav = np.asarray(audio, dtype=np.float32)
-        if wav.ndim == 2:  # (samples, channels), as soundfile reads
-            wav = wav.mean(axis=1)
-        if wav.ndim != 1:
-            raise ConfigError(f"audio: array must be 1-D or (samples, channels), got {audio.shape}")
-        if wav.size == 0:
-            raise EmptyAudio("audio array: no samples")
-        if not np.isfinite(wav).all():
-            raise NonFiniteAudio("audio array: contains NaN or infinite samples")
-        if not np.any(wav):
-            raise SilentAudio("audio array: all samples are zero (digital silence)")
-        if int(sr) != target_sr:
-            import soxr
-
-            wav = soxr.resample(wav, int(sr), target_sr, quality="HQ").astype(np.float32)
-        return _normalized(wav, normalize).astype(np.float32)
-    if isinstance(audio, (str, os.PathLike, bytes, bytearray)) or hasattr(audio, "read"):
-        return load_audio(
-            bytes(audio) if isinstance(audio, bytearray) else audio,
-            sr=target_sr,
-            normalize=normalize,
-        )
-    raise ConfigError(f"audio: expected a path, bytes or numpy array, got {type(audio).__name__}")
-
-
-def _label(audio: Any) -> str:
-    if isinstance(audio, (str, os.PathLike)):
-        return str(audio)
-    return "audio " + ("array" if isinstance(audio, np.ndarray) else "bytes")
-
-
-def _vad_config(stored: Any, source: str) -> VadConfig:
-    try:
-        return VadConfig(**_known_fields(VadConfig, stored))
-    except ConfigError as exc:
-        raise ModelError(f"{source}: audio_config.{exc}") from None
-
-
-def speech_chunks(
-    wav: np.ndarray,
-    sr: int,
-    vad: VadConfig,
-    seconds: float,
-    label: str = "audio",
-    normalize: str | None = None,
-) -> np.ndarray:
-    """Equal-length chunks `(n, samples)` of the speech in `wav`, as the model was trained.
-
-    Silence is removed with `vad`; speech longer than one chunk is cut into windows, the
-    last one aligned to the end (no zero padding, which would skew the features); they
-    overlap by half for long speech (over `LONG_CHUNKS` windows), where the extra windows
-    smooth the average at little relative cost, and do not for short speech, where they
-    would almost double the work of a verification. Speech shorter than one window is
-    repeated to fill it. `normalize` ("peak", "rms" or None) scales the speech by the
-    gain of the whole of `wav`, after the VAD has seen the level as recorded (its floor
-    is absolute).
-
-    >>> wav = np.sin(np.arange(40000) / 3.0).astype(np.float32)
-    >>> speech_chunks(wav, 16000, VadConfig(enabled=False), 1.0).shape  # 2.5 s
-    (3, 16000)
-    """
-    segments = vad.segments(wav, sr)
-    if normalize is not None:
-        wav = _normalized(wav, normalize)
-    speech = np.concatenate([wav[a:b] for a, b in segments] or [wav[:0]])
-    if speech.size < MIN_SPEECH_SECONDS * sr:
-        raise NotEnoughSpeech(
-            f"{label}: only {speech.size / sr:.2f} s of speech after silence "
-            f"removal, need at least {MIN_SPEECH_SECONDS} s"
-        )
-    size = max(1, round(seconds * sr))
-    if speech.size <= size:
-        return np.resize(speech, size)[None]
-    hop = max(1, size // 2) if speech.size > LONG_CHUNKS * size else size
-    starts = list(range(0, speech.size - size + 1, hop))
-    if starts[-1] + size < speech.size:
-        starts.append(speech.size - size)
-    return np.stack([speech[s : s + size] for s in starts])
-
-
 def prepare_chunks(backend: Backend, audio: Any, sr: int | None = None) -> np.ndarray:
-    """Decode `audio` at the backend's rate and cut its speech into training-length chunks."""
-    wav = _as_waveform(audio, sr, backend.sample_rate)
-    return speech_chunks(
-        wav, backend.sample_rate, backend.vad, backend.chunk_seconds, _label(audio),
-        backend.normalize,
-    )  # fmt: skip
+    """Decode `audio` at the backend's rate and cut its speech into training-length chunks
+    (`voxid.inference.chunks.ChunkPolicy.prepare` with the backend's policy)."""
+    return backend.policy.prepare(audio, sr)
 
 
 def embed_batched(
@@ -412,7 +322,7 @@ def embed_batched(
             except AudioError as exc:
                 if errors is None:
                     raise
-                errors.append((_label(item), str(exc)))
+                errors.append((audio_label(item), str(exc)))
             if sum(len(c) for _, c in pending) >= batch_size:
                 flush()
             bar.advance(task)

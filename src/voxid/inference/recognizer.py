@@ -506,39 +506,6 @@ class Recognizer:
             {names[i]: float(std[i]) for i in order} if self.mc_samples else {},
         )
 
-    def diarize(
-        self,
-        audio: AudioInput,
-        num_speakers: int | None = None,
-        max_speakers: int | None = None,
-        *,
-        sr: int | None = None,
-        config: Any = None,
-        on_progress: Any = None,
-    ):
-        """Who spoke when in `audio`: a `voxid.diarization.Diarization` of speaker turns.
-
-        A speaker whose voice matches someone enrolled (scored as `identify` scores, against
-        this recogniser's threshold) is given that name; the others are SPEAKER_00, ...
-        `num_speakers` fixes the count; otherwise it is estimated, up to `max_speakers`.
-        See `voxid.diarization.diarize` for `config` and `on_progress`.
-        """
-        from voxid.diarization import diarize, registry_namer
-
-        self._require_embeddings("diarize")
-        namer, threshold = registry_namer(self)
-        return diarize(
-            self.backend,
-            audio,
-            sr=sr,
-            config=config,
-            num_speakers=num_speakers,
-            max_speakers=max_speakers,
-            namer=namer,
-            threshold=threshold,
-            on_progress=on_progress,
-        )
-
     def _identify_enrolled(
         self, audio: AudioInput, top_k: int, sr: int | None, include_training: bool
     ) -> Identification:

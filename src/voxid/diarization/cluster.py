@@ -8,6 +8,13 @@ Two methods on the cosine similarities of unit embeddings:
 Then clusters whose centroids are closer than `merge_cosine` are merged and clusters of
 fewer than `min_size` windows are given to the nearest other cluster: a turn too short to
 fill two windows is more likely a stray window than a new speaker.
+
+The speaker count of `spectral` can come from one eigengap (`count_neighbours=None`) or,
+the default of the pipeline, from `estimate_speakers`: the rounded mean of the eigengap
+counts of several affinities (neighbour counts, centred or not, unnormalised and normalised
+Laplacians) of the windows and of longer windows of the same recording. One eigengap of
+2-s windows of the base model under-counts (a quieter speaker's windows join a louder
+one's); each variant errs on a different recording, and their mean is right more often.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy as np
 
 from voxid.errors import ConfigError
 
-__all__ = ["METHODS", "cluster_embeddings"]
+__all__ = ["METHODS", "cluster_embeddings", "estimate_speakers"]
 
 METHODS = ("spectral", "ahc")
 #: The fewest neighbours a row of the spectral affinity keeps (short recordings).
@@ -29,17 +36,73 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _laplacian_eigen(sim: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues and vectors of the Laplacian of `sim` with `keep` neighbours a row."""
-    from scipy.linalg import eigh
-
+def _pruned(sim: np.ndarray, keep: int) -> np.ndarray:
+    """`sim` keeping the `keep` largest entries of each row, symmetrised, diagonal zero."""
     n = len(sim)
     if keep < n:
         cut = np.partition(sim, n - keep, axis=1)[:, n - keep][:, None]
         sim = np.where(sim >= cut, sim, 0.0)
     sim = np.clip(0.5 * (sim + sim.T), 0.0, None)
     np.fill_diagonal(sim, 0.0)
+    return sim
+
+
+def _laplacian_eigen(sim: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and vectors of the Laplacian of `sim` with `keep` neighbours a row."""
+    from scipy.linalg import eigh
+
+    sim = _pruned(sim, keep)
     return eigh(np.diag(sim.sum(axis=1)) - sim)
+
+
+def _eigengap_count(x: np.ndarray, keep: int, max_k: int, normalised: bool, center: bool) -> int:
+    """The speaker count of one affinity: where the Laplacian's eigenvalues jump most."""
+    from scipy.linalg import eigh
+
+    if center:
+        x = _unit(x - x.mean(axis=0))
+    sim = _pruned(x @ x.T, keep)
+    deg = sim.sum(axis=1)
+    if normalised:
+        inv = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
+        lap = np.eye(len(x)) - inv[:, None] * sim * inv[None]
+    else:
+        lap = np.diag(deg) - sim
+    upto = min(max_k, len(x) - 1)
+    vals = eigh(lap, eigvals_only=True, subset_by_index=[0, upto])
+    return int(np.argmax(np.diff(vals))) + 1 if upto >= 1 else 1
+
+
+def estimate_speakers(
+    embedding_sets: list[np.ndarray],
+    max_speakers: int = 8,
+    neighbours: tuple[int, ...] = (6, 8, 10, 14),
+    pval: float = 0.05,
+) -> int:
+    """The speaker count of a recording: the rounded mean of the eigengap counts of every
+    set of unit embeddings in `embedding_sets` (e.g. 2-s and 3-s windows) x neighbours a
+    row (at least `pval` of the windows) x centred or not x unnormalised or normalised
+    Laplacian. Sets of fewer than 3 windows are skipped; none left: 1.
+
+    >>> rng = np.random.default_rng(0)
+    >>> c = rng.normal(size=(3, 16))
+    >>> x = _unit(np.repeat(c, 20, axis=0) + 0.2 * rng.normal(size=(60, 16)))
+    >>> estimate_speakers([x])
+    3
+    """
+    counts = []
+    for x in embedding_sets:
+        x = _unit(np.asarray(x, np.float64))
+        if len(x) < 3:
+            continue
+        for nb in neighbours:
+            keep = max(nb, int(np.ceil(pval * len(x))))
+            for normalised in (False, True):
+                for center in (False, True):
+                    counts.append(_eigengap_count(x, keep, max_speakers, normalised, center))
+    if not counts:
+        return 1
+    return max(1, min(max_speakers, int(np.floor(np.mean(counts) + 0.5))))
 
 
 def _spectral(
@@ -157,6 +220,8 @@ def cluster_embeddings(
     merge_score: float = np.inf,
     overcluster: int = 0,
     min_neighbours: int = MIN_NEIGHBOURS,
+    count_neighbours: tuple[int, ...] | None = None,
+    count_embeddings: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Cluster labels `(N,)` 0..K-1 for unit embeddings `(N, D)`.
 
@@ -180,6 +245,11 @@ def cluster_embeddings(
         merge_cosine: clusters whose centroids are at least this similar are merged
             (not below `num_speakers`).
         min_size: clusters of fewer windows are absorbed by their nearest cluster.
+        count_neighbours: with `spectral` and the count unknown, estimate it with
+            `estimate_speakers` over these neighbour counts (None: the one eigengap of
+            the clustering's own affinity).
+        count_embeddings: more embedding sets of the same recording (longer windows)
+            that `estimate_speakers` counts on too.
 
     >>> rng = np.random.default_rng(0)
     >>> a, b = rng.normal(size=(2, 16))
@@ -202,6 +272,11 @@ def cluster_embeddings(
         return np.zeros(0, int)
     if n == 1:
         return np.zeros(1, int)
+    if num_speakers is None and count_neighbours and method == "spectral" and n >= 20:
+        sets = [x] + [np.asarray(e) for e in count_embeddings or ()]
+        sets = [e[np.linspace(0, len(e) - 1, max_spectral).round().astype(int)]
+                if len(e) > max_spectral else e for e in sets]  # fmt: skip
+        num_speakers = estimate_speakers(sets, max_speakers, count_neighbours)
     k = None if num_speakers is None else min(num_speakers, n)
     if n > max_spectral:
         pick = np.linspace(0, n - 1, max_spectral).round().astype(int)

@@ -8,6 +8,10 @@ length as `voxid.inference.backends.speech_chunks` fills short speech). Only the
 floats a window: 4,800 for an hour at a 0.75-s hop) and a speech mask of 50-ms frames
 are kept, so memory does not grow with the audio.
 
+The speaker count, when not given, is estimated on these windows and on longer ones
+(`count_window_s`, 3 s every 1 s, embedded alongside from the same blocks and speech mask):
+the mean of several eigengap counts (`voxid.diarization.cluster.estimate_speakers`).
+
 The window embeddings are then clustered (`voxid.diarization.cluster`), and every speech
 frame is given to the speaker whose centroid the windows covering it (Hann-weighted to
 their centres) are most similar to: turn boundaries fall between window centres, not on
@@ -76,6 +80,10 @@ class DiarizationConfig:
             (cosine, AS-normed with the model's cohort: the scale of its verification
             threshold) are merged; None: no such merge.
         vad: the speech detector; None uses the model's (as it was trained).
+        count_window_s, count_hop_s: longer windows embedded only for the speaker count
+            (None, or blocks shorter than twice them: count on the clustering windows).
+        count_neighbours: the neighbour counts whose eigengap counts are averaged into
+            the speaker count (None: one eigengap, `min_neighbours`).
         model_chunks: embed a window as the recogniser embeds a recording, the mean of
             its chunks of the model's training length (1 s for the base model), rather
             than in one piece.
@@ -100,6 +108,9 @@ class DiarizationConfig:
     min_turn_s: float = 0.5
     vad: VadConfig | None = None
     model_chunks: bool = True
+    count_window_s: float | None = 3.0
+    count_hop_s: float = 1.0
+    count_neighbours: tuple[int, ...] | None = (6, 8, 10, 14)
 
     def __post_init__(self) -> None:
         for key in ("window_s", "hop_s", "frame_s", "block_s"):
@@ -112,6 +123,23 @@ class DiarizationConfig:
             )
         if self.block_s < 2 * self.window_s:
             raise ConfigError(f"block_s: must be at least twice window_s, got {self.block_s}")
+        if self.count_window_s is not None:
+            for key in ("count_window_s", "count_hop_s"):
+                value = getattr(self, key)
+                if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                    raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+            if self.count_hop_s > self.count_window_s:
+                raise ConfigError(
+                    f"count_hop_s: must not exceed count_window_s ({self.count_window_s}), "
+                    f"got {self.count_hop_s}"
+                )
+        if self.count_neighbours is not None and (
+            not self.count_neighbours
+            or not all(isinstance(k, int) and k >= 1 for k in self.count_neighbours)
+        ):
+            raise ConfigError(
+                f"count_neighbours: must be positive integers, got {self.count_neighbours!r}"
+            )
         if not 0 <= self.min_speech <= 1:
             raise ConfigError(f"min_speech: must be in [0, 1], got {self.min_speech!r}")
         if self.method not in METHODS:
@@ -138,8 +166,16 @@ def _normalize(chunks: np.ndarray, how: str | None) -> np.ndarray:
 class _Collector:
     """Streams blocks in; keeps the speech mask and the window embeddings."""
 
-    def __init__(self, embedder: Embedder, cfg: DiarizationConfig, vad: VadConfig) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        cfg: DiarizationConfig,
+        vad: VadConfig,
+        shared: _Collector | None = None,
+    ) -> None:
         sr = embedder.sample_rate
+        #: A collector fed the same blocks first, whose speech mask this one reuses.
+        self.shared = shared
         self.embedder, self.cfg, self.vad, self.sr = embedder, cfg, vad, sr
         self.normalize = getattr(embedder, "normalize", None)
         self.frame = max(1, round(cfg.frame_s * sr))
@@ -156,6 +192,10 @@ class _Collector:
 
     def _mark(self, offset: int, block: np.ndarray) -> None:
         """Extend the frame mask over `block` (which starts at sample `offset`)."""
+        if self.shared is not None:  # the same audio and frames: the VAD runs once
+            self.masks = [self.shared._mask_view()]
+            self.mask_frames = self.shared.mask_frames
+            return
         end_frame = (offset + block.size) // self.frame
         if end_frame <= self.mask_frames:
             return
@@ -387,6 +427,8 @@ class Windows:
     sr: int
     samples: int
     cohort: np.ndarray | None = None
+    #: Embeddings of the longer windows the speaker count is estimated on too, or None.
+    count_embeddings: np.ndarray | None = None
 
     def pair_score(self, centroids: np.ndarray) -> np.ndarray:
         """Scores `(K, K)` between unit centroids as the model verifies: cosine, AS-normed
@@ -412,14 +454,27 @@ def embed_windows(
     rate = embedder.sample_rate
     vad = cfg.vad or getattr(embedder, "vad", None) or VadConfig()
     col = _Collector(embedder, cfg, vad)
+    counter = None
+    if (
+        cfg.count_window_s is not None
+        and cfg.count_neighbours
+        and (2 * cfg.count_window_s <= cfg.block_s)
+    ):
+        long_cfg = cfg.replace(window_s=cfg.count_window_s, hop_s=cfg.count_hop_s)
+        counter = _Collector(embedder, long_cfg, vad, shared=col)
     for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
         col.add(offset, block)
+        if counter is not None:
+            counter.add(offset, block)
         if on_progress is not None:
             on_progress((offset + block.size) / rate)
     col.finish()
+    if counter is not None:
+        counter.finish()
     starts, embs, mask = col.result()
     cohort = getattr(embedder, "cohort", None)
-    return Windows(starts, embs, mask, col.frame, col.win, rate, col.total, cohort)
+    extra = None if counter is None else counter.result()[1]
+    return Windows(starts, embs, mask, col.frame, col.win, rate, col.total, cohort, extra)
 
 
 def diarize_windows(
@@ -452,7 +507,10 @@ def diarize_windows(
         merge_score=np.inf if cfg.merge_score is None else cfg.merge_score,
         overcluster=cfg.overcluster,
         min_neighbours=cfg.min_neighbours,
-    )
+        count_neighbours=cfg.count_neighbours,
+        count_embeddings=None if windows.count_embeddings is None
+        or len(windows.count_embeddings) < 3 else [windows.count_embeddings],
+    )  # fmt: skip
     k = int(labels.max()) + 1
     cents = _unit(np.stack([embs[labels == c].mean(axis=0) for c in range(k)]))
     sims = _unit(embs) @ cents.T

@@ -88,7 +88,8 @@ class InputPipeline:
         """Model inputs and their valid frame counts (None for fixed-size images)."""
         if train and self.noise_bank is not None:
             x = self._mix_real_noise(x, lengths)
-        noise = tuple(self.augment.noise_snr) if train and self.augment.noise_snr else None
+        snr = self.augment.noise_snr
+        noise = (float(snr[0]), float(snr[1])) if train and snr else None
         if noise:
             mask = length_mask(lengths, x.shape[1], x.shape[0], x.device)
             x = add_noise(x, mask, noise, self.augment.noise_prob)
@@ -108,13 +109,15 @@ class InputPipeline:
     def _mix_real_noise(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Mix a random excerpt of a noise recording into a share of the waveforms."""
         a, sr = self.augment, self.model.feature_config.sample_rate
+        bank, (low, high) = self.noise_bank, a.real_noise_snr
+        assert bank is not None  # __call__ mixes only with a bank
         out = x.clone()
         for i in range(x.shape[0]):
             if self.rng.random() >= a.real_noise_prob:
                 continue
             n = int(lengths[i]) if lengths is not None else x.shape[1]
             wav = x[i, :n].detach().cpu().float().numpy()
-            mixed = self.noise_bank.mix(wav, tuple(a.real_noise_snr), self.rng, sr=sr)
+            mixed = bank.mix(wav, (float(low), float(high)), self.rng, sr=sr)
             out[i, :n] = torch.from_numpy(mixed).to(x)
         return out
 

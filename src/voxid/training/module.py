@@ -8,14 +8,16 @@ frontend on the batch, so any model trains from one waveform store).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from voxid.checkpoint import make_meta
 from voxid.config import TrainConfig
+from voxid.models.base import SpeakerModel
 from voxid.training.batch import InputPipeline
 from voxid.training.final import heldout_eer, mc_spread, summarize
 
@@ -38,7 +40,7 @@ class SpeakerTask(L.LightningModule):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: SpeakerModel,
         cfg: TrainConfig,
         labels: list[str],
         *,
@@ -61,7 +63,7 @@ class SpeakerTask(L.LightningModule):
         self._heldout = heldout
         # The weights that train at all: freezing the encoder never thaws a fixed one.
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        self.distill = None
+        self.distill: torch.nn.Linear | None = None
         if teacher_dim:
             self.distill = torch.nn.Linear(model.embedding_dim, teacher_dim, bias=False)
 
@@ -117,7 +119,8 @@ class SpeakerTask(L.LightningModule):
         if not self._val:
             return
         preds, ys, mc = (torch.cat(parts) for parts in zip(*self._val, strict=True))
-        preds, ys, mc = (self.all_gather(t) for t in (preds, ys, mc))
+        # all_gather returns a tensor for a tensor (its type also admits collections).
+        preds, ys, mc = (cast(torch.Tensor, self.all_gather(t)) for t in (preds, ys, mc))
         if self.trainer.world_size > 1:
             preds, ys, mc = preds.flatten(0, 1), ys.flatten(0, 1), mc.flatten(0, 1)
         y = ys.cpu().numpy()
@@ -157,7 +160,7 @@ class SpeakerTask(L.LightningModule):
         params = [*self.model.frontend.parameters(), *self.model.encoder.parameters()]
         return [p for p in params if id(p) in self._trainable]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with cosine annealing of the learning rate over the epochs; the encoder's
         rate is scaled by `encoder_lr_scale` (fine-tuning)."""
         params = [p for p in self.parameters() if p.requires_grad]

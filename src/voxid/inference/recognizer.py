@@ -493,7 +493,12 @@ class Recognizer:
             names, sources = list(self.backend.labels), ["class"] * len(self.backend.labels)
         mean, std = scores.mean(axis=0), scores.std(axis=0)
         order = np.argsort(-mean, kind="stable")[:top_k]
-        cands = [Candidate(names[i], float(mean[i])) for i in order]
+        return self._decide([(names[i], float(mean[i]), sources[i], float(std[i])) for i in order])
+
+    def _decide(self, ranked: list[tuple[str, float, str, float]]) -> Identification:
+        """The answer for candidates `(name, score, source, std)`, best first: the best
+        name when it passes the threshold, else "unknown"."""
+        cands = [Candidate(name, score) for name, score, _, _ in ranked]
         best = cands[0]
         accepted = best.score >= self.threshold
         return Identification(
@@ -502,8 +507,8 @@ class Recognizer:
             self.threshold,
             accepted,
             cands,
-            {names[i]: sources[i] for i in order},
-            {names[i]: float(std[i]) for i in order} if self.mc_samples else {},
+            {name: source for name, _, source, _ in ranked},
+            {name: std for name, _, _, std in ranked} if self.mc_samples else {},
         )
 
     def _identify_enrolled(
@@ -545,19 +550,7 @@ class Recognizer:
                 for j, (i, label, _) in enumerate(training)
             ]
         ranked.sort(key=lambda c: (-c[0], c[1], c[2]))
-        ranked = ranked[:top_k]
-        cands = [Candidate(c[3], c[0]) for c in ranked]
-        best = cands[0]
-        accepted = best.score >= self.threshold
-        return Identification(
-            best.name if accepted else UNKNOWN,
-            best.score,
-            self.threshold,
-            accepted,
-            cands,
-            {c[3]: c[5] for c in ranked},
-            {c[3]: c[4] for c in ranked} if self.mc_samples else {},
-        )
+        return self._decide([(c[3], c[0], c[5], c[4]) for c in ranked[:top_k]])
 
     def __repr__(self) -> str:
         return (

@@ -93,7 +93,26 @@ not kept: over-clustering then merging clusters at the calibrated AS-norm thresh
 (2.5-5.5; 12-42 points worse) or at a centroid cosine of 0.75-0.9 (0-15 points worse:
 same-speaker centroids score a cosine of 0.88 or more and other speakers 0.83 or less, but
 the clusters the spectral step makes are rarely split speakers), splitting clusters whose
-halves are far apart (no gain). Resemblyzer's embeddings
+halves are far apart (no gain).
+
+Speaker count (the weak part: 15 of the 19 wrong counts of the tuning set, 21 of 25 of the
+evaluation set, were under-counts; tuning / evaluation, DER % / count exact %, from cached
+window embeddings): one eigengap (before) 12.96 / 52 and 15.19 / 58; the largest k whose
+spectral partition keeps every pair of centroids under a cosine of 0.70-0.90 or under an
+AS-norm score of 0-11 (with the smallest cluster at least 1-6 windows): count exact at most
+45 % on tuning (centroids of 2-s windows do not separate speakers well enough); single
+eigengap variants (2-s or 3-s windows, centred or not, normalised Laplacian or not, 6 or 10
+neighbours, p 0.03-0.2): count exact 48-68 % on tuning; the largest k whose gap is at least
+0.5-0.9 of the widest: no better than the widest; the mean of the eigengap counts over 6,
+8, 10, 14 neighbours x centred or not x both Laplacians on the 2-s and on 3-s windows
+(every 1 s, embedded alongside; chosen) 9.75 / 72 and 11.65 / 73; the same on 2-s windows
+alone 9.54 / 68 and 13.33 / 68; on 2-s windows every 0.5 s (+ 3-s) 10.58 / 68 and
+11.22 / 67 (over-counts: the neighbour counts suit a 0.75-s hop); 3-s windows subsampled
+to every 2-3 s: 50-55 % / 48-58 %; then merging clusters whose centroids' cosine is at
+least 0.86-0.92 (no gain on either set) or splitting a cluster whose 2-means halves
+(at least 8-15 windows each) score a cosine under 0.6-0.75 (tuning 9.06-10.17 %,
+evaluation 11.65-12.65 %: not kept); centring the windows for the partition (tuning 9.88,
+evaluation 10.89: not kept, chosen on tuning). Speed: on the idle machine, 6 evaluation conversations: 52x with the 3-s count windows, 79x without (they double the embedding work), so the speed target is met only on an idle machine. The ensemble count is tuned for voxid's windows: Resemblyzer in the same pipeline falls from 8.5 % / 77 % (one eigengap) to 9.9 % / 68 %. Resemblyzer's embeddings
 in the same pipeline there: 6.3 % / 85 % (2.0-s windows). The limit is the base model's window
 embeddings (EER 13-17 % on 1-s clips of these corpora, P-Z), not the clustering.
 
@@ -105,8 +124,11 @@ def cfg_summary(cfg: DiarizationConfig) -> str:
     return (
         f"Silero VAD, {cfg.window_s:g}-s windows every {cfg.hop_s:g} s (a window: the mean "
         f"of its 1-s chunk embeddings for voxid, as the recogniser embeds), {cfg.method} "
-        f"clustering (p-pruned affinity, at least {cfg.min_neighbours} neighbours a row, "
-        f"eigengap count), Hann-weighted frame assignment (50 ms), turns under "
+        f"clustering (p-pruned affinity, at least {cfg.min_neighbours} neighbours a row; "
+        f"speaker count: the mean of the eigengap counts over {cfg.count_neighbours} "
+        f"neighbours x centred or not x unnormalised/normalised Laplacian, on these windows "
+        f"and on {cfg.count_window_s:g}-s windows every {cfg.count_hop_s:g} s), "
+        f"Hann-weighted frame assignment (50 ms), turns under "
         f"{cfg.min_turn_s:g} s merged"
     )
 

@@ -112,7 +112,11 @@ to every 2-3 s: 50-55 % / 48-58 %; then merging clusters whose centroids' cosine
 least 0.86-0.92 (no gain on either set) or splitting a cluster whose 2-means halves
 (at least 8-15 windows each) score a cosine under 0.6-0.75 (tuning 9.06-10.17 %,
 evaluation 11.65-12.65 %: not kept); centring the windows for the partition (tuning 9.88,
-evaluation 10.89: not kept, chosen on tuning). Speed: on the idle machine, 6 evaluation conversations: 52x with the 3-s count windows, 79x without (they double the embedding work), so the speed target is met only on an idle machine. The ensemble count is tuned for voxid's windows: Resemblyzer in the same pipeline falls from 8.5 % / 77 % (one eigengap) to 9.9 % / 68 %. Resemblyzer's embeddings
+evaluation 10.89: not kept, chosen on tuning). Speed: on the idle machine, 6 evaluation
+conversations: 52x with the 3-s count windows, 79x without (they double the embedding work),
+so the speed target is met only on an idle machine. The ensemble count is tuned for voxid's
+windows: Resemblyzer in the same pipeline falls from 8.5 % / 77 % (one eigengap) to 9.9 % /
+68 %. Resemblyzer's embeddings
 in the same pipeline there: 6.3 % / 85 % (2.0-s windows). The limit is the base model's window
 embeddings (EER 13-17 % on 1-s clips of these corpora, P-Z), not the clustering.
 

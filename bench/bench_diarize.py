@@ -179,11 +179,10 @@ def _voxid():
 
 LONG_FILE = """
 import json, sys, time
-from voxid.diarization import diarize_with
 from voxid.inference.recognizer import Recognizer
 rec = Recognizer.load(registry=None)
 start = time.perf_counter()
-result = diarize_with(rec, sys.argv[1])
+result = rec.diarize(sys.argv[1])
 wall = time.perf_counter() - start
 peak = [int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]
 print(json.dumps({"wall": wall, "peak_mb": peak, "speakers": result.num_speakers,

@@ -18,7 +18,6 @@ from voxid.diarization import (
     Diarization,
     DiarizationConfig,
     Segment,
-    diarize_with,
     parse_rttm,
 )
 from voxid.diarization.cluster import cluster_embeddings
@@ -83,7 +82,7 @@ def _overlap(segments, turns) -> float:
 
 def test_two_voices_found_and_speech_covered(base, conversation):
     path, turns = conversation
-    result = diarize_with(base, str(path))
+    result = base.diarize(str(path))
     assert isinstance(result, Diarization)
     assert result.num_speakers == 2, result.to_dict()
     speech = sum(b - a for a, b, _ in turns)
@@ -105,14 +104,14 @@ def test_two_voices_found_and_speech_covered(base, conversation):
         x.end <= y.start + 1e-9 for x, y in zip(result.segments, result.segments[1:], strict=False)
     )
     # A known count is obeyed, and max_speakers caps the estimate.
-    assert diarize_with(base, str(path), num_speakers=1).num_speakers == 1
-    assert diarize_with(base, str(path), max_speakers=1).num_speakers == 1
+    assert base.diarize(str(path), num_speakers=1).num_speakers == 1
+    assert base.diarize(str(path), max_speakers=1).num_speakers == 1
 
 
 def test_registry_names_the_enrolled_speaker(conversation, registry):
     path, turns = conversation
     rec = Recognizer.load(registry=registry)
-    result = diarize_with(rec, str(path))
+    result = rec.diarize(str(path))
     labels = set(result.labels)
     assert labels == {"Alice", "SPEAKER_00"}, result.to_dict()
     alice_time = sum(s.duration for s in result.segments if s.speaker == "Alice")
@@ -125,12 +124,12 @@ def test_registry_names_the_enrolled_speaker(conversation, registry):
 
 def test_blocks_stream_like_one_piece_and_arrays_work(base, conversation):
     path, _ = conversation
-    whole = diarize_with(base, str(path))
-    small = diarize_with(base, str(path), config=DiarizationConfig(block_s=4.0))
+    whole = base.diarize(str(path))
+    small = base.diarize(str(path), config=DiarizationConfig(block_s=4.0))
     assert small.num_speakers == whole.num_speakers
     assert abs(small.duration - whole.duration) < 1e-6
     wav, sr = sf.read(path, dtype="float32")
-    arr = diarize_with(base, wav, sr=sr)
+    arr = base.diarize(wav, sr=sr)
     assert [s.speaker for s in arr.segments] == [s.speaker for s in whole.segments]
 
 
@@ -142,14 +141,14 @@ def test_silence_overlap_and_short_audio_do_not_crash(base, conversation):
     c = int(turns[1][0] * SR)
     mixed = wav.copy()
     mixed[a : a + (b - a)] += 0.7 * wav[c : c + (b - a)]
-    result = diarize_with(base, mixed, sr=SR)
+    result = base.diarize(mixed, sr=SR)
     assert result.num_speakers >= 1
     assert all(
         x.end <= y.start + 1e-9 for x, y in zip(result.segments, result.segments[1:], strict=False)
     )
     quiet = 1e-4 * np.random.default_rng(1).standard_normal(SR * 3).astype(np.float32)
-    assert diarize_with(base, quiet, sr=SR).segments == []
-    one = diarize_with(base, wav[a : a + int(0.8 * SR)], sr=SR)
+    assert base.diarize(quiet, sr=SR).segments == []
+    one = base.diarize(wav[a : a + int(0.8 * SR)], sr=SR)
     assert one.num_speakers == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from voxid._version import __version__
+
 __all__ = ["AudioError", "Recognizer", "VoxidError", "__version__", "load_audio"]
 
 if TYPE_CHECKING:  # pragma: no cover

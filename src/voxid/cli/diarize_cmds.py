@@ -65,7 +65,6 @@ def diarize(
 
     from voxid.audio import audio_info
     from voxid.cli.recog_cmds import _named, _recognizer
-    from voxid.diarization import diarize_with
     from voxid.diarization.plot import plot_timeline
 
     if num_speakers is not None and max_speakers is not None:
@@ -92,8 +91,7 @@ def diarize(
                 total = None  # the decoder says why below
             task = bar.add_task(printable(path.name)[:40], total=total or 1.0)
             try:
-                result = diarize_with(
-                    rec,
+                result = rec.diarize(
                     str(path),
                     num_speakers=num_speakers,
                     max_speakers=max_speakers,
@@ -141,7 +139,7 @@ def diarize_eval(
     """DER (pyannote.metrics, collar 0.25 s) and speaker-count accuracy on synthetic
     conversations of speakers the base model never trained on (asc30 00000021-30 and
     VoxForge), 2-5 speakers, pauses, overlap and a noise bed at 10-30 dB SNR."""
-    from voxid.diarization import diarize_with, evaluate
+    from voxid.diarization import evaluate
     from voxid.diarization.synth import make_conversations, pool
     from voxid.inference.recognizer import Recognizer
 
@@ -154,8 +152,8 @@ def diarize_eval(
     rec = Recognizer.load(model, registry=None)
     rows = []
     for conv in make_conversations(pools, n, seed, noise_files=noise):
-        hyp = diarize_with(
-            rec, conv.audio, sr=conv.sr, num_speakers=len(conv.speakers) if known_count else None
+        hyp = rec.diarize(
+            conv.audio, sr=conv.sr, num_speakers=len(conv.speakers) if known_count else None
         )
         rows.append({"file_id": conv.file_id, **evaluate.score(conv.turns, hyp)})
     summary = evaluate.summarize(rows)

@@ -35,16 +35,19 @@ from voxid.diarization.cluster import METHODS, cluster_embeddings
 from voxid.diarization.rttm import ANONYMOUS, Diarization, Segment, SpeakerSummary
 from voxid.diarization.source import blocks
 from voxid.errors import ConfigError
+from voxid.inference.backends import speech_chunks
+from voxid.inference.registry import mean_embedding
+from voxid.inference.scoring import as_norm
 from voxid.vad import VadConfig
 
 __all__ = [
     "DiarizationConfig",
     "Embedder",
     "Windows",
+    "centroid_namer",
     "diarize",
     "diarize_windows",
     "embed_windows",
-    "registry_namer",
 ]
 
 #: A function naming clusters: centroids `(K, D)` -> one `(name or None, score or None)` each.
@@ -239,9 +242,6 @@ class _Collector:
             # As the recogniser embeds a recording: training-length chunks of the window
             # (`speech_chunks`, no VAD: the window is speech already), one batch, the mean
             # of the unit chunk embeddings.
-            from voxid.inference.backends import speech_chunks
-            from voxid.inference.registry import mean_embedding
-
             off = VadConfig(enabled=False)
             parts = [speech_chunks(w, self.sr, off, seconds) for w in batch]
             embs = self.embedder.embed(np.concatenate(parts))
@@ -354,24 +354,27 @@ def _segments(labels: np.ndarray, frame_s: float) -> list[tuple[int, float, floa
     return [(lab, a * frame_s, b * frame_s) for lab, a, b in _runs(labels) if lab >= 0]
 
 
-def registry_namer(recognizer: Any) -> tuple[Namer | None, float | None]:
-    """A namer scoring cluster centroids against the enrolled speakers exactly as
-    `Recognizer.identify` scores a recording (cosine, AS-normed with the model's cohort),
-    naming a cluster whose best score passes the recogniser's threshold; None when nobody
-    is enrolled. Returns it with the threshold."""
-    names, refs, _ = recognizer._references(training=False)
-    if not names:
-        return None, None
+def centroid_namer(
+    names: Sequence[str],
+    refs: np.ndarray,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    threshold: float,
+) -> Namer | None:
+    """A namer giving a cluster the name of the enrolled speaker its centroid scores best
+    against (`score(samples, refs)`, e.g. the recogniser's AS-normed cosine), when that
+    score passes `threshold`; None when nobody is enrolled."""
+    if not len(names):
+        return None
 
     def namer(centroids: np.ndarray) -> list[tuple[str | None, float | None]]:
-        scores = recognizer._score(_unit(centroids.astype(np.float32)), refs)
+        scores = score(_unit(centroids.astype(np.float32)), refs)
         out: list[tuple[str | None, float | None]] = []
         for row in scores:
             j = int(np.argmax(row))
-            out.append((names[j] if row[j] >= recognizer.threshold else None, float(row[j])))
+            out.append((names[j] if row[j] >= threshold else None, float(row[j])))
         return out
 
-    return namer, float(recognizer.threshold)
+    return namer
 
 
 def diarize(
@@ -391,7 +394,7 @@ def diarize(
     Arguments:
         num_speakers: the known number of speakers (not estimated then).
         max_speakers: the most speakers to find (default: the config's).
-        namer: names clusters (see `registry_namer`); the others are SPEAKER_00, ...
+        namer: names clusters (see `centroid_namer`); the others are SPEAKER_00, ...
         threshold: the threshold the namer decides with, reported in the result.
         on_progress: called with the seconds of audio processed after each block.
     """
@@ -436,8 +439,6 @@ class Windows:
         raw = centroids @ centroids.T
         if self.cohort is None:
             return raw
-        from voxid.inference.scoring import as_norm
-
         return as_norm(raw, centroids, centroids, self.cohort)
 
 

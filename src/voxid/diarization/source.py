@@ -20,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from voxid.audio import AudioError, NonFiniteAudio, SilentAudio, load_audio
+from voxid.inference.backends import _as_waveform
 
 __all__ = ["blocks"]
 
@@ -102,8 +103,6 @@ def blocks(
     """
     block = max(1, round(block_s * sr))
     if isinstance(audio, np.ndarray):
-        from voxid.inference.backends import _as_waveform
-
         wav = _as_waveform(audio, source_sr, sr)
         for start in range(0, wav.size, block):
             yield start, wav[start : start + block]

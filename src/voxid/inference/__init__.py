@@ -1,7 +1,6 @@
 """Inference: from audio to answers, without Lightning or the training code.
 
-`recognizer` (enrol, verify, identify; diarization, built on this package, is
-`voxid.diarization.diarize_with`), `results` (the typed answers),
+`recognizer` (enrol, verify, identify, diarize), `results` (the typed answers),
 `backends` (the torch backend) and `export` (ONNX export, the ONNX Runtime backend and
 `load_backend`),
 `registry` (the SQLite and PostgreSQL speaker registries), `index` (the

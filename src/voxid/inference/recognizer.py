@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voxid.audio import AudioError
+from voxid.diarization.pipeline import DiarizationConfig, centroid_namer, diarize
+from voxid.diarization.rttm import Diarization
 from voxid.errors import (
     ConfigError,
     ModelError,
@@ -551,6 +553,61 @@ class Recognizer:
             ]
         ranked.sort(key=lambda c: (-c[0], c[1], c[2]))
         return self._decide([(c[3], c[0], c[5], c[4]) for c in ranked[:top_k]])
+
+    # -- who spoke when ----------------------------------------------------------------
+    def diarize(
+        self,
+        audio: AudioInput,
+        num_speakers: int | None = None,
+        max_speakers: int | None = None,
+        *,
+        sr: int | None = None,
+        config: DiarizationConfig | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Diarization:
+        """Who spoke when in `audio` (a path, encoded bytes, or samples at `sr`).
+
+        Parameters
+        ----------
+        audio : str, PathLike, bytes or numpy.ndarray
+            The recording; a long file streams through in blocks (bounded memory).
+        num_speakers : int, optional
+            The known number of speakers; otherwise it is estimated.
+        max_speakers : int, optional
+            The most speakers to find when estimating (default: the config's).
+        sr : int, optional
+            Sample rate of `audio` when it is an array.
+        config : DiarizationConfig, optional
+            Windows, clustering and smoothing (`voxid.diarization.DiarizationConfig`).
+        on_progress : callable, optional
+            Called with the seconds of audio processed after each block.
+
+        Returns
+        -------
+        Diarization
+            Typed segments (`to_dict()`, `to_rttm()`): a speaker whose voice matches
+            someone enrolled (scored as `identify` scores, against this recogniser's
+            threshold) gets that name; the others are SPEAKER_00, SPEAKER_01, ...
+
+        Examples
+        --------
+        >>> rec = Recognizer.load(registry="speakers.db")            # doctest: +SKIP
+        >>> rec.diarize("meeting.wav", max_speakers=4).num_speakers  # doctest: +SKIP
+        2
+        """
+        self._require_embeddings("diarize")
+        names, refs, _ = self._references(training=False)
+        return diarize(
+            self.backend,
+            audio,
+            sr=sr,
+            config=config,
+            num_speakers=num_speakers,
+            max_speakers=max_speakers,
+            namer=centroid_namer(names, refs, self._score, self.threshold),
+            threshold=float(self.threshold) if names else None,
+            on_progress=on_progress,
+        )
 
     def __repr__(self) -> str:
         return (

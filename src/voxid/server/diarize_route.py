@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from voxid.diarization import diarize_with
 from voxid.errors import ConfigError
 from voxid.server.routes import _decode, _rate, _service
 
@@ -28,8 +27,7 @@ async def diarize(
         raise ConfigError("num_speakers and max_speakers: give one or the other, not both")
     wav, stats = await _decode(service, file)
     result = await service.run(
-        diarize_with,
-        service.recognizer,
+        service.recognizer.diarize,
         wav,
         num_speakers=num_speakers,
         max_speakers=max_speakers,

@@ -28,8 +28,9 @@ import numpy as np
 
 from voxid.errors import ConfigError, DataError, ModelError
 from voxid.inference.chunks import ChunkPolicy, embed_paths, torch_runner
-from voxid.inference.registry import mean_embedding, normalize_rows
+from voxid.inference.registry import mean_embedding
 from voxid.inference.scoring import as_norm
+from voxid.numeric import normalize_rows
 
 #: Confidence of the intervals on FAR and FRR in the report.
 CONFIDENCE = 0.95

@@ -25,7 +25,6 @@ import numpy as np
 from voxid.errors import ConfigError
 
 SILENCE = "silence"
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,13 @@ from collections.abc import Callable
 import numpy as np
 
 from voxid.errors import ConfigError
+from voxid.numeric import normalize_rows
 
 __all__ = ["METHODS", "cluster_embeddings", "estimate_speakers"]
 
 METHODS = ("spectral", "ahc")
 #: The fewest neighbours a row of the spectral affinity keeps (short recordings).
 MIN_NEIGHBOURS = 10
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _pruned(sim: np.ndarray, keep: int) -> np.ndarray:
@@ -60,7 +57,7 @@ def _eigengap_count(x: np.ndarray, keep: int, max_k: int, normalised: bool, cent
     from scipy.linalg import eigh
 
     if center:
-        x = _unit(x - x.mean(axis=0))
+        x = normalize_rows(x - x.mean(axis=0), None)
     sim = _pruned(x @ x.T, keep)
     deg = sim.sum(axis=1)
     if normalised:
@@ -86,13 +83,13 @@ def estimate_speakers(
 
     >>> rng = np.random.default_rng(0)
     >>> c = rng.normal(size=(3, 16))
-    >>> x = _unit(np.repeat(c, 20, axis=0) + 0.2 * rng.normal(size=(60, 16)))
+    >>> x = normalize_rows(np.repeat(c, 20, axis=0) + 0.2 * rng.normal(size=(60, 16)), None)
     >>> estimate_speakers([x])
     3
     """
     counts = []
     for x in embedding_sets:
-        x = _unit(np.asarray(x, np.float64))
+        x = normalize_rows(x, np.float64)
         if len(x) < 3:
             continue
         for nb in neighbours:
@@ -162,7 +159,9 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return _unit(np.stack([x[labels == c].mean(axis=0) for c in range(labels.max() + 1)]))
+    return normalize_rows(
+        np.stack([x[labels == c].mean(axis=0) for c in range(labels.max() + 1)]), None
+    )
 
 
 def _tidy(
@@ -254,7 +253,7 @@ def cluster_embeddings(
     >>> rng = np.random.default_rng(0)
     >>> a, b = rng.normal(size=(2, 16))
     >>> x = np.r_[a + 0.1 * rng.normal(size=(20, 16)), b + 0.1 * rng.normal(size=(20, 16))]
-    >>> labels = cluster_embeddings(_unit(x))
+    >>> labels = cluster_embeddings(normalize_rows(x, None))
     >>> len(set(labels[:20])), len(set(labels[20:])), bool(labels[0] != labels[-1])
     (1, 1, True)
     """
@@ -264,9 +263,9 @@ def cluster_embeddings(
         raise ConfigError(f"num_speakers: must be a positive integer, got {num_speakers!r}")
     if max_speakers < 1:
         raise ConfigError(f"max_speakers: must be a positive integer, got {max_speakers!r}")
-    x = _unit(np.asarray(embeddings, np.float64))
+    x = normalize_rows(embeddings, np.float64)
     if center and len(x) > 2:
-        x = _unit(x - x.mean(axis=0))
+        x = normalize_rows(x - x.mean(axis=0), None)
     n = len(x)
     if n == 0:
         return np.zeros(0, int)

@@ -38,6 +38,7 @@ from voxid.errors import ConfigError
 from voxid.inference.backends import speech_chunks
 from voxid.inference.registry import mean_embedding
 from voxid.inference.scoring import as_norm
+from voxid.numeric import normalize_rows
 from voxid.vad import VadConfig
 
 __all__ = [
@@ -297,10 +298,6 @@ class _Collector:
         return np.asarray(self.starts, int), embs, self._mask_view().copy()
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def frame_scores(
     starts: np.ndarray, sims: np.ndarray, n_frames: int, frame: int, win: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +364,7 @@ def centroid_namer(
         return None
 
     def namer(centroids: np.ndarray) -> list[tuple[str | None, float | None]]:
-        scores = score(_unit(centroids.astype(np.float32)), refs)
+        scores = score(normalize_rows(centroids, np.float32), refs)
         out: list[tuple[str | None, float | None]] = []
         for row in scores:
             j = int(np.argmax(row))
@@ -513,8 +510,8 @@ def diarize_windows(
         or len(windows.count_embeddings) < 3 else [windows.count_embeddings],
     )  # fmt: skip
     k = int(labels.max()) + 1
-    cents = _unit(np.stack([embs[labels == c].mean(axis=0) for c in range(k)]))
-    sims = _unit(embs) @ cents.T
+    cents = normalize_rows(np.stack([embs[labels == c].mean(axis=0) for c in range(k)]), None)
+    sims = normalize_rows(embs, None) @ cents.T
     scores, cover = frame_scores(starts, sims, mask.size, windows.frame, windows.win)
     frame_labels = np.where(mask, scores.argmax(axis=1), -1)
     # Speech no window covers (a short burst between silences) takes the nearest covered one.

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from voxid.errors import ConfigError, DataError, ModelError
+from voxid.numeric import softmax
 
 
 @dataclass
@@ -47,22 +48,6 @@ class Outputs:
             "samples_per_second": self.timed_items / t,
             "x_real_time": self.timed_audio_seconds / t,
         }
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large scores; no columns (a model without classes,
-    such as the shipped base encoder) gives no columns.
-
-    >>> softmax(np.array([[0.0, 0.0], [1000.0, 0.0]])).round(3).tolist()
-    [[0.5, 0.5], [1.0, 0.0]]
-    >>> softmax(np.zeros((2, 0))).shape
-    (2, 0)
-    """
-    if scores.shape[-1] == 0:
-        return scores.copy()
-    z = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _batches(dataset: Any, batch_size: int, feature_kind: str):

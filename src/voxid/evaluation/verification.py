@@ -19,8 +19,9 @@ import numpy as np
 
 from voxid import metrics
 from voxid.errors import ConfigError, DataError
-from voxid.evaluation.common import first_by_group, group_sources, l2_normalize, mean_by_group
+from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
 from voxid.inference.scoring import as_norm
+from voxid.numeric import normalize_rows
 
 __all__ = ["TrialScores", "detection_metrics", "enrol_speakers",
            "file_embeddings", "pair_trials", "speaker_trials", "split_enrol_test",
@@ -45,7 +46,9 @@ def file_embeddings(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(files, inverse, embeddings): each file's normalised mean chunk embedding."""
     files, inverse = group_sources(sources)
-    return files, inverse, l2_normalize(mean_by_group(l2_normalize(emb), inverse, len(files)))
+    # Chunks are normalised in their own precision; means and file vectors in float64.
+    means = mean_by_group(normalize_rows(emb, None), inverse, len(files))
+    return files, inverse, normalize_rows(means, np.float64)
 
 
 def enrol_speakers(
@@ -60,7 +63,7 @@ def enrol_speakers(
     for spk in speakers:
         rows = np.flatnonzero(fname == spk)[: n_enroll or None]
         models.append(femb[rows].mean(axis=0))
-    return speakers, l2_normalize(np.array(models))
+    return speakers, normalize_rows(np.array(models), np.float64)
 
 
 def split_enrol_test(
@@ -93,7 +96,7 @@ def speaker_trials(
     """Every test chunk (and file) against every enrolled speaker."""
     if len(test_emb) == 0:
         raise DataError("verification: no test items")
-    test = l2_normalize(test_emb)
+    test = normalize_rows(test_emb, None).astype(np.float64)
     raw = test @ models.T  # (chunks, speakers)
     target = np.asarray(test_names)[:, None] == np.asarray(speakers)[None, :]
     norm = None if cohort is None else as_norm(raw, test, models, cohort, top_n)

@@ -32,7 +32,8 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
     speech_chunks,
     torch_runner,
 )
-from voxid.inference.registry import mean_embedding, normalize_rows
+from voxid.inference.registry import mean_embedding
+from voxid.numeric import normalize_rows, softmax
 from voxid.vad import VAD_METHODS, VadConfig
 
 __all__ = [
@@ -191,8 +192,7 @@ class Backend:
     def classify(self, chunks: np.ndarray) -> np.ndarray:
         """Class probabilities `(B, C)` (softmax of the head's logits)."""
         logits = self._batches(chunks, self._logits).astype(np.float64)
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(logits).astype(np.float32)
 
     def embed_mc(self, chunks: np.ndarray, k: int) -> list[np.ndarray]:
         """`k` Monte-Carlo-dropout passes of `embed`."""

@@ -29,7 +29,8 @@ import numpy as np
 
 from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
 from voxid.errors import ConfigError, ModelError, VoxidError
-from voxid.inference.registry import mean_embedding, normalize_rows
+from voxid.inference.registry import mean_embedding
+from voxid.numeric import normalize_rows
 from voxid.vad import VadConfig
 
 __all__ = [

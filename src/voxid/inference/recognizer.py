@@ -40,6 +40,7 @@ from voxid.inference.backends import Backend, prepare_chunks
 from voxid.inference.export import load_backend
 from voxid.inference.index import SpeakerIndex
 from voxid.inference.registry import (
+    UNKNOWN,
     BaseRegistry,
     SpeakerRecord,
     is_url,
@@ -61,7 +62,6 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.5
 #: Fewer training voices than this and enrolment warns: a model that has heard few voices
 #: maps strangers close to the enrolled ones (confident false accepts in open-set use).
 MIN_OPEN_SET_SPEAKERS = 100
-UNKNOWN = "unknown"
 NO_REGISTRY = "no registry: load the recogniser with registry=PATH"
 
 AudioInput = str | os.PathLike | bytes | np.ndarray

@@ -44,11 +44,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from voxid.errors import ModelMismatch, NoSuchRegistry, RegistryError, UnknownSpeaker
+from voxid.numeric import normalize_rows
 
 SCHEMA_VERSION = 2
 MAX_NAME_LENGTH = 64
-#: Names identify() answers with when nobody matches; never a speaker's name.
-RESERVED_NAMES = frozenset({"unknown"})
+#: What identify() (and the live stream) answers when nobody matches.
+UNKNOWN = "unknown"
+#: Names that are never a speaker's: identify()'s answer for no match.
+RESERVED_NAMES = frozenset({UNKNOWN})
 _NAME_RE = re.compile(r"^\w[\w .,'()@+-]*$")
 #: Rows fetched at a time when loading every centroid (bounded transient memory).
 _FETCH_ROWS = 20_000
@@ -133,13 +136,6 @@ def validate_name(name: str) -> str:
     if clean.lower() in RESERVED_NAMES:
         raise RegistryError(f"speaker name {clean!r}: reserved (identify answers it for no match)")
     return clean
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise each row (float32); zero rows stay zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def mean_embedding(embeddings: np.ndarray) -> np.ndarray:

@@ -12,16 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from voxid.errors import ConfigError
+from voxid.numeric import normalize_rows
 
 __all__ = ["DEFAULT_TOP_N", "as_norm", "cohort_stats"]
 
 #: Cohort scores kept per side (the evaluation's `--asnorm-top` default too).
 DEFAULT_TOP_N = 100
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +29,7 @@ def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.nd
     """
     if top_n < 1:
         raise ConfigError(f"asnorm top_n: must be positive, got {top_n}")
-    s = _unit(emb) @ _unit(cohort).T
+    s = normalize_rows(emb, np.float64) @ normalize_rows(cohort, np.float64).T
     n = min(int(top_n), s.shape[1])
     top = -np.partition(-s, n - 1, axis=1)[:, :n]
     return top.mean(axis=1), top.std(axis=1)

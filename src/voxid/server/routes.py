@@ -11,13 +11,14 @@ from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadF
 from starlette.concurrency import run_in_threadpool
 
 from voxid.errors import ConfigError, RegistryError
+from voxid.inference.registry import RESERVED_NAMES
 from voxid.server.service import Service
-from voxid.stream import SILENCE, UNKNOWN, model_sample_rate
+from voxid.stream import SILENCE, model_sample_rate
 
 router = APIRouter()
 
 #: Labels the live stream answers with; never a speaker's name.
-_RESERVED = {UNKNOWN, SILENCE}
+_RESERVED = RESERVED_NAMES | {SILENCE}
 #: Uploads with less speech than this (VAD fraction) are refused: nothing to learn from.
 MIN_SPEECH_RATIO = 0.05
 MAX_FILES = 20

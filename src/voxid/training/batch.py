@@ -13,6 +13,7 @@ import torch
 
 from voxid.config import TrainConfig
 from voxid.errors import ConfigError
+from voxid.models.layers import length_mask
 
 
 def add_noise(
@@ -39,13 +40,6 @@ def add_noise(
     chosen = (torch.rand(b, device=x.device) < prob).to(x.dtype)
     scale = (std * chosen).reshape(b, *[1] * (x.dim() - 1))
     return x + torch.randn_like(x) * scale * m
-
-
-def length_mask(lengths: torch.Tensor | None, size: int, batch: int, device: Any) -> torch.Tensor:
-    """`(B, size)` True where a position is inside each item's length."""
-    if lengths is None:
-        return torch.ones(batch, size, dtype=torch.bool, device=device)
-    return torch.arange(size, device=device)[None, :] < lengths.to(device)[:, None]
 
 
 class InputPipeline:
@@ -91,7 +85,7 @@ class InputPipeline:
         snr = self.augment.noise_snr
         noise = (float(snr[0]), float(snr[1])) if train and snr else None
         if noise:
-            mask = length_mask(lengths, x.shape[1], x.shape[0], x.device)
+            mask = length_mask(lengths, x.shape[1], x).squeeze(1)
             x = add_noise(x, mask, noise, self.augment.noise_prob)
         if self.waveform:
             # The frontend (STFT, log) stays in float32 even under mixed precision.

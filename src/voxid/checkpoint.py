@@ -15,11 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from voxid.errors import ModelError
+from voxid.io import atomic_write
 
 #: The files a run folder may hold, in the order `resolve_run` prefers them.
 RUN_FILES = ("best.ckpt", "model.pt", "last.ckpt", "model.npz")
@@ -284,24 +283,6 @@ def _load_gmm(path: Path) -> tuple[dict, Any]:
     except Exception as exc:
         raise ModelError(f"{path}: not a readable GMM model ({exc})") from None
     return meta, model
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp makes the file private; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def save_inference_file(path: str | Path, model: torch.nn.Module, meta: Mapping[str, Any]) -> Path:

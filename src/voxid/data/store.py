@@ -41,6 +41,7 @@ from voxid.data._process import FileJob, FileResult, init_worker, process_file
 from voxid.data.corpus import SpeakerSpec
 from voxid.errors import ConfigError, DataError
 from voxid.features import FeatureConfig
+from voxid.io import atomic_write
 from voxid.vad import ChunkConfig, VadConfig
 
 __all__ = ["FORMAT_VERSION", "PrepareConfig", "PrepareReport", "StoreInfo", "prepare"]
@@ -541,90 +542,92 @@ def run_prepare(
     report.files = len(jobs)
     settings = cfg.worker_settings()
     remove_stale_partials(out.parent)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
     fp = hashlib.sha256(
         json.dumps({"v": FORMAT_VERSION, "cfg": cfg.to_dict()}, sort_keys=True).encode()
     )
     rows: list[dict] = []
     results = None
-    try:
-        with _interruptible() as signals, h5py.File(tmp, "w", track_order=True) as h5:
-            writer = _Writer(h5)
-            res: FileResult
-            results = _results(jobs, settings, workers)
-            for done, res in enumerate(results, start=1):
-                it = items[res.index]
-                if res.error is not None:
-                    report.skipped.append((str(it.path), res.error))
-                else:
-                    report.files_used += 1
-                    report.seconds += res.seconds
-                    report.kept_seconds += res.kept_seconds
-                    fp.update(
-                        json.dumps(
-                            [it.speaker, it.split, it.path.name, res.digest, it.extra],
-                            sort_keys=True,
-                        ).encode()
-                    )
-                    for tag, idx, feats, secs in res.items:
-                        off, n = writer.add(feats)
-                        rows.append(
-                            {
-                                "offset": off,
-                                "length": n,
-                                "label": label_of[
-                                    f"{it.speaker}@{tag}"
-                                    if tag in cfg.speaker_augment
-                                    else it.speaker
-                                ],
-                                "split": it.split,
-                                "source": str(it.path),
-                                "augment": tag,
-                                "chunk_index": idx,
-                                "seconds": secs,
-                                "copy": 0,
-                                "extra": it.extra,
-                            }
+
+    def write(tmp: Path) -> None:
+        nonlocal results
+        try:
+            with _interruptible() as signals, h5py.File(tmp, "w", track_order=True) as h5:
+                writer = _Writer(h5)
+                res: FileResult
+                results = _results(jobs, settings, workers)
+                for done, res in enumerate(results, start=1):
+                    it = items[res.index]
+                    if res.error is not None:
+                        report.skipped.append((str(it.path), res.error))
+                    else:
+                        report.files_used += 1
+                        report.seconds += res.seconds
+                        report.kept_seconds += res.kept_seconds
+                        fp.update(
+                            json.dumps(
+                                [it.speaker, it.split, it.path.name, res.digest, it.extra],
+                                sort_keys=True,
+                            ).encode()
                         )
-                if progress is not None:
-                    progress(done, len(jobs))
-                if signals:
-                    raise KeyboardInterrupt(f"signal {signals[0]}")
-            results.close()
-            writer.flush()
-            if not rows:
-                raise DataError(
-                    f"{corpus.name}: no usable audio ({len(report.skipped)} files skipped)"
-                )
-            if cfg.oversample:
-                copies = _oversample(rows, members, speakers, cfg.seed)
-                report.oversampled = len(copies)
-                rows.extend(copies)
-            _write_items(h5, rows, extra_cols)
-            report.items = len(rows)
-            report.items_per_split = dict(sorted(Counter(r["split"] for r in rows).items()))
-            report.augmented = sum(1 for r in rows if r["augment"] and not r["copy"])
-            report.fingerprint = fp.hexdigest()
-            report.elapsed = time.perf_counter() - start
-            member_names = [s for s in speakers if members.matches(s)] if members else []
-            attrs = {
-                "speakers": speakers,
-                "feature_config": cfg.feature.to_dict(),
-                "audio_config": cfg.audio_config(),
-                "members": member_names,
-                "prepare_config": cfg.to_dict(),
-                "report": report.to_dict(),
-            }
-            for k, v in attrs.items():
-                h5.attrs[k] = json.dumps(v)
-            h5.attrs["fingerprint"] = report.fingerprint
-            h5.attrs["voxid_store"] = FORMAT_VERSION
-        os.replace(tmp, out)
-    except BaseException:
-        if results is not None:
-            results.close()  # stops the worker pool before the file goes
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+                        for tag, idx, feats, secs in res.items:
+                            off, n = writer.add(feats)
+                            rows.append(
+                                {
+                                    "offset": off,
+                                    "length": n,
+                                    "label": label_of[
+                                        f"{it.speaker}@{tag}"
+                                        if tag in cfg.speaker_augment
+                                        else it.speaker
+                                    ],
+                                    "split": it.split,
+                                    "source": str(it.path),
+                                    "augment": tag,
+                                    "chunk_index": idx,
+                                    "seconds": secs,
+                                    "copy": 0,
+                                    "extra": it.extra,
+                                }
+                            )
+                    if progress is not None:
+                        progress(done, len(jobs))
+                    if signals:
+                        raise KeyboardInterrupt(f"signal {signals[0]}")
+                results.close()
+                writer.flush()
+                if not rows:
+                    raise DataError(
+                        f"{corpus.name}: no usable audio ({len(report.skipped)} files skipped)"
+                    )
+                if cfg.oversample:
+                    copies = _oversample(rows, members, speakers, cfg.seed)
+                    report.oversampled = len(copies)
+                    rows.extend(copies)
+                _write_items(h5, rows, extra_cols)
+                report.items = len(rows)
+                report.items_per_split = dict(sorted(Counter(r["split"] for r in rows).items()))
+                report.augmented = sum(1 for r in rows if r["augment"] and not r["copy"])
+                report.fingerprint = fp.hexdigest()
+                report.elapsed = time.perf_counter() - start
+                member_names = [s for s in speakers if members.matches(s)] if members else []
+                attrs = {
+                    "speakers": speakers,
+                    "feature_config": cfg.feature.to_dict(),
+                    "audio_config": cfg.audio_config(),
+                    "members": member_names,
+                    "prepare_config": cfg.to_dict(),
+                    "report": report.to_dict(),
+                }
+                for k, v in attrs.items():
+                    h5.attrs[k] = json.dumps(v)
+                h5.attrs["fingerprint"] = report.fingerprint
+                h5.attrs["voxid_store"] = FORMAT_VERSION
+        except BaseException:
+            if results is not None:
+                results.close()  # stops the worker pool before the file goes
+            raise
+
+    # The pid in the name lets `remove_stale_partials` tell a killed run's leftovers.
+    atomic_write(out, write, tmp=out.parent / f".{out.name}.{os.getpid()}.partial")
     report.elapsed = time.perf_counter() - start
     return report

@@ -42,6 +42,7 @@ import numpy as np
 
 from voxid.errors import ModelError
 from voxid.inference.backends import Backend, TorchBackend, usable_cores, validate_meta
+from voxid.io import atomic_write
 
 OPSET = 17
 META_KEY = "voxid"
@@ -283,11 +284,11 @@ def export_onnx(
         if cohort is not None:
             props[COHORT_KEY] = _encode_array(cohort)
         _set_metadata(proto, props, description)
-        final = Path(tmp) / "final.onnx"
-        onnx.save(proto, str(final))
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
+            final = Path(tmp) / "final.onnx"
+            onnx.save(proto, str(final))
             # The front-end's mel matrix stays fp32: quantising it would perturb every
             # feature, while the encoder's weights tolerate int8 well.
             frontend = [n.name for n in proto.graph.node if n.name.startswith("/frontend")]
@@ -303,10 +304,9 @@ def export_onnx(
                 )
             finally:
                 root.setLevel(level)
-            quantised = onnx.load(str(Path(tmp) / "int8.onnx"))
-            _set_metadata(quantised, props, description)  # over the int8 weights
-            onnx.save(quantised, str(final))
-        os.replace(final, out)
+            proto = onnx.load(str(Path(tmp) / "int8.onnx"))
+            _set_metadata(proto, props, description)  # over the int8 weights
+        atomic_write(out, lambda staged: onnx.save(proto, str(staged), format="protobuf"))
     with torch.inference_mode():
         want = module(
             torch.randn(3, int(sr * check_seconds), generator=torch.Generator().manual_seed(0))

@@ -23,6 +23,7 @@ from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
 from voxid.errors import ConfigError, DataError, ModelError
+from voxid.io import atomic_write_npz
 
 _FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
 
@@ -178,12 +179,7 @@ class GmmClassifier:
         )
         if self.ubm_params_ is not None:
             arrays.update({f"ubm_{k}": v for k, v in self.ubm_params_.items()})
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            # numpy's stub lets **kwds bind to allow_pickle: bool; every value is an array.
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-        return path
+        return atomic_write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GmmClassifier:

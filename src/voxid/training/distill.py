@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from voxid.errors import ConfigError, DataError
+from voxid.io import atomic_write_npz
 
 __all__ = ["TEACHERS", "TargetDataset", "load_targets", "teacher_info", "teacher_targets"]
 
@@ -118,14 +119,9 @@ def teacher_targets(
                 progress(min(start + batch_size, chosen.size), chosen.size)
     mask = np.zeros(len(info), dtype=bool)
     mask[chosen] = True
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial.npz")
-    try:
-        np.savez(tmp, embeddings=emb, mask=mask, fingerprint=np.array(info.fingerprint),
-                 teacher=np.array(teacher))  # fmt: skip
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    arrays = {"embeddings": emb, "mask": mask, "fingerprint": np.array(info.fingerprint),
+              "teacher": np.array(teacher)}  # fmt: skip
+    return atomic_write_npz(out, arrays)
 
 
 def load_targets(path: str | os.PathLike, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:

@@ -77,17 +77,9 @@ def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | Path) -> 
     there leaves it empty. Orphans of writers that died mid-save are removed after a save.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The pid in the name lets `_remove_orphans` tell a dead writer's leftovers.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            # Else a power cut soon after the rename can leave the new name with no data.
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda staged: torch.save(checkpoint, staged), tmp=tmp, fsync=True)
     _remove_orphans(path)
     return path
 

@@ -17,7 +17,7 @@ __all__ = ["NORM_FLOOR", "normalize_rows", "softmax"]
 NORM_FLOOR = 1e-12
 
 
-def normalize_rows(x: Any, dtype: DTypeLike = np.float32) -> np.ndarray:
+def normalize_rows(x: Any, dtype: DTypeLike | None = np.float32) -> np.ndarray:
     """Scale each row (the last axis) of `x` to unit L2 length.
 
     Zero rows stay zero (the norm is floored at `NORM_FLOOR`); NaN rows stay NaN.

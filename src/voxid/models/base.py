@@ -8,6 +8,7 @@ classification. Verification and enrolment use ``embed``.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -224,6 +225,17 @@ def count_parameters(model: SpeakerModel) -> int:
     """
     modules = [model.encoder, model.head]
     return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+
+
+def encoder_defaults(encoder: type) -> dict[str, Any]:
+    """The keyword defaults of an encoder class, for its builder's signature: each
+    architecture's defaults are declared once, in the encoder.
+
+    >>> encoder_defaults(nn.Linear)
+    {'bias': True, 'device': None, 'dtype': None}
+    """
+    params = inspect.signature(encoder).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def check_positive(**values: float) -> None:

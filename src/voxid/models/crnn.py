@@ -23,7 +23,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from voxid.errors import ConfigError
-from voxid.models.base import SpeakerModel, check_positive, check_probability, feature_dim
+from voxid.models.base import (
+    SpeakerModel,
+    check_positive,
+    check_probability,
+    encoder_defaults,
+    feature_dim,
+)
 from voxid.models.heads import AAMSoftmax
 from voxid.models.layers import AttentiveStatsPool, SEBlock, length_mask
 
@@ -186,19 +192,23 @@ def _onnx_gru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1)
 
 
+#: The encoder's defaults are the builder's (declared once, in CRNNEncoder).
+_DEFAULTS = encoder_defaults(CRNNEncoder)
+
+
 def build_crnn(
     n_classes: int,
     feature_config: Any,
     *,
-    conv_channels: tuple[int, ...] = (32, 64, 128),
-    gru_hidden: int = 256,
-    gru_layers: int = 2,
-    gru_dropout: float = 0.2,
-    attention_channels: int = 128,
-    mlp_hidden: int = 512,
-    embedding_dim: int = 256,
-    dropout: float = 0.3,
-    mean_norm: bool = False,
+    conv_channels: tuple[int, ...] = _DEFAULTS["conv_channels"],
+    gru_hidden: int = _DEFAULTS["gru_hidden"],
+    gru_layers: int = _DEFAULTS["gru_layers"],
+    gru_dropout: float = _DEFAULTS["gru_dropout"],
+    attention_channels: int = _DEFAULTS["attention_channels"],
+    mlp_hidden: int = _DEFAULTS["mlp_hidden"],
+    embedding_dim: int = _DEFAULTS["embedding_dim"],
+    dropout: float = _DEFAULTS["dropout"],
+    mean_norm: bool = _DEFAULTS["mean_norm"],
     margin: float = 0.25,
     scale: float = 30.0,
 ) -> SpeakerModel:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from voxid.models.base import SpeakerModel, check_positive, feature_dim
+from voxid.models.base import SpeakerModel, check_positive, encoder_defaults, feature_dim
 from voxid.models.heads import AAMSoftmax
 from voxid.models.layers import AttentiveStatsPool, SERes2NetBlock, TDNNBlock, length_mask
 
@@ -75,17 +75,21 @@ class ECAPAEncoder(nn.Module):
         return self.fc(self.pool_norm(self.pool(x, lengths)))
 
 
+#: The encoder's defaults are the builder's (declared once, in ECAPAEncoder).
+_DEFAULTS = encoder_defaults(ECAPAEncoder)
+
+
 def build_ecapa(
     n_classes: int,
     feature_config: Any,
     *,
-    channels: int = 512,
-    mfa_channels: int = 1536,
-    dilations: tuple[int, ...] = (2, 3, 4),
-    res2net_scale: int = 8,
-    se_channels: int = 128,
-    attention_channels: int = 128,
-    embedding_dim: int = 192,
+    channels: int = _DEFAULTS["channels"],
+    mfa_channels: int = _DEFAULTS["mfa_channels"],
+    dilations: tuple[int, ...] = _DEFAULTS["dilations"],
+    res2net_scale: int = _DEFAULTS["res2net_scale"],
+    se_channels: int = _DEFAULTS["se_channels"],
+    attention_channels: int = _DEFAULTS["attention_channels"],
+    embedding_dim: int = _DEFAULTS["embedding_dim"],
     margin: float = 0.2,
     scale: float = 30.0,
 ) -> SpeakerModel:

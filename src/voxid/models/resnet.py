@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxid.models.base import SpeakerModel, check_positive, feature_dim
+from voxid.models.base import SpeakerModel, check_positive, encoder_defaults, feature_dim
 from voxid.models.heads import AAMSoftmax
 from voxid.models.layers import StatsPool, scale_lengths
 
@@ -97,13 +97,17 @@ class ResNetEncoder(nn.Module):
         return self.fc(self.pool(x, scale_lengths(lengths, self.time_stride)))
 
 
+#: The encoder's defaults are the builder's (declared once, in ResNetEncoder).
+_DEFAULTS = encoder_defaults(ResNetEncoder)
+
+
 def build_resnet34(
     n_classes: int,
     feature_config: Any,
     *,
-    base_channels: int = 32,
-    blocks: tuple[int, ...] = (3, 4, 6, 3),
-    embedding_dim: int = 256,
+    base_channels: int = _DEFAULTS["base_channels"],
+    blocks: tuple[int, ...] = _DEFAULTS["blocks"],
+    embedding_dim: int = _DEFAULTS["embedding_dim"],
     margin: float = 0.2,
     scale: float = 30.0,
 ) -> SpeakerModel:

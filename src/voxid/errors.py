@@ -67,6 +67,28 @@ class VoxidWarning(UserWarning):
     by the CLI as `voxid: warning: ...`)."""
 
 
+def require_positive(name: str, value: float) -> None:
+    """Raise :class:`ConfigError` naming `name` unless `value` is above zero (NaN is not).
+
+    Arguments
+    ---------
+    name : str
+        The parameter as the user knows it (an option, a config key).
+    value : int or float
+        Its value.
+
+    Example
+    -------
+    >>> require_positive("batch_size", 8)
+    >>> require_positive("batch_size", 0)
+    Traceback (most recent call last):
+    ...
+    voxid.errors.ConfigError: batch_size: must be positive, got 0
+    """
+    if not value > 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+
+
 def printable(text: object) -> str:
     r"""`text` safe to print on one terminal line: control characters (an ANSI escape, a
     newline in a file name) and bidirectional overrides become backslash escapes.

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, require_positive
 
 __all__ = ["KINDS", "Fbank", "FeatureConfig", "LogMel", "Mfcc", "SpectrogramImage",
            "Waveform", "build_frontend", "colorize", "frames_for", "mel_filterbank"]  # fmt: skip
@@ -75,8 +75,7 @@ class FeatureConfig:
         if not 0 <= self.f_min < (self.f_max or nyquist) <= nyquist:
             raise ConfigError(f"features.f_min/f_max: need 0 <= f_min < f_max <= {nyquist:g} Hz, "
                               f"got {self.f_min!r}/{self.f_max!r}")  # fmt: skip
-        if not self.top_db > 0:
-            raise ConfigError(f"features.top_db: must be positive, got {self.top_db!r}")
+        require_positive("features.top_db", self.top_db)
         if self.norm not in NORMS:
             raise ConfigError(f"features.norm: must be one of {NORMS}, got {self.norm!r}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, require_positive
 from voxid.io import atomic_write
+from voxid.numeric import normalize_rows
 
 
 @dataclass
@@ -63,10 +64,9 @@ class EvalOptions:
         if self.trial_mode not in ("speakers", "pairs"):
             raise ConfigError(f"trial_mode: 'speakers' or 'pairs', got {self.trial_mode!r}")
         for name in ("max_trials", "asnorm_top", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        if self.n_enroll is not None and self.n_enroll < 1:
-            raise ConfigError(f"n_enroll: must be positive, got {self.n_enroll}")
+            require_positive(name, getattr(self, name))
+        if self.n_enroll is not None:
+            require_positive("n_enroll", self.n_enroll)
         if self.mc_samples < 0 or self.mc_samples == 1:
             raise ConfigError(f"mc_samples: 0 (off) or at least 2, got {self.mc_samples}")
         if self.trials is not None and not self.verify:
@@ -110,13 +110,13 @@ def first_by_group(values: np.ndarray, inverse: np.ndarray, n_groups: int) -> np
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero).
+    """Rows scaled to unit length, returned in float64 (zero rows stay zero): the one
+    normaliser, `voxid.numeric.normalize_rows`, computed in `x`'s own precision.
 
     >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
     [[0.6, 0.8], [0.0, 0.0]]
     """
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x, dtype=np.float64), where=norm > 0)
+    return normalize_rows(x, None).astype(np.float64)
 
 
 def write_text(path: Path, text: str) -> Path:

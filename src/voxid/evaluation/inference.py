@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import ConfigError, DataError, ModelError
+from voxid.errors import ConfigError, DataError, ModelError, require_positive
 from voxid.numeric import softmax
 
 
@@ -103,8 +103,7 @@ def run_torch(
     """
     import torch
 
-    if batch_size < 1:
-        raise ConfigError(f"batch_size: must be positive, got {batch_size}")
+    require_positive("batch_size", batch_size)
     if mc_samples < 0:
         raise ConfigError(f"mc_samples: must be >= 0, got {mc_samples}")
     if len(dataset) == 0:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from voxid import metrics
-from voxid.errors import ConfigError, DataError
+from voxid.errors import DataError, require_positive
 from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
 from voxid.inference.scoring import as_norm
 from voxid.numeric import normalize_rows
@@ -75,8 +75,7 @@ def split_enrol_test(
     >>> e.tolist(), t.tolist()
     ([True, False, False, True], [False, True, True, False])
     """
-    if n_enroll < 1:
-        raise ConfigError(f"n_enroll: must be positive, got {n_enroll}")
+    require_positive("n_enroll", n_enroll)
     enrol = np.zeros(len(names), dtype=bool)
     for spk in np.unique(names):
         spk_files = np.unique(sources[names == spk])[:n_enroll]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voxid.errors import ConfigError, RegistryError, reason
+from voxid.errors import ConfigError, RegistryError, reason, require_positive
 from voxid.inference.registry import Enrolment, validate_name
 
 #: Files embedded and written per transaction.
@@ -81,8 +81,7 @@ def enroll_manifest(
     registry; returns a `BulkReport`. Resumable: files already enrolled are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    if batch_files < 1:
-        raise ConfigError(f"batch size: must be positive, got {batch_files}")
+    require_positive("batch size", batch_files)
     recognizer._require_embeddings("enrol")
     rows = read_manifest(manifest)
     report = BulkReport()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxid.errors import ConfigError
+from voxid.errors import require_positive
 from voxid.numeric import normalize_rows
 
 __all__ = ["DEFAULT_TOP_N", "as_norm", "cohort_stats"]
@@ -27,8 +27,7 @@ def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.nd
     >>> mu.tolist(), sd.tolist()
     ([1.0, 1.0], [0.0, 0.0])
     """
-    if top_n < 1:
-        raise ConfigError(f"asnorm top_n: must be positive, got {top_n}")
+    require_positive("asnorm top_n", top_n)
     s = normalize_rows(emb, np.float64) @ normalize_rows(cohort, np.float64).T
     n = min(int(top_n), s.shape[1])
     top = -np.partition(-s, n - 1, axis=1)[:, :n]

@@ -36,6 +36,7 @@ from voxid.errors import (
     RegistryError,
     UnknownSpeaker,
     VoxidError,
+    require_positive,
 )
 from voxid.server.limits import (
     BodyLimitMiddleware,
@@ -102,8 +103,7 @@ def create_app(
     allowed_hosts: host names the Host header may carry besides localhost, 127.0.0.1, ::1
         and the address the server is bound to (others get 400); `["*"]` allows any.
     """
-    if max_upload_mb <= 0:
-        raise ConfigError(f"max_upload_mb: must be positive, got {max_upload_mb}")
+    require_positive("max_upload_mb", max_upload_mb)
     from voxid import __version__
     from voxid.server.diarize_route import router as diarize_router
     from voxid.server.live import router as live_router

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_YET_TYPED = frozenset(
     {
         "calibration.py",
-        "cli/recog_cmds.py",
         "diarization/cluster.py",
         "eda.py",
         "evaluation/authentication.py",

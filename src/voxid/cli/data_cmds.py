@@ -6,6 +6,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -117,80 +118,123 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def prepare(
-        data: list[Path] = typer.Argument(..., help="Corpus folders or CSV manifests."),
-        out: Path = typer.Option(
-            ...,
-            "-o",
-            "--out",
-            help="The .h5 store to write (an earlier voxid store there is replaced; any other "
-            "file only with --force).",
-        ),
-        features: str = typer.Option("logmel", help="logmel | fbank | image | mfcc | waveform"),
-        vad: str = typer.Option(
-            "silero",
-            "--vad",
-            help="Speech detection: silero (tells speech from noise and hum) | energy (frames "
-            "near the loudest) | off.",
-        ),
-        no_vad: bool = typer.Option(False, "--no-vad", help="Keep silences (as --vad off)."),
-        vad_threshold: float = typer.Option(
-            -35.0, help="Energy VAD threshold, dB re the loudest frame."
-        ),
-        vad_floor: float = typer.Option(
-            -70.0, help="Frames quieter than this (dBFS) are never speech, by either VAD."
-        ),
-        chunk: float = typer.Option(None, help="Chunk seconds (default 1.0; image: whole file)."),
-        hop: float = typer.Option(None, help="Chunk hop in seconds (default: no overlap)."),
-        tail: str = typer.Option("pad", help="Last partial chunk: pad | keep | drop."),
-        min_tail: float = typer.Option(0.5, help="Shortest tail kept, seconds."),
-        no_chunk: bool = typer.Option(False, "--no-chunk", help="Store whole files."),
-        normalize: str = typer.Option(None, help="Level normalisation: peak | rms."),
-        max_seconds: float = typer.Option(
-            600.0,
-            min=0.0,
-            help="Skip recordings longer than this (read from the header, so long files "
-            "cost nothing); 0 means no limit.",
-        ),
-        split: str = typer.Option(
-            "0.8,0.1,0.1",
-            help="train,val[,test] fractions for files without a manifest split, adding up "
-            "to 1 (or percentages: 90,10).",
-        ),
-        split_by: str = typer.Option("utterance", help="utterance (per speaker) | speaker."),
-        split_rule: str = typer.Option(
-            None,
-            help="Column rule, e.g. 'take:01,02,03=train;04=test'; split names are free. "
-            "Files it does not match are left out (counted); '*=train' catches the rest.",
-        ),
-        val_from_train: float = typer.Option(
-            None, help="Move this fraction of each speaker's train files to val (per speaker)."
-        ),
-        speakers: str = typer.Option(None, help="Only these speakers: names, ranges a-b."),
-        exclude_speakers: str = typer.Option(None, help="Leave out these speakers."),
-        unseen_speakers: str = typer.Option(
-            None, help="Keep only the test files of these speakers (never seen in training)."
-        ),
-        heldout_speakers: int = typer.Option(
-            0,
-            min=0,
-            help="Put every file of this many random speakers in a 'heldout' split: voices "
-            "never trained on, for choosing epochs by verification EER (monitor: val_eer).",
-        ),
-        members: str = typer.Option(None, help="Member speakers (authentication)."),
-        augment: str = typer.Option("", help="Offline augmentations for train, comma-separated."),
-        speaker_augment: str = typer.Option(
-            "",
-            help="Offline augmentations whose copies count as new speakers "
-            "(<speaker>@<augmentation>), e.g. speed_0.9,speed_1.1 (train files only).",
-        ),
-        noise_dir: Path = typer.Option(None, help="Noise recordings for noise_real."),
-        oversample: bool = typer.Option(False, help="Copy minority-class train items."),
-        workers: int = typer.Option(2, min=0, help="Worker processes."),
-        seed: int = typer.Option(0, help="Seed for splits and augmentation."),
-        force: bool = typer.Option(
-            False, "--force", help="Replace --out even when it is not a voxid store."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        data: Annotated[list[Path], typer.Argument(help="Corpus folders or CSV manifests.")],
+        out: Annotated[
+            Path,
+            typer.Option(
+                "-o",
+                "--out",
+                help="The .h5 store to write (an earlier voxid store there is replaced; any other "
+                "file only with --force).",
+            ),
+        ],
+        features: Annotated[
+            str, typer.Option(help="logmel | fbank | image | mfcc | waveform")
+        ] = "logmel",
+        vad: Annotated[
+            str,
+            typer.Option(
+                "--vad",
+                help="Speech detection: silero (tells speech from noise and hum) | energy (frames "
+                "near the loudest) | off.",
+            ),
+        ] = "silero",
+        no_vad: Annotated[
+            bool, typer.Option("--no-vad", help="Keep silences (as --vad off).")
+        ] = False,
+        vad_threshold: Annotated[
+            float, typer.Option(help="Energy VAD threshold, dB re the loudest frame.")
+        ] = -35.0,
+        vad_floor: Annotated[
+            float,
+            typer.Option(help="Frames quieter than this (dBFS) are never speech, by either VAD."),
+        ] = -70.0,
+        chunk: Annotated[
+            float | None, typer.Option(help="Chunk seconds (default 1.0; image: whole file).")
+        ] = None,
+        hop: Annotated[
+            float | None, typer.Option(help="Chunk hop in seconds (default: no overlap).")
+        ] = None,
+        tail: Annotated[str, typer.Option(help="Last partial chunk: pad | keep | drop.")] = "pad",
+        min_tail: Annotated[float, typer.Option(help="Shortest tail kept, seconds.")] = 0.5,
+        no_chunk: Annotated[bool, typer.Option("--no-chunk", help="Store whole files.")] = False,
+        normalize: Annotated[
+            str | None, typer.Option(help="Level normalisation: peak | rms.")
+        ] = None,
+        max_seconds: Annotated[
+            float,
+            typer.Option(
+                min=0.0,
+                help="Skip recordings longer than this (read from the header, so long files "
+                "cost nothing); 0 means no limit.",
+            ),
+        ] = 600.0,
+        split: Annotated[
+            str,
+            typer.Option(
+                help="train,val[,test] fractions for files without a manifest split, adding up "
+                "to 1 (or percentages: 90,10)."
+            ),
+        ] = "0.8,0.1,0.1",
+        split_by: Annotated[
+            str, typer.Option(help="utterance (per speaker) | speaker.")
+        ] = "utterance",
+        split_rule: Annotated[
+            str | None,
+            typer.Option(
+                help="Column rule, e.g. 'take:01,02,03=train;04=test'; split names are free. "
+                "Files it does not match are left out (counted); '*=train' catches the rest."
+            ),
+        ] = None,
+        val_from_train: Annotated[
+            float | None,
+            typer.Option(
+                help="Move this fraction of each speaker's train files to val (per speaker)."
+            ),
+        ] = None,
+        speakers: Annotated[
+            str | None, typer.Option(help="Only these speakers: names, ranges a-b.")
+        ] = None,
+        exclude_speakers: Annotated[
+            str | None, typer.Option(help="Leave out these speakers.")
+        ] = None,
+        unseen_speakers: Annotated[
+            str | None,
+            typer.Option(
+                help="Keep only the test files of these speakers (never seen in training)."
+            ),
+        ] = None,
+        heldout_speakers: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="Put every file of this many random speakers in a 'heldout' split: voices "
+                "never trained on, for choosing epochs by verification EER (monitor: val_eer).",
+            ),
+        ] = 0,
+        members: Annotated[
+            str | None, typer.Option(help="Member speakers (authentication).")
+        ] = None,
+        augment: Annotated[
+            str, typer.Option(help="Offline augmentations for train, comma-separated.")
+        ] = "",
+        speaker_augment: Annotated[
+            str,
+            typer.Option(
+                help="Offline augmentations whose copies count as new speakers "
+                "(<speaker>@<augmentation>), e.g. speed_0.9,speed_1.1 (train files only)."
+            ),
+        ] = "",
+        noise_dir: Annotated[
+            Path | None, typer.Option(help="Noise recordings for noise_real.")
+        ] = None,
+        oversample: Annotated[bool, typer.Option(help="Copy minority-class train items.")] = False,
+        workers: Annotated[int, typer.Option(min=0, help="Worker processes.")] = 2,
+        seed: Annotated[int, typer.Option(help="Seed for splits and augmentation.")] = 0,
+        force: Annotated[
+            bool, typer.Option("--force", help="Replace --out even when it is not a voxid store.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         """Decode, clean, chunk and featurise corpora into one HDF5 store.
 
@@ -278,9 +322,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def spectrograms(
-        data: Path = typer.Argument(..., help="Corpus folder or CSV manifest."),
-        out: Path = typer.Argument(..., help="Output folder (speaker folders of PNGs)."),
-        vad: bool = typer.Option(True, "--vad/--no-vad", help="Remove silences first."),
+        data: Annotated[Path, typer.Argument(help="Corpus folder or CSV manifest.")],
+        out: Annotated[Path, typer.Argument(help="Output folder (speaker folders of PNGs).")],
+        vad: Annotated[bool, typer.Option("--vad/--no-vad", help="Remove silences first.")] = True,
     ) -> None:
         """Write one mel-spectrogram PNG per file, exactly as the image CNN sees it."""
         from rich.console import Console
@@ -298,11 +342,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def eda(
-        data: Path = typer.Argument(..., help="Corpus folder, CSV manifest or .h5 store."),
-        out: Path = typer.Option(Path("eda"), "-o", "--out", help="Report folder."),
-        max_files: int = typer.Option(600, help="Files decoded for spectra and t-SNE."),
-        seed: int = typer.Option(0, help="Seed for sampling and t-SNE."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        data: Annotated[Path, typer.Argument(help="Corpus folder, CSV manifest or .h5 store.")],
+        out: Annotated[Path, typer.Option("-o", "--out", help="Report folder.")] = Path("eda"),
+        max_files: Annotated[int, typer.Option(help="Files decoded for spectra and t-SNE.")] = 600,
+        seed: Annotated[int, typer.Option(help="Seed for sampling and t-SNE.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Describe a corpus or store: balance, durations, spectra, t-SNE; report.md + PNGs."""
         from voxid.eda import run_eda
@@ -315,9 +359,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo-corpus")
     def demo_corpus(
-        out: Path = typer.Argument(..., help="Output folder."),
-        speakers: int = typer.Option(20, help="Number of voices (1-20)."),
-        sentences: int = typer.Option(30, help="Sentences per voice."),
+        out: Annotated[Path, typer.Argument(help="Output folder.")],
+        speakers: Annotated[int, typer.Option(help="Number of voices (1-20).")] = 20,
+        sentences: Annotated[int, typer.Option(help="Sentences per voice.")] = 30,
     ) -> None:
         """Synthesise a small multi-speaker corpus with espeak-ng (for demos and tests)."""
         from voxid.demo import synthesize_corpus

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,36 +26,66 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def evaluate(
-        run: Path = typer.Argument(
-            Path("base"),
-            help="Run folder or checkpoint (model.pt, best.ckpt, model.npz), or a shipped "
-            "model (voxid models).",
+        run: Annotated[
+            Path,
+            typer.Argument(
+                help="Run folder or checkpoint (model.pt, best.ckpt, model.npz), or a shipped "
+                "model (voxid models)."
+            ),
+        ] = Path("base"),
+        data: Annotated[
+            Path | None, typer.Option("--data", "-d", help="Store (.h5) to evaluate on.")
+        ] = None,
+        split: Annotated[str, typer.Option(help="Split to test.")] = "test",
+        speakers: Annotated[
+            str | None,
+            typer.Option(help="Only these speakers of the store (e.g. 00000021-00000030)."),
+        ] = None,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report.")] = Path(
+            "report"
         ),
-        data: Path | None = typer.Option(None, "--data", "-d", help="Store (.h5) to evaluate on."),
-        split: str = typer.Option("test", help="Split to test."),
-        speakers: str | None = typer.Option(
-            None, help="Only these speakers of the store (e.g. 00000021-00000030)."
-        ),
-        out: Path = typer.Option(Path("report"), "--out", "-o", help="Folder for the report."),
-        verify: bool = typer.Option(False, "--verify", help="Verification on embeddings."),
-        trials: Path | None = typer.Option(None, help="VoxCeleb-style trial list (with --verify)."),
-        audio_root: Path | None = typer.Option(None, help="Folder the trial list's paths are in."),
-        enroll_split: str | None = typer.Option(None, help="Split to enrol speakers from."),
-        test_split: str | None = typer.Option(None, help="Split to test (default: --split)."),
-        n_enroll: int | None = typer.Option(None, help="Files per speaker to enrol with."),
-        trial_mode: str = typer.Option("speakers", help="'speakers' or 'pairs'."),
-        max_trials: int = typer.Option(100_000, help="Pair trials sampled down to this many."),
-        cohort: Path | None = typer.Option(
-            None, help="AS-norm cohort store (.h5); default: the model's own (voxid fit-lda)."
-        ),
-        cohort_split: str | None = typer.Option(None, help="AS-norm cohort split."),
-        asnorm_top: int = typer.Option(100, help="Top-N cohort scores for AS-norm."),
-        uncertainty: bool = typer.Option(False, "--uncertainty", help="MC dropout (K=20)."),
-        mc_samples: int = typer.Option(0, help="MC-dropout passes (implies --uncertainty)."),
-        entropy_threshold: float | None = typer.Option(None, help="Flag entropy (nats)."),
-        batch_size: int = typer.Option(64, help="Items per forward pass."),
-        seed: int = typer.Option(0, help="Seed for sampled trials and MC dropout."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        verify: Annotated[
+            bool, typer.Option("--verify", help="Verification on embeddings.")
+        ] = False,
+        trials: Annotated[
+            Path | None, typer.Option(help="VoxCeleb-style trial list (with --verify).")
+        ] = None,
+        audio_root: Annotated[
+            Path | None, typer.Option(help="Folder the trial list's paths are in.")
+        ] = None,
+        enroll_split: Annotated[
+            str | None, typer.Option(help="Split to enrol speakers from.")
+        ] = None,
+        test_split: Annotated[
+            str | None, typer.Option(help="Split to test (default: --split).")
+        ] = None,
+        n_enroll: Annotated[
+            int | None, typer.Option(help="Files per speaker to enrol with.")
+        ] = None,
+        trial_mode: Annotated[str, typer.Option(help="'speakers' or 'pairs'.")] = "speakers",
+        max_trials: Annotated[
+            int, typer.Option(help="Pair trials sampled down to this many.")
+        ] = 100_000,
+        cohort: Annotated[
+            Path | None,
+            typer.Option(
+                help="AS-norm cohort store (.h5); default: the model's own (voxid fit-lda)."
+            ),
+        ] = None,
+        cohort_split: Annotated[str | None, typer.Option(help="AS-norm cohort split.")] = None,
+        asnorm_top: Annotated[int, typer.Option(help="Top-N cohort scores for AS-norm.")] = 100,
+        uncertainty: Annotated[
+            bool, typer.Option("--uncertainty", help="MC dropout (K=20).")
+        ] = False,
+        mc_samples: Annotated[
+            int, typer.Option(help="MC-dropout passes (implies --uncertainty).")
+        ] = 0,
+        entropy_threshold: Annotated[
+            float | None, typer.Option(help="Flag entropy (nats).")
+        ] = None,
+        batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
+        seed: Annotated[int, typer.Option(help="Seed for sampled trials and MC dropout.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Evaluate a model and write report.json, report.md and plots to --out."""
         from rich.console import Console
@@ -80,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def compare(
-        reports: list[Path] = typer.Argument(..., help="report.json files or report folders."),
+        reports: Annotated[list[Path], typer.Argument(help="report.json files or report folders.")],
     ) -> None:
         """Show the main metrics of several evaluation reports side by side."""
         from rich.console import Console

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -255,7 +255,13 @@ def _from_group(ctx: typer.Context, name: str, value: Any) -> Any:
     return value
 
 
-def _on_command_line(ctx: typer.Context, name: str) -> bool:
+class _Invocation(Protocol):
+    """A click context, typer's or the `speakers` group's (typer's vendored click)."""
+
+    def get_parameter_source(self, name: str) -> object: ...
+
+
+def _on_command_line(ctx: _Invocation, name: str) -> bool:
     # By name: typer vendors its own click, whose ParameterSource is not click's.
     return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -54,12 +55,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        config: str = typer.Argument(..., help=CONFIG_HELP),
-        overrides: list[str] = typer.Argument(None, help=OVERRIDE_HELP, show_default=False),
-        data: Path = typer.Option(..., "--data", "-d", help="Store from voxid prepare (.h5)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/NAME."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        *,
+        config: Annotated[str, typer.Argument(help=CONFIG_HELP)],
+        overrides: Annotated[
+            list[str] | None, typer.Argument(help=OVERRIDE_HELP, show_default=False)
+        ] = None,
+        data: Annotated[Path, typer.Option("--data", "-d", help="Store from voxid prepare (.h5).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder, e.g. runs/NAME.")],
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue from OUT/last.ckpt.")
+        ] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train a speaker model (best.ckpt, last.ckpt, model.pt, metrics.json in OUT)."""
         from rich.console import Console
@@ -78,13 +84,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def sweep(
-        config: str = typer.Argument(..., help=CONFIG_HELP),
-        overrides: list[str] = typer.Argument(None, help=OVERRIDE_HELP, show_default=False),
-        data: Path = typer.Option(..., "--data", "-d", help="Store from voxid prepare (.h5)."),
-        batch_sizes: str = typer.Option("16,32,64", help="Comma-separated batch sizes."),
-        epochs: str = typer.Option("5,10", help="Comma-separated epoch counts."),
-        out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (one run per cell)."),
-        quiet: bool = typer.Option(True, "--quiet/--progress", help="Progress bars per run."),
+        *,
+        config: Annotated[str, typer.Argument(help=CONFIG_HELP)],
+        overrides: Annotated[
+            list[str] | None, typer.Argument(help=OVERRIDE_HELP, show_default=False)
+        ] = None,
+        data: Annotated[Path, typer.Option("--data", "-d", help="Store from voxid prepare (.h5).")],
+        batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "16,32,64",
+        epochs: Annotated[str, typer.Option(help="Comma-separated epoch counts.")] = "5,10",
+        out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder (one run per cell).")],
+        quiet: Annotated[
+            bool, typer.Option("--quiet/--progress", help="Progress bars per run.")
+        ] = True,
     ) -> None:
         """Train over a grid of batch sizes x epochs; write sweep.csv and sweep.md."""
         from rich.console import Console
@@ -106,15 +117,20 @@ def register_teacher(app: typer.Typer) -> None:
 
     @app.command()
     def teacher(
-        store: Path = typer.Argument(
-            ..., help="A waveform store (voxid prepare --features waveform)."
-        ),
-        out: Path = typer.Option(
-            None, "--out", "-o", help="Targets file (default STORE.<teacher>.npz)."
-        ),
-        name: str = typer.Option("resemblyzer", "--teacher", help="The teacher encoder."),
-        split: str = typer.Option("train", help="The split whose items it embeds."),
-        threads: int = typer.Option(0, min=0, help="Torch threads (0: torch's default)."),
+        store: Annotated[
+            Path, typer.Argument(help="A waveform store (voxid prepare --features waveform).")
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", "-o", help="Targets file (default STORE.<teacher>.npz)."),
+        ] = None,
+        name: Annotated[
+            str, typer.Option("--teacher", help="The teacher encoder.")
+        ] = "resemblyzer",
+        split: Annotated[str, typer.Option(help="The split whose items it embeds.")] = "train",
+        threads: Annotated[
+            int, typer.Option(min=0, help="Torch threads (0: torch's default).")
+        ] = 0,
     ) -> None:
         """Embed a store's training items with a pretrained teacher, for distillation
         (train with distill_targets=FILE)."""

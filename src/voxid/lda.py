@@ -78,9 +78,9 @@ def fit_run_lda(
         dim: output size K (default: the largest, min(embedding size, speakers - 1)).
         cohort: also store the speakers' mean projected embeddings, against which the
             recogniser then AS-norms its scores. Off by default: it helps some models and
-            hurts others (P-C: ecapa_small 12.8 % -> 9.6 % EER, crnn 17.2 % -> 21.2 %), so
-            check it with `voxid evaluate --verify`, whose asnorm figures use it, and it
-            needs a crowd of speakers (tens at least) to compare with.
+            hurts others (BENCHMARKS.md, P-C), so check it with `voxid evaluate --verify`,
+            whose asnorm figures use it, and it needs a crowd of speakers (tens at least)
+            to compare with.
     """
     import torch
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a busy 2-core
-# machine spinning threads fight any other job, and a training step measured 2-13x slower
-# (0.7 s passive against 1.8-9.4 s spinning, beside another training run).
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a busy
+# machine with few cores spinning threads fight any other job and slow it several times
+# over (figures: BENCHMARKS.md, P-C notes).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import warnings

@@ -67,7 +67,7 @@ def _thin_split_warning(corpus) -> str | None:
     """A warning when training speakers have fewer than 2 files in val or test, else None.
 
     One val file per speaker makes early stopping and the reported accuracy a coin toss
-    (80/10/10 of 10 files: 50 % top-1 after a premature stop), so say so before training.
+    (a premature stop), so say so before training.
 
     >>> from pathlib import Path
     >>> from voxid.data.corpus import Corpus, CorpusItem

@@ -12,7 +12,7 @@ import typer
 
 #: One thread per model call by default: a call split over cores waits at every layer for
 #: its slowest thread, and with the event loop, decoding and other processes sharing the
-#: cores that thread is often descheduled (2-3x slower per chunk, measured on 2 cores). A
+#: cores that thread is often descheduled (BENCHMARKS.md, service notes). A
 #: server gets its parallelism from several calls at once (`--workers`) instead.
 THREADS_HELP = "Threads per model call, torch and ONNX Runtime (0 = the library's default)."
 WORKERS_HELP = "Model calls served at once, one thread each by default (default: the cores)."

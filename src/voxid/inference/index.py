@@ -33,8 +33,8 @@ from voxid.inference.registry import BaseRegistry, Changes
 from voxid.inference.scoring import DEFAULT_TOP_N, cohort_stats
 from voxid.numeric import normalize_rows
 
-#: Up to this many speakers, search is exact: one (K, N) product, 8 ms at 100,000 and
-#: 39 ms at 1,000,000 speakers on 2 CPU cores (192-d); above it the faiss index takes over.
+#: Up to this many speakers, search is exact: one (K, N) product stays fast enough (timings
+#: in BENCHMARKS.md, registry); above it the faiss index takes over.
 EXACT_LIMIT = 200_000
 #: Candidates the approximate index proposes per query for exact scoring.
 ANN_POOL = 100

@@ -53,9 +53,9 @@ from voxid.inference.scoring import as_norm
 
 #: Threshold on cosine scores when the model has no calibrated one (`voxid calibrate`).
 DEFAULT_COSINE_THRESHOLD = 0.5
-#: Threshold on AS-normed scores (a model with a cohort) when none is calibrated: the
-#: equal-error point of P-C's never-seen speakers (2.89; target median 4.2, non-target 0.6)
-#: with ecapa_small after fit-lda; calibrate on your own speakers.
+#: Threshold on AS-normed scores (a model with a cohort) when none is calibrated: about the
+#: equal-error point of speakers the model never heard (BENCHMARKS.md, P-C); calibrate on
+#: your own speakers.
 DEFAULT_ASNORM_THRESHOLD = 2.9
 #: Threshold on class probabilities for pure classifiers without a stored one.
 DEFAULT_PROBABILITY_THRESHOLD = 0.5

@@ -22,8 +22,8 @@ class Service:
     `workers` model calls run at once, each on its own thread. On a CPU, requests in
     parallel on one thread each serve more than one request at a time on every core: a
     call split over cores waits at each layer for its slowest thread, and under load (other
-    requests decoding, other processes) that thread is often descheduled; measured on 2
-    cores, a 2-thread ONNX call took 2-3x the time per chunk of a 1-thread one.
+    requests decoding, other processes) that thread is often descheduled (figures:
+    BENCHMARKS.md, service notes).
     """
 
     def __init__(

@@ -79,6 +79,29 @@ class Recognizer:
     Build it with `Recognizer.load`. Deterministic unless `mc_samples > 0`, in which case
     verify/identify scores are means over that many Monte-Carlo-dropout passes, with their
     standard deviation (torch backend only; enrolment stays deterministic).
+
+    Parameters
+    ----------
+    backend : Backend
+        The model to embed with (`voxid.inference.export.load_backend`).
+    registry : BaseRegistry, str, PathLike or None
+        The enrolled speakers: a registry object, a SQLite path or a PostgreSQL URL
+        (opened on first use), or None for a recogniser that only knows training speakers.
+    threshold : float, optional
+        Decision threshold overriding the one stored with the model.
+    mc_samples : int
+        MC-dropout passes for probabilistic scores (0: deterministic).
+    require_registry : bool
+        A registry file that does not exist is an error rather than nobody enrolled.
+
+    Examples
+    --------
+    >>> rec = Recognizer.load(registry=None)  # the shipped base model
+    >>> rec.sample_rate
+    16000
+    >>> rec.enroll("ruth", ["ruth1.wav", "ruth2.wav"])  # doctest: +SKIP
+    >>> rec.verify("ruth", "test.wav").accepted           # doctest: +SKIP
+    True
     """
 
     def __init__(
@@ -123,21 +146,41 @@ class Recognizer:
     ) -> Recognizer:
         """Load a run folder, `.ckpt`, `model.pt` or `.onnx` file and a registry.
 
-        Arguments:
-            checkpoint_or_onnx: the model (an `.onnx` file uses onnxruntime); None or
-                `"base"`: the base encoder shipped with voxid (`voxid.pretrained`).
-            registry: SQLite file of enrolled speakers (opened on first use), a
-                ``postgresql://user@host:port/db`` URL, a registry object, or None for a
-                recogniser that only knows training speakers. Only `enroll` creates a
-                missing file (or tables); reads treat it as nobody enrolled.
-            threshold: decision threshold overriding the calibrated one stored with the model.
-            device: torch device ("cpu", "cuda"); ONNX uses CUDA when asked and available.
-            mc_samples: MC-dropout passes for probabilistic scores (0: deterministic).
-            threads: onnxruntime intra-op threads per call (default: the cores); a server
-                that runs several calls at once wants 1 (torch: `torch.set_num_threads`).
-            require_registry: a registry file that does not exist is an error ("no such
-                registry") for verify, identify, speakers and remove, instead of nobody
-                enrolled (a mistyped path must not answer from the training speakers).
+        Parameters
+        ----------
+        checkpoint_or_onnx : str, PathLike or None
+            The model (an `.onnx` file uses onnxruntime); None or ``"base"``: the base
+            encoder shipped with voxid (`voxid.pretrained`).
+        registry : BaseRegistry, str, PathLike or None
+            SQLite file of enrolled speakers (opened on first use), a
+            ``postgresql://user@host:port/db`` URL, a registry object, or None for a
+            recogniser that only knows training speakers. Only `enroll` creates a missing
+            file (or tables); reads treat it as nobody enrolled.
+        threshold : float, optional
+            Decision threshold overriding the calibrated one stored with the model.
+        device : str
+            Torch device (``"cpu"``, ``"cuda"``); ONNX uses CUDA when asked and available.
+        mc_samples : int
+            MC-dropout passes for probabilistic scores (0: deterministic).
+        threads : int, optional
+            onnxruntime intra-op threads per call (default: the cores); a server that runs
+            several calls at once wants 1 (torch: `torch.set_num_threads`).
+        require_registry : bool
+            A registry file that does not exist is an error ("no such registry") for
+            verify, identify, speakers and remove, instead of nobody enrolled (a mistyped
+            path must not answer from the training speakers).
+
+        Returns
+        -------
+        Recognizer
+            Ready to embed; the registry is opened on first use.
+
+        Examples
+        --------
+        >>> rec = Recognizer.load("base", registry=None)
+        >>> rec.backend.kind
+        'onnx'
+        >>> Recognizer.load("runs/ecapa", registry="team.db")  # doctest: +SKIP
         """
         return cls(
             load_backend(checkpoint_or_onnx, device=device, threads=threads),
@@ -272,9 +315,30 @@ class Recognizer:
 
     # -- embeddings --------------------------------------------------------------------
     def embed(self, audio: AudioInput, sr: int | None = None) -> np.ndarray:
-        """One L2-normalised embedding `(D,)` of `audio` (path, bytes, or array with `sr`).
+        """One L2-normalised embedding of a recording: the mean of its chunks' embeddings.
 
-        Raises an AudioError for unreadable audio or less than about 0.5 s of speech.
+        Parameters
+        ----------
+        audio : str, PathLike, bytes or numpy.ndarray
+            A file, its encoded bytes, or samples at `sr`.
+        sr : int, optional
+            Sample rate of `audio` when it is an array.
+
+        Returns
+        -------
+        numpy.ndarray
+            Float32 ``(D,)``, unit length.
+
+        Raises
+        ------
+        AudioError
+            Unreadable audio, or less than about 0.5 s of speech.
+
+        Examples
+        --------
+        >>> rec = Recognizer.load(registry=None)
+        >>> rec.embed("ruth.wav").shape  # doctest: +SKIP
+        (192,)
         """
         chunks = prepare_chunks(self.backend, audio, sr)
         return mean_embedding(self.backend.embed(chunks))
@@ -287,14 +351,31 @@ class Recognizer:
         progress: bool | None = None,
         errors: list[tuple[str, str]] | None = None,
     ) -> np.ndarray:
-        """Embeddings `(N, D)` of many files, chunks of several files batched together.
+        """Embeddings of many files, chunks of several files batched together.
 
-        Arguments:
-            paths: audio files (or bytes).
-            batch_size: chunks per forward pass.
-            progress: show a rich progress bar (default: when stderr is a terminal).
-            errors: when a list is given, unreadable files are appended as `(path, message)`
-                and get a NaN row instead of raising.
+        Parameters
+        ----------
+        paths : sequence of str, PathLike or bytes
+            Audio files (or their bytes).
+        batch_size : int
+            Chunks per forward pass.
+        progress : bool, optional
+            Show a rich progress bar (default: when stderr is a terminal).
+        errors : list, optional
+            When a list is given, unreadable files are appended as ``(path, message)`` and
+            get a NaN row instead of raising.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(N, D)``, one row per path, in order.
+
+        Examples
+        --------
+        >>> rec = Recognizer.load(registry=None)
+        >>> problems = []
+        >>> rec.embed_many(["a.wav", "b.wav"], errors=problems).shape  # doctest: +SKIP
+        (2, 192)
         """
         from voxid.inference.backends import embed_batched
 
@@ -319,13 +400,37 @@ class Recognizer:
         metadata: dict[str, Any] | None = None,
         sr: int | None = None,
     ) -> SpeakerRecord:
-        """Enrol `name` from one or several utterances; returns the stored record.
+        """Enrol `name` from one or several utterances.
 
         Each utterance is embedded on its own and stored; the speaker's reference is the
         mean of the L2-normalised utterance embeddings, renormalised, so every utterance
         weighs the same whatever its length and the reference lies on the unit sphere the
         cosine scorer compares on. Enrolling a known name adds these utterances to the
         stored ones (the reference is recomputed from all); `replace=True` starts afresh.
+
+        Parameters
+        ----------
+        name : str
+            The speaker's name (letters, digits, spaces and ``_ . , ' ( ) @ + -``).
+        audios : str, PathLike, bytes, numpy.ndarray, or an iterable of them
+            One utterance or several.
+        replace : bool
+            Drop the speaker's earlier utterances.
+        metadata : dict, optional
+            Stored with the speaker (JSON types).
+        sr : int, optional
+            Sample rate of array inputs.
+
+        Returns
+        -------
+        SpeakerRecord
+            The stored record (name, utterance count, times, metadata).
+
+        Examples
+        --------
+        >>> rec = Recognizer.load(registry="speakers.db")         # doctest: +SKIP
+        >>> rec.enroll("ruth", ["ruth1.wav", "ruth2.wav"]).n_utterances  # doctest: +SKIP
+        2
         """
         self._require_embeddings("enrol")
         name = validate_name(name)
@@ -339,7 +444,25 @@ class Recognizer:
         return record
 
     def remove(self, name: str) -> None:
-        """Remove an enrolled speaker (UnknownSpeaker if not enrolled)."""
+        """Remove an enrolled speaker.
+
+        Parameters
+        ----------
+        name : str
+            The enrolled name.
+
+        Raises
+        ------
+        UnknownSpeaker
+            When `name` is not enrolled.
+
+        Examples
+        --------
+        >>> Recognizer.load(registry=None).remove("ruth")
+        Traceback (most recent call last):
+        ...
+        voxid.errors.RegistryError: no registry: load the recogniser with registry=PATH
+        """
         registry = self._enrolled()
         if registry is None:
             if self._registry_arg is None:
@@ -348,9 +471,25 @@ class Recognizer:
         registry.remove(name)
 
     def speakers(self, include_training: bool = False) -> list[SpeakerInfo]:
-        """Enrolled speakers; with `include_training`, then the training speakers not
-        enrolled under the same name (those with an AAM class weight). A pure classifier's
-        classes are always listed: they are all its `identify` answers."""
+        """The speakers this recogniser can answer with.
+
+        Parameters
+        ----------
+        include_training : bool
+            Also list the training speakers not enrolled under the same name (those with
+            an AAM class weight). A pure classifier's classes are always listed: they are
+            all its `identify` answers.
+
+        Returns
+        -------
+        list of SpeakerInfo
+            Enrolled speakers first (by name), then training speakers.
+
+        Examples
+        --------
+        >>> Recognizer.load(registry=None).speakers()  # the base model, no registry
+        []
+        """
         registry = self._enrolled()
         out = [
             SpeakerInfo(r.name, "enrolled", r.n_utterances, r.created, r.updated, r.metadata)
@@ -369,7 +508,14 @@ class Recognizer:
         """How many speakers `speakers()` lists, read from the in-memory index (nothing is
         read from the registry when it has not changed since the last call).
 
-        >>> Recognizer.load().n_speakers()  # the base model, no registry
+        Returns
+        -------
+        int
+            The number of enrolled speakers (a pure classifier: its classes).
+
+        Examples
+        --------
+        >>> Recognizer.load(registry=None).n_speakers()  # the base model, no registry
         0
         """
         if not self.backend.is_embedding_model:
@@ -378,7 +524,22 @@ class Recognizer:
         return len(index) if index is not None else 0
 
     def is_enrolled(self, name: str) -> bool:
-        """Whether `speakers()` lists `name`, from the in-memory index like `n_speakers`."""
+        """Whether `speakers()` lists `name`, from the in-memory index like `n_speakers`.
+
+        Parameters
+        ----------
+        name : str
+            A speaker's name.
+
+        Returns
+        -------
+        bool
+
+        Examples
+        --------
+        >>> Recognizer.load(registry=None).is_enrolled("ruth")
+        False
+        """
         if not self.backend.is_embedding_model:
             return any(s.name == name for s in self.speakers())
         index = self._synced_index()
@@ -414,12 +575,40 @@ class Recognizer:
         sr: int | None = None,
         include_training: bool = False,
     ) -> Verification:
-        """Is `audio` spoken by `name`? Scores against the enrolled reference.
+        """Is `audio` spoken by `name`? Scores it against the enrolled reference.
 
-        With `include_training`, a speaker seen in training and not enrolled is scored
-        against its AAM class weight. Such scores run lower than the threshold calibrated on
-        enrolments (0.3-0.45 against 0.83 for one model), so they are rejected more often:
-        enrol the speaker to verify them reliably.
+        Parameters
+        ----------
+        name : str
+            An enrolled speaker (or, with `include_training`, a training speaker).
+        audio : str, PathLike, bytes or numpy.ndarray
+            The recording to check.
+        sr : int, optional
+            Sample rate of `audio` when it is an array.
+        include_training : bool
+            Score a speaker seen in training and not enrolled against its AAM class
+            weight. Such scores run lower than the threshold calibrated on enrolments, so
+            they are rejected more often: enrol the speaker to verify them reliably.
+
+        Returns
+        -------
+        Verification
+            Score, threshold, decision and source (and the MC-dropout spread).
+
+        Raises
+        ------
+        UnknownSpeaker
+            When `name` is neither enrolled nor (with `include_training`) a training speaker.
+
+        Examples
+        --------
+        >>> rec = Recognizer.load(registry=None)
+        >>> rec.verify("ruth", "test.wav")
+        Traceback (most recent call last):
+        ...
+        voxid.errors.UnknownSpeaker: speaker 'ruth': not enrolled
+        >>> Recognizer.load(registry="speakers.db").verify("ruth", "test.wav")  # doctest: +SKIP
+        Verification(name='ruth', score=0.71, threshold=0.5, accepted=True, ...)
         """
         self._require_embeddings("verify")
         clean = str(name).strip()
@@ -475,11 +664,39 @@ class Recognizer:
         cohort); "unknown" when none passes.
 
         The threshold is calibrated on embedding-to-enrolment scores, so only enrolled
-        speakers compete by default: a training speaker's class weight scores on another
-        scale (its own voice scored 0.3-0.45 against a threshold of 0.83), so it would be
-        "unknown" even when ranked first, and a stranger must not be matched to it.
-        `include_training=True` ranks the training speakers (the AAM weight bank) too. A
-        pure classifier ranks its classes by softmax probability.
+        speakers compete by default: a training speaker's class weight scores on another,
+        lower scale, so it would be "unknown" even when ranked first, and a stranger must
+        not be matched to it. A pure classifier ranks its classes by softmax probability.
+
+        Parameters
+        ----------
+        audio : str, PathLike, bytes or numpy.ndarray
+            The recording.
+        top_k : int
+            Candidates returned.
+        sr : int, optional
+            Sample rate of `audio` when it is an array.
+        include_training : bool
+            Rank the training speakers (the AAM weight bank) too.
+
+        Returns
+        -------
+        Identification
+            The best name (or ``"unknown"``), its score and the ranked candidates.
+
+        Raises
+        ------
+        NoSpeakersEnrolled
+            When nobody is enrolled (and no training speaker is ranked).
+
+        Examples
+        --------
+        >>> Recognizer.load(registry=None).identify("test.wav")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        voxid.errors.NoSpeakersEnrolled: identify: no enrolled speakers to compare with...
+        >>> Recognizer.load(registry="speakers.db").identify("test.wav").name  # doctest: +SKIP
+        'ruth'
         """
         if not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k: must be a positive integer, got {top_k!r}")

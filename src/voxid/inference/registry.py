@@ -256,7 +256,14 @@ class BaseRegistry:
         con.executemany(self._q(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their threads end)."""
+        """Close this thread's connection (others close when their threads end).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> reg.close()
+        """
 
     # -- generations -------------------------------------------------------------------
     def _read_generation(self, con: Any) -> tuple[str, int]:
@@ -267,13 +274,49 @@ class BaseRegistry:
 
     def generation(self) -> tuple[str, int]:
         """`(instance, generation)`: changes whenever anything in the registry changed, in
-        this process or any other. Cheap: what an in-memory index checks per request."""
+        this process or any other. Cheap: what an in-memory index checks per request.
+
+        Returns
+        -------
+        tuple of (str, int)
+            The registry instance's id and its change counter.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> before = reg.generation()
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:1])
+        >>> reg.generation() != before
+        True
+        """
         with self._read() as con:
             return self._read_generation(con)
 
     def changes(self, since: tuple[str, int] | None = None) -> Changes:
-        """The speakers written and removed after generation `since` (as returned by
-        `generation`), or all of them when `since` is None or names another instance."""
+        """The speakers written and removed after generation `since`.
+
+        Parameters
+        ----------
+        since : tuple of (str, int), optional
+            A value of `generation`; None (or another instance's) gives every speaker.
+
+        Returns
+        -------
+        Changes
+            The names and centroids written since (all of them when `full`), and the
+            names removed since.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:1])
+        >>> seen = reg.generation()
+        >>> _ = reg.add("sam", np.eye(4, dtype=np.float32)[1:2])
+        >>> reg.changes(seen).names, reg.changes().full
+        (['sam'], True)
+        """
         with self._read() as con:
             instance, gen = self._read_generation(con)
             full = since is None or since[0] != instance or since[1] > gen
@@ -363,14 +406,46 @@ class BaseRegistry:
         model_fingerprint: str | None = None,
         sources: Sequence[str | None] | None = None,
     ) -> SpeakerRecord:
-        """Add utterance embeddings `(n, D)` to speaker `name` (created if new).
+        """Add utterance embeddings to speaker `name` (created if new).
 
         An existing speaker keeps its utterances and gains these (its centroid recomputed
-        from all of them), unless `replace=True`, which starts it afresh. `metadata` (JSON
-        values) is merged into the stored metadata; `sources` names the file of each
-        embedding. Raises RegistryError for a bad name, a non-finite or wrongly sized
-        embedding, or a model other than the registry's. The cost does not grow with the
-        number of enrolled speakers.
+        from all of them), unless `replace=True`, which starts it afresh. The cost does not
+        grow with the number of enrolled speakers.
+
+        Parameters
+        ----------
+        name : str
+            The speaker's name (`validate_name`'s rule).
+        embeddings : numpy.ndarray
+            Utterance embeddings ``(n, D)``, finite and non-zero.
+        replace : bool
+            Drop the speaker's earlier utterances.
+        metadata : dict, optional
+            JSON values merged into the stored metadata.
+        model_fingerprint : str, optional
+            The model the embeddings come from (default: the registry's).
+        sources : sequence of str or None, optional
+            The file each embedding came from.
+
+        Returns
+        -------
+        SpeakerRecord
+            The speaker as now stored.
+
+        Raises
+        ------
+        RegistryError
+            A bad name, a non-finite or wrongly sized embedding (`ModelMismatch`: a model
+            other than the registry's).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> reg.add("ruth", np.eye(4, dtype=np.float32)[:2]).n_utterances
+        2
+        >>> reg.add("ruth", np.eye(4, dtype=np.float32)[:1], replace=True).n_utterances
+        1
         """
         name = validate_name(name)
         fp = self._require_model(model_fingerprint)
@@ -447,10 +522,32 @@ class BaseRegistry:
     def add_many(
         self, enrolments: Iterable[Enrolment], *, model_fingerprint: str | None = None
     ) -> int:
-        """Enrol many speakers in one transaction (all or none); returns how many speakers
-        were written. New speakers are inserted in bulk, so the cost per speaker stays
-        constant whatever the registry's size; a name already enrolled gains the utterances
-        as with `add`. Everything is checked before anything is written."""
+        """Enrol many speakers in one transaction (all or none).
+
+        New speakers are inserted in bulk, so the cost per speaker stays constant whatever
+        the registry's size; a name already enrolled gains the utterances as with `add`.
+        Everything is checked before anything is written.
+
+        Parameters
+        ----------
+        enrolments : iterable of Enrolment
+            Each speaker's name, embeddings ``(n, D)``, sources and metadata.
+        model_fingerprint : str, optional
+            The model the embeddings come from (default: the registry's).
+
+        Returns
+        -------
+        int
+            How many speakers were written.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> eye = np.eye(4, dtype=np.float32)
+        >>> reg.add_many([Enrolment("ruth", eye[:2]), Enrolment("sam", eye[2:])])
+        2
+        """
         fp = self._require_model(model_fingerprint)
         grouped: dict[str, list] = {}
         for e in enrolments:
@@ -532,7 +629,27 @@ class BaseRegistry:
         return len(names)
 
     def remove(self, name: str) -> None:
-        """Delete speaker `name` and its embeddings; UnknownSpeaker if it is not enrolled."""
+        """Delete speaker `name` and its embeddings.
+
+        Parameters
+        ----------
+        name : str
+            An enrolled name.
+
+        Raises
+        ------
+        UnknownSpeaker
+            When `name` is not enrolled.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:1])
+        >>> reg.remove("ruth")
+        >>> "ruth" in reg
+        False
+        """
         clean = str(name).strip()
         with self._write() as con:
             gen = self._bump(con)
@@ -550,7 +667,25 @@ class BaseRegistry:
                 self._x(con, "DELETE FROM meta WHERE key = 'model_fingerprint'")
 
     def enrolled_sources(self, sources: Sequence[str]) -> set[str]:
-        """Which of `sources` (file names given at enrolment) are already enrolled."""
+        """Which of `sources` (file names given at enrolment) are already enrolled.
+
+        Parameters
+        ----------
+        sources : sequence of str
+            File names, as given to `add` or `add_many`.
+
+        Returns
+        -------
+        set of str
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:1], sources=["r1.wav"])
+        >>> reg.enrolled_sources(["r1.wav", "r2.wav"])
+        {'r1.wav'}
+        """
         found: set[str] = set()
         items = [str(s) for s in sources]
         with self._read() as con:
@@ -592,7 +727,31 @@ class BaseRegistry:
     _COLUMNS = "name, model_fingerprint, dim, centroid, n_utterances, created, updated, metadata"
 
     def get(self, name: str) -> SpeakerRecord:
-        """The record of speaker `name`; UnknownSpeaker if it is not enrolled."""
+        """The record of speaker `name`.
+
+        Parameters
+        ----------
+        name : str
+            An enrolled name.
+
+        Returns
+        -------
+        SpeakerRecord
+            Centroid ``(D,)``, utterance count, model, times and metadata.
+
+        Raises
+        ------
+        UnknownSpeaker
+            When `name` is not enrolled.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:1], metadata={"team": "a"})
+        >>> reg.get("ruth").metadata
+        {'team': 'a'}
+        """
         with self._read() as con:
             row = self._x(
                 con, f"SELECT {self._COLUMNS} FROM speakers WHERE name = ?", (str(name).strip(),)
@@ -602,7 +761,26 @@ class BaseRegistry:
         return self._record(row)
 
     def embeddings(self, name: str) -> np.ndarray:
-        """The stored per-utterance embeddings `(n, D)` of speaker `name`."""
+        """The stored per-utterance embeddings of speaker `name`.
+
+        Parameters
+        ----------
+        name : str
+            An enrolled name (`UnknownSpeaker` otherwise).
+
+        Returns
+        -------
+        numpy.ndarray
+            Float32 ``(n, D)``, unit rows, in enrolment order.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:2])
+        >>> reg.embeddings("ruth").shape
+        (2, 4)
+        """
         with self._read() as con:
             row = self._x(
                 con, "SELECT id, dim FROM speakers WHERE name = ?", (str(name).strip(),)
@@ -612,19 +790,61 @@ class BaseRegistry:
             return self._vectors(con, row[0], row[1], name)
 
     def speakers(self) -> list[SpeakerRecord]:
-        """All enrolled speakers, sorted by name."""
+        """All enrolled speakers, sorted by name.
+
+        Returns
+        -------
+        list of SpeakerRecord
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("sam", np.eye(4, dtype=np.float32)[:1])
+        >>> [s.name for s in reg.speakers()]
+        ['sam']
+        """
         with self._read() as con:
             rows = self._x(con, f"SELECT {self._COLUMNS} FROM speakers ORDER BY name").fetchall()
         return [self._record(r) for r in rows]
 
     def names(self) -> list[str]:
-        """Enrolled speaker names, sorted."""
+        """Enrolled speaker names, sorted.
+
+        Returns
+        -------
+        list of str
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> eye = np.eye(4, dtype=np.float32)
+        >>> _ = reg.add("sam", eye[:1]), reg.add("ruth", eye[1:2])
+        >>> reg.names()
+        ['ruth', 'sam']
+        """
         with self._read() as con:
             return [r[0] for r in self._x(con, "SELECT name FROM speakers ORDER BY name")]
 
     def centroids(self) -> tuple[list[str], np.ndarray]:
-        """Names and their centroids `(N, D)` sorted by name (an empty `(0, 0)` array when
-        none). Reads every row: the recogniser keeps a `index.SpeakerIndex` instead."""
+        """Names and their centroids, sorted by name. Reads every row: the recogniser keeps
+        an `index.SpeakerIndex` instead.
+
+        Returns
+        -------
+        tuple of (list of str, numpy.ndarray)
+            The names and their centroids ``(N, D)`` (an empty ``(0, 0)`` array when none).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> reg = Registry(Path(tempfile.mkdtemp()) / "speakers.db", "model-a")
+        >>> _ = reg.add("ruth", np.eye(4, dtype=np.float32)[:2])
+        >>> names, cents = reg.centroids()
+        >>> names, cents.shape
+        (['ruth'], (1, 4))
+        """
         records = self.speakers()
         if not records:
             return [], np.zeros((0, 0), dtype=np.float32)

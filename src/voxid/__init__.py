@@ -2,6 +2,20 @@
 
 Prepare audio, train a speaker model, measure it honestly, then enrol, verify and identify
 speakers from Python, the command line, a web service or a live microphone.
+
+The package exports `Recognizer` (the Python API), `load_audio` (the one decoder),
+`VoxidError` (the base of every user-facing error, one-line message) and `AudioError`.
+
+Examples
+--------
+>>> import voxid
+>>> rec = voxid.Recognizer.load(registry=None)  # the shipped base model
+>>> rec.n_speakers()
+0
+>>> rec = voxid.Recognizer.load("base", registry="speakers.db")  # doctest: +SKIP
+>>> rec.enroll("ruth", ["ruth1.wav", "ruth2.wav"])                 # doctest: +SKIP
+>>> rec.identify(voxid.load_audio("who.wav"), sr=16000).name      # doctest: +SKIP
+'ruth'
 """
 
 from __future__ import annotations

@@ -54,7 +54,16 @@ Source = str | os.PathLike | bytes | bytearray | BinaryIO
 
 
 class AudioError(VoxidError):
-    """An audio input that cannot be used; the message names the file and the cause."""
+    """An audio input that cannot be used; the message names the file and the cause.
+
+    Examples
+    --------
+    >>> try:
+    ...     load_audio(b"not audio", name="upload.wav")
+    ... except AudioError as exc:
+    ...     print(type(exc).__name__)
+    AudioDecodeError
+    """
 
 
 class AudioNotFound(AudioError, FileNotFoundError):
@@ -313,19 +322,35 @@ def load_audio(
 ) -> np.ndarray:
     """Decode audio to a float32 mono 1-D array at `sr` Hz.
 
-    Arguments
-    ---------
-    source: a path, the file's bytes, or a binary file object.
-    sr: target sample rate; the native rate is converted with soxr (high quality).
-    normalize: None (as recorded), "peak" (max |x| = 1) or "rms" (RMS = -20 dBFS, unclipped).
-    max_seconds: refuse longer audio, and audio with more samples (frames x channels)
-        than this many seconds of 192 kHz stereo (`AudioTooLarge`); both are checked from
-        the header before decoding when it has one. None disables both limits.
-    name: how to call the input in error messages (useful for bytes and streams).
+    Parameters
+    ----------
+    source : str, PathLike, bytes or binary file object
+        A path, the file's bytes, or a binary file object.
+    sr : int
+        Target sample rate; the native rate is converted with soxr (high quality).
+    normalize : str, optional
+        None (as recorded), ``"peak"`` (max |x| = 1) or ``"rms"`` (RMS = -20 dBFS,
+        unclipped).
+    max_seconds : float, optional
+        Refuse longer audio, and audio with more samples (frames x channels) than this many
+        seconds of 192 kHz stereo (`AudioTooLarge`); both are checked from the header
+        before decoding when it has one. None disables both limits.
+    name : str, optional
+        How to call the input in error messages (useful for bytes and streams).
 
-    Raises an `AudioError` subclass for missing, corrupt, non-audio, empty, silent,
-    non-finite or too long input.
+    Returns
+    -------
+    numpy.ndarray
+        Float32 samples ``(n,)``, mono, at `sr`.
 
+    Raises
+    ------
+    AudioError
+        A subclass for missing, corrupt, non-audio, empty, silent, non-finite or too long
+        input.
+
+    Examples
+    --------
     >>> import io, numpy as np, soundfile as sf
     >>> buf = io.BytesIO()
     >>> sf.write(buf, np.sin(np.arange(8000) / 5.0), 8000, format="WAV")

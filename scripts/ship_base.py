@@ -30,30 +30,31 @@ DESCRIPTION = (
 
 def encoder_only(run: Path, staging: Path) -> Path:
     """`run`'s best weights without the head, rounded to float16, as a voxid model file."""
-    from voxid.checkpoint import PREFIX, load_checkpoint, make_meta, to_plain
+    import dataclasses
+
+    from voxid.checkpoint import PREFIX, load_checkpoint, make_card
     from voxid.models import build_model
 
-    meta, model = load_checkpoint(run)
+    card, model = load_checkpoint(run)
     bare = build_model(model.name, 0, model.feature_config, **model.hparams)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     missing = bare.load_state_dict(state, strict=False)
     if missing.unexpected_keys or [k for k in missing.missing_keys if not k.startswith("head.")]:
         raise SystemExit(f"ship_base: the encoder does not fit ({missing})")
-    desc = make_meta(
+    desc = make_card(
         bare,
         [],
-        data_fingerprint=meta.get("data_fingerprint"),
-        audio_config=meta.get("audio_config"),
+        data_fingerprint=card.data_fingerprint,
+        audio_config=card.to_dict()["audio_config"],
         train_speakers=[],
     )
-    trained = meta.get("train_speakers") or meta.get("labels") or []
-    desc.update(
-        base={"trained_speakers": len(trained), "source_run": run.name,
-              "init": meta.get("init")},
-    )  # fmt: skip
+    trained = card.train_speakers or card.labels
+    desc = dataclasses.replace(
+        desc, base={"trained_speakers": len(trained), "source_run": run.name, "init": card.init}
+    )
     out = staging / "base.pt"
     weights = {PREFIX + k: v for k, v in bare.state_dict().items()}  # head: 0 classes
-    torch.save({"voxid": to_plain(desc), "state_dict": weights}, out)
+    torch.save({"voxid": desc.to_dict(), "state_dict": weights}, out)
     return to_half(out)
 
 

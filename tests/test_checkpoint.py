@@ -38,16 +38,17 @@ def saved(tmp_path, model):
 
 def test_round_trip_gives_the_same_model(saved):
     path, model = saved
-    meta, loaded = load_checkpoint(path)
+    card, loaded = load_checkpoint(path)
     x = torch.randn(2, 20, 64)
     assert torch.allclose(loaded(x), model(x))
     assert not loaded.training
-    assert meta["labels"] == ["ann", "bob", "cid"]
-    assert meta["model_name"] == "crnn" and meta["hparams"]["gru_hidden"] == 8
-    assert meta["feature_config"] == model.feature_config.to_dict()
-    assert meta["mode"] == "identify" and meta["threshold"] is None
-    assert meta["train_speakers"] == meta["labels"] and meta["data_fingerprint"] == "abc"
-    assert meta["model_fingerprint"] == model_fingerprint(model.state_dict())
+    assert card.labels == ("ann", "bob", "cid")
+    assert card.model.name == "crnn" and card.model.hparams["gru_hidden"] == 8
+    assert card.feature_config() == model.feature_config
+    assert card.sample_rate == model.feature_config.sample_rate
+    assert card.mode == "identify" and card.scoring.threshold is None
+    assert card.train_speakers == card.labels and card.data_fingerprint == "abc"
+    assert card.fingerprint == model_fingerprint(model.state_dict())
 
 
 def test_file_is_plain_for_weights_only(saved):
@@ -91,8 +92,9 @@ def test_save_threshold_updates_file_and_run_folder(saved):
     written = save_threshold(run, 0.73, "p_member")
     assert sorted(p.name for p in written) == ["best.ckpt", "model.pt"]
     for file in (path, best):
-        meta, _ = load_checkpoint(file)
-        assert meta["threshold"] == pytest.approx(0.73) and meta["threshold_kind"] == "p_member"
+        card, _ = load_checkpoint(file)
+        assert card.scoring.threshold == pytest.approx(0.73)
+        assert card.scoring.threshold_kind == "p_member"
     save_threshold(path, 0.4, "cosine")
     assert read_checkpoint(path)["voxid"]["threshold"] == pytest.approx(0.4)
     assert read_checkpoint(best)["voxid"]["threshold"] == pytest.approx(0.73)

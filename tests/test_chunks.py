@@ -44,9 +44,9 @@ def test_trial_list_embeddings_equal_the_recognisers(rec, random_model_file, spe
     """evaluate --trials embeds each file exactly as Recognizer.embed (bit for bit)."""
     from voxid.evaluation.trials import embed_files
 
-    meta, model = _model(random_model_file)
+    card, model = _model(random_model_file)
     files = sorted(speech_corpus.glob("*/*.wav"))[::5]
-    embs, skipped = embed_files(model, files, meta.get("audio_config") or {})
+    embs, skipped = embed_files(model, files, card)
     assert not skipped and set(embs) == set(files)
     for f in files:
         assert np.array_equal(embs[f], rec.embed(f)), f
@@ -71,8 +71,8 @@ def test_calibration_and_lda_embed_each_recording_as_the_recogniser(
     for row, f in zip(utt, files, strict=True):
         assert np.array_equal(row, rec.embed(f)), f
 
-    meta, model = _model(random_model_file)
-    train, _, _, skipped = store_utterances(model, meta, corpus_store, "train")
+    card, model = _model(random_model_file)
+    train, _, _, skipped = store_utterances(model, card, corpus_store, "train")
     assert not skipped and len(train) == 24
     run = tmp_path / "model.pt"
     shutil.copy(random_model_file, run)
@@ -101,6 +101,6 @@ def test_one_minimum_speech_rule_everywhere(rec, random_model_file, write_wav):
     short = write_wav("short.wav", wav)
     with pytest.raises(NotEnoughSpeech, match=f"need at least {MIN_SPEECH_SECONDS} s"):
         rec.embed(short)
-    meta, model = _model(random_model_file)
-    embs, skipped = embed_files(model, [short], meta.get("audio_config") or {})
+    card, model = _model(random_model_file)
+    embs, skipped = embed_files(model, [short], card)
     assert not embs and "need at least 0.5 s" in skipped[0][1]

@@ -208,13 +208,14 @@ def test_fit_lda_stores_a_projection_every_path_uses(trained_run, speech_wav, tm
     assert sorted(rep["saved_to"]) == sorted(
         [str(run_dir / "model.pt"), str(run_dir / "best.ckpt")]
     )
-    (_, small), (meta, best) = (
+    (_, small), (card, best) = (
         load_checkpoint(run_dir / "model.pt"),
         load_checkpoint(run_dir / "best.ckpt"),
     )
-    assert meta["embedding_dim"] == 3 and meta["threshold"] is None
-    assert meta["model_fingerprint"] != before["model_fingerprint"]
-    assert meta["projection"]["split"] == "train" and "optimizer_states" in read_checkpoint(
+    assert card.model.embedding_dim == 3 and card.scoring.threshold is None
+    assert card.fingerprint != before["model_fingerprint"]
+    projection = card.scoring.projection or {}
+    assert projection["split"] == "train" and "optimizer_states" in read_checkpoint(
         run_dir / "best.ckpt")  # fmt: skip
     for name, value in small.state_dict().items():
         torch.testing.assert_close(best.state_dict()[name], value, rtol=0, atol=0)

@@ -35,8 +35,8 @@ def test_two_process_ddp_run_on_cpu(speech_corpus, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stderr + done.stdout
-    meta, model = load_checkpoint(out)  # best.ckpt, written by rank 0
-    assert meta["labels"] == ["alice", "bruno", "chloe", "david"]
+    card, model = load_checkpoint(out)  # best.ckpt, written by rank 0
+    assert card.labels == ("alice", "bruno", "chloe", "david")
     assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and metrics["val"]["n"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -45,7 +46,9 @@ def test_file_describes_itself(exported, speech_wav):
     props = ort.InferenceSession(str(onnx_path)).get_modelmeta().custom_metadata_map
     meta = json.loads(props[META_KEY])
     assert meta["labels"] == TRAIN_LABELS and meta["threshold"] == 0.37
-    assert meta["feature_config"] == torch_rec.meta["feature_config"]
+    assert meta["feature_config"] == torch_rec.card.feature_dict
+    # The same card but for what the export adds.
+    assert dataclasses.replace(onnx_rec.card, onnx=None) == torch_rec.card
     assert onnx_rec.threshold == 0.37
     assert onnx_rec.model_fingerprint == torch_rec.model_fingerprint
     np.testing.assert_allclose(

@@ -378,8 +378,8 @@ def test_lda_projection_travels_with_the_model(tmp_path):
     torch.testing.assert_close(projected, proj(plain))
     path = tmp_path / "model.pt"
     save_inference_file(path, model, make_meta(model, list("abcde")))
-    meta, clone = load_checkpoint(path)
-    assert meta["hparams"]["projection_dim"] == 3 and meta["embedding_dim"] == 3
+    card, clone = load_checkpoint(path)
+    assert card.model.hparams["projection_dim"] == 3 and card.model.embedding_dim == 3
     with torch.no_grad():
         torch.testing.assert_close(clone.embed(x), projected, rtol=0, atol=0)
     model.set_projection(None)

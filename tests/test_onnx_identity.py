@@ -57,7 +57,8 @@ def _refused(path: Path, *words: str) -> str:
 def test_export_keeps_the_torch_fingerprint(files):
     onnx_backend, torch_backend = OnnxBackend(files["a.onnx"]), TorchBackend(files["a.pt"])
     assert onnx_backend.fingerprint == torch_backend.fingerprint
-    assert len(onnx_backend.meta["onnx_weights_sha256"]) == 64
+    assert onnx_backend.card.onnx is not None
+    assert len(onnx_backend.card.onnx.weights_sha256 or "") == 64
 
 
 def test_a_hand_edited_fingerprint_is_refused(files, tmp_path, speech_corpus):

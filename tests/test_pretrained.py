@@ -70,8 +70,8 @@ def test_load_with_no_path_and_no_network(no_network, speech_wav, one_torch_thre
     # A threshold calibrated at FAR 1 % on speakers the model never trained on, for scores
     # AS-normed against the training speakers' cohort; and no training speakers to offer:
     # the base model knows nobody until they are enrolled.
-    assert rec.meta["threshold_kind"] == "asnorm:far=0.01"
-    assert rec.threshold == rec.meta["threshold"] and rec.backend.cohort.shape[0] >= 100
+    assert rec.card.scoring.threshold_kind == "asnorm:far=0.01"
+    assert rec.threshold == rec.card.scoring.threshold and rec.backend.cohort.shape[0] >= 100
     assert rec.speakers() == []
 
 
@@ -98,7 +98,7 @@ def test_cli_enrol_verify_identify_default_model(speech_corpus, tmp_path, one_to
     other = json.loads(run("verify", "alice", str(files["bruno"][5]), "--json", env=env))
     from voxid import Recognizer
 
-    stored = Recognizer.load(registry=None).meta["threshold"]
+    stored = Recognizer.load(registry=None).card.scoring.threshold
     assert same["threshold"] == other["threshold"] == pytest.approx(stored)  # its own, used
     assert same["score"] > other["score"]
     result = json.loads(run("identify", *(str(files[s][6]) for s in files), "--json", env=env))
@@ -140,9 +140,9 @@ def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thr
     )
     assert cfg.init == "base"
     result = train(cfg, waveform_store, tmp_path / "run", progress=False)
-    meta, tuned = load_checkpoint(result.model_path)
+    card, tuned = load_checkpoint(result.model_path)
     _, base = load_checkpoint("base")
-    assert meta["init"] == "base" and tuned.n_classes == 4
+    assert card.init == "base" and tuned.n_classes == 4
     # Frozen for its one epoch: every encoder weight is the base model's (BatchNorm's
     # running statistics are not weights and follow the new data).
     for (name, p), q in zip(tuned.encoder.named_parameters(), base.encoder.parameters(),

@@ -148,12 +148,12 @@ def test_authenticate_on_waveforms_stores_threshold(stores, tmp_path):
     threshold = result.threshold
     assert threshold is not None and 0.0 <= threshold <= 1.0
     for name in ("model.pt", "best.ckpt"):
-        meta, _ = load_checkpoint(result.out_dir / name)
-        assert meta["threshold"] == pytest.approx(threshold)
-        assert meta["threshold_kind"] == "p_member" and meta["mode"] == "authenticate"
-        assert meta["labels"] == ["outsider", "member"] and meta["members"] == ["alice"]
-        assert meta["train_speakers"] == ["alice", "bruno", "chloe"]
-        assert meta["feature_config"]["kind"] == "logmel"  # the model's, run on waveforms
+        card, _ = load_checkpoint(result.out_dir / name)
+        assert card.scoring.threshold == pytest.approx(threshold)
+        assert card.scoring.threshold_kind == "p_member" and card.mode == "authenticate"
+        assert card.labels == ("outsider", "member") and card.members == ("alice",)
+        assert card.train_speakers == ("alice", "bruno", "chloe")
+        assert card.features["kind"] == "logmel"  # the model's, run on waveforms
     auth = result.metrics["test"]["authentication"]
     assert auth["n_outsiders_unseen"] > 0 and auth["n_outsiders_seen"] > 0
     assert 0.0 <= auth["far_unseen"] <= 1.0
@@ -167,9 +167,9 @@ def test_authenticate_by_speakers_scores_member_cosine(stores, tmp_path):
         stores, tmp_path / "auth", "mode=authenticate", "members=[alice]",
         "auth_scoring=speakers", "speakers=[alice,bruno,chloe]", "epochs=2", "target_far=0.1",
     )  # fmt: skip
-    meta, _ = load_checkpoint(result.out_dir / "model.pt")
-    assert meta["labels"] == ["alice", "bruno", "chloe"] and meta["auth_scoring"] == "speakers"
-    assert meta["threshold_kind"] == "member_cosine" and -1.0 <= result.threshold <= 1.0
+    card, _ = load_checkpoint(result.out_dir / "model.pt")
+    assert card.labels == ("alice", "bruno", "chloe") and card.auth_scoring == "speakers"
+    assert card.scoring.threshold_kind == "member_cosine" and -1.0 <= result.threshold <= 1.0
     test = result.metrics["test"]
     auth = test["authentication"]
     assert auth["n_outsiders_unseen"] > 0  # david's items are scored...
@@ -206,8 +206,8 @@ def test_gmm_through_the_cli(stores, tmp_path):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["top1"] >= 0.6  # four distinct voices: far above chance (0.25)
-    meta, clf = load_checkpoint(out)
-    assert meta["model_name"] == "gmm" and clf.n_classes == 4
+    card, clf = load_checkpoint(out)
+    assert card.model.name == "gmm" and clf.n_classes == 4
     again = CliRunner().invoke(app, [*args, "--resume"])
     assert isinstance(again.exception, ConfigError) and "nothing to resume" in str(again.exception)
 

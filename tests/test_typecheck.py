@@ -22,25 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NOT_YET_TYPED = frozenset(
     {
-        "calibration.py",
-        "diarization/cluster.py",
-        "eda.py",
-        "evaluation/authentication.py",
-        "evaluation/common.py",
         "evaluation/inference.py",
-        "evaluation/run.py",
-        "evaluation/verification.py",
-        "evaluation/verify_run.py",
-        "inference/backends.py",
-        "inference/bulk_enroll.py",
-        "inference/export.py",
-        "inference/index.py",
         "inference/recognizer.py",
-        "inference/registry.py",
-        "lda.py",
-        "server/limits.py",
-        "training/data.py",
-        "training/final.py",
         "training/gmm.py",
         "training/run.py",
     }

@@ -292,14 +292,14 @@ def test_vad_policy_validates_and_loads_old_configs():
 
 
 def test_old_model_metadata_gets_the_default_policy(random_model_file):
+    from voxid.card import ModelCard
     from voxid.errors import ModelError
-    from voxid.inference.backends import validate_meta
     from voxid.inference.recognizer import Recognizer
 
     assert Recognizer.load(random_model_file).backend.vad == VadConfig()
     meta = {"audio_config": {"vad": {"method": 3}}}
     with pytest.raises(ModelError, match=r"audio_config\.vad\.method"):
-        validate_meta(meta, "m.onnx")
+        ModelCard.from_dict(meta, "m.onnx")
 
 
 def test_prepare_skips_noise_hum_and_dither(speech_corpus, tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from voxid.card import ModelCard
 from voxid.errors import ConfigError, DataError, ModelError
 from voxid.inference.chunks import ChunkPolicy, embed_paths, torch_runner
 from voxid.inference.registry import mean_embedding
@@ -72,7 +73,7 @@ class CalibrationReport:
 
 
 def store_utterances(
-    model: Any, meta: dict[str, Any], store: str | os.PathLike, split: str, source: str = "model"
+    model: Any, card: ModelCard, store: str | os.PathLike, split: str, source: str = "model"
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
     """Embed the recordings behind a store split as the recogniser embeds them:
     `(embeddings (U, D), labels (U,), speaker names, skipped (path, reason))`.
@@ -99,7 +100,7 @@ def store_utterances(
                 f"{store} ({split}): source recording {f} is missing; utterances are "
                 "embedded from their recordings, as the recogniser embeds them"
             )
-    policy = ChunkPolicy.from_meta(meta, source)
+    policy = ChunkPolicy.from_card(card, source)
     embs, skipped = embed_paths(torch_runner(model), list(files), policy)
     kept = [i for i, f in enumerate(files) if f in embs]
     dim = int(model.embedding_dim)
@@ -116,17 +117,15 @@ def utterance_embeddings(
     An utterance is one source recording, embedded exactly as `Recognizer.embed` embeds it
     (`store_utterances`); recordings with too little speech are left out.
     """
-    import torch
-
     from voxid.checkpoint import load_checkpoint
+    from voxid.models.base import SpeakerModel
 
-    meta, model = load_checkpoint(run)
-    if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
+    card, model = load_checkpoint(run)
+    if not isinstance(model, SpeakerModel) or not model.is_embedding_model:
         raise ModelError(
-            f"{run}: {meta.get('model_name')} has no speaker embeddings to "
-            "calibrate a cosine threshold on"
+            f"{run}: {card.model.name} has no speaker embeddings to calibrate a cosine threshold on"
         )
-    utt, labels, names, _ = store_utterances(model, meta, store, split, str(run))
+    utt, labels, names, _ = store_utterances(model, card, store, split, str(run))
     return utt, labels, names, model.score_cohort()
 
 

@@ -2,8 +2,9 @@
 
 Every checkpoint voxid writes (Lightning's `best.ckpt` / `last.ckpt` and the inference file
 `model.pt`) is a dict of plain types and tensors: a `"voxid"` dict that says how to rebuild
-the model (name, hyper-parameters, features, labels, mode, threshold...) and the weights in
-`"state_dict"` under keys prefixed `model.`. Everything loads with
+the model (name, hyper-parameters, features, labels, mode, threshold...: a
+`voxid.card.ModelCard`, `load_checkpoint` and `read_card` return it typed) and the weights
+in `"state_dict"` under keys prefixed `model.`. Everything loads with
 `torch.load(weights_only=True)`, so a checkpoint from elsewhere can never run code.
 
 A GMM run (`model.npz` + `model.json`) is not a torch model; `load_checkpoint` returns its
@@ -12,9 +13,11 @@ A GMM run (`model.npz` + `model.json`) is not a torch model; `load_checkpoint` r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import pickle
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxid.card import ModelCard
 from voxid.errors import ModelError
 from voxid.io import atomic_write
 
@@ -75,7 +79,12 @@ def model_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def make_meta(
+def make_meta(model: Any, labels: Iterable[str], **fields: Any) -> dict[str, Any]:
+    """The `"voxid"` dict that makes a checkpoint describe itself: `make_card(...).to_dict()`."""
+    return make_card(model, labels, **fields).to_dict()
+
+
+def make_card(
     model: Any,
     labels: Iterable[str],
     *,
@@ -89,8 +98,9 @@ def make_meta(
     train_speakers: Iterable[str] | None = None,
     hparams: Mapping[str, Any] | None = None,
     init: str | None = None,
-) -> dict[str, Any]:
-    """The `"voxid"` dict that makes a checkpoint describe itself.
+) -> ModelCard:
+    """The `ModelCard` of a model about to be saved, checked as a card read from a file is
+    (the layout is `ModelCard`'s; this dict only gathers the fields).
 
     Arguments:
         model: the `SpeakerModel` (name, feature config and embedding size are read from it).
@@ -128,10 +138,10 @@ def make_meta(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "voxid_version": __version__,
     }
-    return to_plain(meta)
+    return ModelCard.from_dict(to_plain(meta), f"{model.name} model")
 
 
-def resolve_run(path: str | Path | None) -> Path:
+def resolve_run(path: str | os.PathLike[str] | None) -> Path:
     """The checkpoint file a path means: a file as is, or the best file in a run folder.
 
     A run folder gives `best.ckpt`, else `model.pt`, else `last.ckpt`, else `model.npz`;
@@ -220,7 +230,7 @@ def _load_failure(path: str | Path, exc: BaseException) -> str:
     return f"unreadable torch file ({first[:300]})"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw checkpoint dict (`"voxid"` meta and `"state_dict"`), loaded with weights_only."""
     path = resolve_run(path)
     try:
@@ -237,8 +247,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, Any]:
-    """Load a checkpoint (file or run folder) as `(meta, model)`; the model is in eval mode.
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The `ModelCard` of a checkpoint (file or run folder; a GMM run's `model.json`)."""
+    path = resolve_run(path)
+    if path.suffix == ".npz":
+        return _gmm_card(path)
+    return ModelCard.from_dict(read_checkpoint(path)["voxid"], str(path))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[ModelCard, Any]:
+    """Load a checkpoint (file or run folder) as `(card, model)`; the model is in eval mode.
 
     For a GMM run (`model.npz`) the model is a `voxid.models.gmm.GmmClassifier`.
     Raises `ModelError` naming the file when it is corrupt, foreign or does not fit.
@@ -247,19 +267,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.suffix == ".npz":
         return _load_gmm(path)
     ckpt = read_checkpoint(path)
-    meta = ckpt["voxid"]
-    from voxid.features import FeatureConfig
+    card = ModelCard.from_dict(ckpt["voxid"], str(path))
     from voxid.models import build_model
 
     try:
         model = build_model(
-            meta["model_name"],
-            n_classes=len(meta["labels"]),
-            feature_config=FeatureConfig.from_dict(meta["feature_config"]),
-            **meta["hparams"],
+            str(card.model.name),
+            n_classes=len(card.labels),
+            feature_config=card.feature_config(),
+            **card.model.hparams,
         )
     except Exception as exc:
-        raise ModelError(f"{path}: cannot rebuild model '{meta['model_name']}' ({exc})") from None
+        raise ModelError(f"{path}: cannot rebuild model '{card.model.name}' ({exc})") from None
     weights = {k[len(PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
     try:
         model.load_state_dict(weights, strict=True)
@@ -267,35 +286,45 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"{path}: weights do not fit the described model ({first})") from None
     model.to(map_location).eval()
-    return meta, model
+    return card, model
 
 
-def _load_gmm(path: Path) -> tuple[dict, Any]:
-    from voxid.models.gmm import GmmClassifier
-
+def _gmm_card(path: Path) -> ModelCard:
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{meta_path}: missing or unreadable GMM description ({exc})") from None
+    return ModelCard.from_dict(meta, str(meta_path))
+
+
+def _load_gmm(path: Path) -> tuple[ModelCard, Any]:
+    from voxid.models.gmm import GmmClassifier
+
+    card = _gmm_card(path)
     try:
         model = GmmClassifier.load(path)
     except Exception as exc:
         raise ModelError(f"{path}: not a readable GMM model ({exc})") from None
-    return meta, model
+    return card, model
 
 
-def save_inference_file(path: str | Path, model: torch.nn.Module, meta: Mapping[str, Any]) -> Path:
+def save_inference_file(
+    path: str | Path, model: torch.nn.Module, card: ModelCard | Mapping[str, Any]
+) -> Path:
     """Write the self-describing inference file (`model.pt`) atomically.
 
-    The stored meta gets the `model_fingerprint` of these weights.
+    `card` is a `ModelCard` (or its stored dict); the file's gets the fingerprint of these
+    weights.
     """
+    if not isinstance(card, ModelCard):
+        card = ModelCard.from_dict(to_plain(dict(card)), str(path))
     state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    meta = to_plain({**meta, "model_fingerprint": model_fingerprint(state)})
+    meta = dataclasses.replace(card, fingerprint=model_fingerprint(state)).to_dict()
     return atomic_write(path, lambda tmp: torch.save({"voxid": meta, "state_dict": state}, tmp))
 
 
-def refuse_shipped(path: str | Path, action: str) -> None:
+def refuse_shipped(path: str | os.PathLike[str], action: str) -> None:
     """Raise `ModelError` when `path` is a model shipped in the package: never written to."""
     from voxid.pretrained import is_shipped
 
@@ -306,7 +335,9 @@ def refuse_shipped(path: str | Path, action: str) -> None:
         )
 
 
-def save_threshold(path: str | Path, threshold: float | None, kind: str | None) -> list[Path]:
+def save_threshold(
+    path: str | os.PathLike[str], threshold: float | None, kind: str | None
+) -> list[Path]:
     """Store a decision threshold (and what score it applies to) in checkpoints, in place.
 
     For a run folder, both `model.pt` and `best.ckpt` are updated (those that exist); a GMM
@@ -328,12 +359,13 @@ def save_threshold(path: str | Path, threshold: float | None, kind: str | None) 
         raise ModelError(f"threshold: must be a finite number, got {threshold}")
     for target in targets:
         if target.suffix == ".json":
-            meta = json.loads(target.read_text())
-            meta.update(threshold=value, threshold_kind=kind)
-            atomic_write(target, partial(Path.write_text, data=json.dumps(meta, indent=2)))
+            card = _gmm_card(target.with_suffix(".npz")).with_threshold(value, kind)
+            text = json.dumps(card.to_dict(), indent=2)
+            atomic_write(target, partial(Path.write_text, data=text))
             continue
         # Lightning's own entries (optimizer, loops, callbacks) are plain too, so they survive.
         ckpt = read_checkpoint(target)
-        ckpt["voxid"].update(threshold=value, threshold_kind=kind)
+        card = ModelCard.from_dict(ckpt["voxid"], str(target)).with_threshold(value, kind)
+        ckpt["voxid"] = card.to_dict()
         atomic_write(target, partial(torch.save, ckpt))
     return targets

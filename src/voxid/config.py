@@ -381,7 +381,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | tuple[str, ...]) ->
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write the resolved recipe as YAML, atomically."""
-    from voxid.checkpoint import atomic_write
+    from voxid.io import atomic_write
 
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text))

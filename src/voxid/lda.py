@@ -15,6 +15,8 @@ cosine) do not change and are kept.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,53 +87,60 @@ def fit_run_lda(
     import torch
 
     from voxid.calibration import store_utterances
+    from voxid.card import ModelCard, ModelSpec
     from voxid.checkpoint import (
         PREFIX,
-        atomic_write,
         load_checkpoint,
         model_fingerprint,
         read_checkpoint,
         refuse_shipped,
     )
+    from voxid.io import atomic_write
+    from voxid.models.base import SpeakerModel
     from voxid.models.projection import fit_lda
 
     targets = _targets(run)
     for target in targets if save else []:
         refuse_shipped(target, "fit an LDA projection")  # before the slow part
-    meta, model = load_checkpoint(targets[0])
-    if not isinstance(model, torch.nn.Module) or not model.is_embedding_model:
-        raise ModelError(f"{targets[0]}: {meta.get('model_name')} has no speaker embeddings")
+    card, model = load_checkpoint(targets[0])
+    if not isinstance(model, SpeakerModel) or not model.is_embedding_model:
+        raise ModelError(f"{targets[0]}: {card.model.name} has no speaker embeddings")
     model.set_projection(None)
     # One embedding per recording, the recogniser's own (voxid.inference.chunks), so the
     # projection is fitted on what it will project.
-    embeddings, labels, _, _ = store_utterances(model, meta, store, split, str(targets[0]))
+    embeddings, labels, _, _ = store_utterances(model, card, store, split, str(targets[0]))
     n_speakers = int(np.unique(labels).size)
-    model.set_projection(fit_lda(embeddings, labels, dim, cohort=cohort))
+    fitted = fit_lda(embeddings, labels, dim, cohort=cohort)
+    model.set_projection(fitted)
     state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cleared = None
     for target in targets if save else []:
         ckpt = read_checkpoint(target)
-        desc = ckpt["voxid"]
-        if str(desc.get("threshold_kind") or "").startswith(("cosine", "asnorm")):
-            cleared = desc["threshold"]
-            desc.update(threshold=None, threshold_kind=None)
+        desc = ModelCard.from_dict(ckpt["voxid"], str(target))
+        if (desc.scoring.threshold_kind or "").startswith(("cosine", "asnorm")):
+            cleared = desc.scoring.threshold
+            desc = desc.with_threshold(None, None)
         # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
         # by the same weights plus the projection.
         kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(PREFIX)}
         ckpt["state_dict"] = {**kept, **state}
         # The projection's size and cohort size, replacing those of an earlier fit.
-        hparams = {k: v for k, v in desc["hparams"].items() if not k.startswith("projection_")}
+        hparams = {k: v for k, v in desc.model.hparams.items() if not k.startswith("projection_")}
         hparams.update({k: v for k, v in model.hparams.items() if k.startswith("projection_")})
-        desc["hparams"] = hparams
-        desc["embedding_dim"] = model.embedding_dim
-        desc["model_fingerprint"] = model_fingerprint(state)
-        desc["projection"] = {"kind": "lda", "store": Path(store).name, "split": split,
-                              "speakers": n_speakers, "items": int(labels.size),
-                              "cohort": bool(cohort)}  # fmt: skip
-        atomic_write(target, lambda tmp, c=ckpt: torch.save(c, tmp))
+        projection = {"kind": "lda", "store": Path(store).name, "split": split,
+                      "speakers": n_speakers, "items": int(labels.size),
+                      "cohort": bool(cohort)}  # fmt: skip
+        desc = dataclasses.replace(
+            desc,
+            model=ModelSpec(desc.model.name, hparams, int(model.embedding_dim)),
+            fingerprint=model_fingerprint(state),
+            scoring=dataclasses.replace(desc.scoring, projection=projection),
+        )
+        ckpt["voxid"] = desc.to_dict()
+        atomic_write(target, functools.partial(torch.save, ckpt))
     return LdaReport(
         model.embedding_dim,
-        int(model.projection.mean.shape[0]),
+        int(fitted.mean.shape[0]),
         n_speakers,
         int(labels.size),
         str(store),

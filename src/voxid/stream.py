@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from voxid.card import DEFAULT_SAMPLE_RATE
 from voxid.errors import ConfigError
 
 SILENCE = "silence"
@@ -226,7 +227,10 @@ class LiveIdentifier:
     """
 
     def __init__(
-        self, recognizer: Any, config: StreamConfig | None = None, sample_rate: int = 16000
+        self,
+        recognizer: Any,
+        config: StreamConfig | None = None,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
     ) -> None:
         self.recognizer = recognizer
         self.config = config or StreamConfig()
@@ -293,7 +297,7 @@ class LiveIdentifier:
 
 def model_sample_rate(recognizer: Any) -> int:
     """The sample rate a recognizer's model expects (16 kHz when it does not say)."""
-    return int(getattr(recognizer, "sample_rate", 16000))
+    return int(getattr(recognizer, "sample_rate", DEFAULT_SAMPLE_RATE))
 
 
 def identification_summary(
@@ -310,7 +314,10 @@ def identification_summary(
 
 
 def file_blocks(
-    path: str | Path, sample_rate: int = 16000, block_s: float = 0.1, realtime: bool = True
+    path: str | Path,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    block_s: float = 0.1,
+    realtime: bool = True,
 ) -> Generator[np.ndarray, None, None]:
     """Blocks of a file decoded at `sample_rate`, paced like a live microphone if `realtime`."""
     from voxid.audio import load_audio
@@ -328,7 +335,7 @@ def file_blocks(
 
 
 def microphone_blocks(
-    sample_rate: int = 16000, block_s: float = 0.1, device: int | str | None = None
+    sample_rate: int = DEFAULT_SAMPLE_RATE, block_s: float = 0.1, device: int | str | None = None
 ) -> Generator[np.ndarray, None, None]:
     """Blocks from an input device (sounddevice); closing the generator stops the device."""
     from voxid.audio import AudioError

@@ -364,7 +364,7 @@ def embed(
 ) -> None:
     """Embed FILEs into one .npy (row i is file i; a NaN row marks a skipped file)."""
 
-    from voxid.checkpoint import atomic_write
+    from voxid.io import atomic_write
 
     rec = _recognizer(model, None)
     errors: list[tuple[str, str]] = []

@@ -152,13 +152,14 @@ def listen(
         raise NoSpeakersEnrolled(
             f"no speakers enrolled in {registry}: enrol someone first (voxid enroll NAME FILES)"
         )
-    ident = LiveIdentifier(recognizer, config, sample_rate=16000)
+    rate = recognizer.sample_rate  # the model's: no resampling between source and model
+    ident = LiveIdentifier(recognizer, config, sample_rate=rate)
     if input is not None:
-        blocks = file_blocks(input, 16000, realtime=not fast)
+        blocks = file_blocks(input, rate, realtime=not fast)
         source = str(input)
     else:
         dev = int(device) if device is not None and device.isdigit() else device
-        blocks = microphone_blocks(16000, device=dev)
+        blocks = microphone_blocks(rate, device=dev)
         source = "microphone"
     print(
         f"voxid: listening to {source} (window {window} s, hop {hop} s); Ctrl-C stops",

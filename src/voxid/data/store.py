@@ -87,10 +87,11 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         # Bad VAD or chunk parameters must fail here, once, not as a skip of every file.
-        probe = np.ones(1600, dtype=np.float32)
-        self.vad.segments(probe, 16000)
+        rate = int(self.feature.sample_rate)
+        probe = np.ones(rate // 10, dtype=np.float32)
+        self.vad.segments(probe, rate)
         if self.chunk is not None:
-            self.chunk.apply(probe, 16000)
+            self.chunk.apply(probe, rate)
         self.augment = tuple(self.augment)
         self.speaker_augment = tuple(self.speaker_augment)
         both = set(self.augment) & set(self.speaker_augment)

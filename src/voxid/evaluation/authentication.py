@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from voxid import metrics
+from voxid.card import ModelCard
 from voxid.errors import ModelError
 from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
 
@@ -37,23 +38,26 @@ def member_index(labels: list[str]) -> int:
 
 def member_scores(
     probs: np.ndarray | None,
-    embeddings: np.ndarray,
-    meta: dict[str, Any],
+    embeddings: np.ndarray | None,
+    card: ModelCard,
     class_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each item's member score, as the checkpoint's `auth_scoring` defines it.
 
-    >>> meta = {"auth_scoring": "speakers", "labels": ["a", "b", "c"], "members": ["a", "c"]}
+    >>> from voxid.card import ModelCard
+    >>> card = ModelCard(auth_scoring="speakers", labels=("a", "b", "c"), members=("a", "c"))
     >>> w = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    >>> member_scores(None, np.array([[2.0, 0.0], [0.0, 3.0]]), meta, w).round(3).tolist()
+    >>> member_scores(None, np.array([[2.0, 0.0], [0.0, 3.0]]), card, w).round(3).tolist()
     [1.0, 0.0]
     """
-    labels = list(meta["labels"])
-    if meta.get("auth_scoring") != "speakers":
+    labels = list(card.labels)
+    if card.auth_scoring != "speakers":
+        if probs is None:
+            raise ModelError("a binary authentication model needs its class probabilities")
         return probs[:, member_index(labels)]
-    if class_weights is None:
-        raise ModelError("auth_scoring 'speakers' needs the model's class weights")
-    members = set(meta.get("members") or [])
+    if class_weights is None or embeddings is None:
+        raise ModelError("auth_scoring 'speakers' needs the model's embeddings and class weights")
+    members = set(card.members)
     rows = [i for i, name in enumerate(labels) if name in members]
     if not rows:
         raise ModelError("none of the checkpoint's members is one of its classes")
@@ -127,7 +131,7 @@ def authentication_report(
     speaker_names: np.ndarray,
     sources: np.ndarray,
     scores: np.ndarray,
-    meta: dict[str, Any],
+    card: ModelCard,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Member/outsider metrics at chunk and file level.
 
@@ -136,24 +140,24 @@ def authentication_report(
     speaker_names : (N,) true speaker name of each item.
     sources : (N,) source file of each item (file score = mean of its chunks' scores).
     scores : (N,) member score of each item (`member_scores`).
-    meta : the checkpoint description (`members`, `threshold`, `train_speakers`).
+    card : the checkpoint's card (`members`, `scoring.threshold`, `train_speakers`).
 
     Returns the JSON-ready report and, per level, the (target, non-target) scores.
     """
-    members = set(meta.get("members") or [])
+    members = set(card.members)
     if not members:
         raise ModelError("checkpoint has mode 'authenticate' but lists no members")
-    seen = set(meta.get("train_speakers") or [])
+    seen = set(card.train_speakers or ())
     names = np.asarray(speaker_names).astype(str)
     kind = np.array(
         ["member" if n in members else "seen" if n in seen else "unseen" for n in names]
     )
-    stored = meta.get("threshold")
+    stored = card.scoring.threshold
     if stored is None:
         threshold = metrics.threshold_at_eer(scores[kind == "member"], scores[kind != "member"])
         source = "eer of this test set (no threshold stored in the checkpoint)"
     else:
-        threshold, source = float(stored), f"checkpoint ({meta.get('threshold_kind') or 'stored'})"
+        threshold, source = float(stored), f"checkpoint ({card.scoring.threshold_kind or 'stored'})"
     chunk = _level(scores, kind, threshold, names)
     files, inverse = group_sources(sources)
     file_scores = mean_by_group(scores, inverse, len(files))
@@ -162,7 +166,7 @@ def authentication_report(
     report = {
         "score": (
             "highest cosine to a member's class weight"
-            if meta.get("auth_scoring") == "speakers"
+            if card.auth_scoring == "speakers"
             else "probability of the member class"
         ),
         "threshold_source": source,

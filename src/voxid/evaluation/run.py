@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,23 +15,28 @@ from voxid.evaluation.common import EvalOptions, write_csv
 from voxid.evaluation.inference import Outputs, run_gmm, run_torch
 from voxid.evaluation.report import summarise, write_report
 
+if TYPE_CHECKING:
+    from voxid.card import ModelCard
+
 
 def _item_names(ds: Any) -> np.ndarray:
     return np.asarray(ds.info.speakers, dtype=object)[ds.labels].astype(str)
 
 
-def _model_labels(meta: dict[str, Any], model: Any, is_gmm: bool) -> list[str]:
+def _model_labels(card: ModelCard, model: Any, is_gmm: bool) -> list[str]:
     if not is_gmm:
-        return [str(x) for x in meta["labels"]]
+        return list(card.labels)
     cls = np.asarray(model.labels_)
     if cls.dtype.kind in "USO":
         return [str(x) for x in cls]
-    return [str(meta["labels"][int(i)]) for i in cls]
+    return [card.labels[int(i)] for i in cls]
 
 
-def _run(model: Any, meta: dict, ds: Any, is_gmm: bool, opts: EvalOptions, mc: int = 0) -> Outputs:
+def _run(
+    model: Any, card: ModelCard, ds: Any, is_gmm: bool, opts: EvalOptions, mc: int = 0
+) -> Outputs:
     if is_gmm:
-        return run_gmm(model, ds, meta["feature_config"])
+        return run_gmm(model, ds, card.feature_dict)
     return run_torch(model, ds, batch_size=opts.batch_size, mc_samples=mc, seed=opts.seed)
 
 
@@ -47,7 +52,7 @@ def evaluate(
 
     options.check()
     path = resolve_run(checkpoint)
-    meta, model = load_checkpoint(path)
+    card, model = load_checkpoint(path)
     is_gmm = not hasattr(model, "encoder")
     out = Path(out_dir)
     report: dict[str, Any] = {
@@ -55,10 +60,10 @@ def evaluate(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(path),
         "model": {
-            "name": meta.get("model_name", "gmm" if is_gmm else None),
-            "mode": meta.get("mode", "identify"),
-            "n_classes": len(meta.get("labels", [])),
-            "fingerprint": meta.get("model_fingerprint"),
+            "name": card.model.name or ("gmm" if is_gmm else None),
+            "mode": card.mode,
+            "n_classes": len(card.labels),
+            "fingerprint": card.fingerprint,
         },
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
     }
@@ -69,31 +74,35 @@ def evaluate(
         if is_gmm:
             raise ModelError(f"{path}: a GMM has no embeddings; verification needs a neural model")
         report["mode"] = "verify"
-        report.update(run_verification(model, meta, data, out, options, figures))
+        report.update(run_verification(model, card, data, out, options, figures))
     else:
         if data is None:
             raise ConfigError("data: a store (--data) is needed to evaluate")
         report["mode"] = report["model"]["mode"]
-        report.update(_closed_set(model, meta, Path(data), out, options, figures, is_gmm))
+        report.update(_closed_set(model, card, Path(data), out, options, figures, is_gmm))
     report["summary"] = summarise(report)
     write_report(out, report, figures)
     return report
 
 
 def _closed_set(
-    model: Any, meta: dict, data: Path, out: Path, opts: EvalOptions, figures: dict, is_gmm: bool
+    model: Any,
+    card: ModelCard,
+    data: Path,
+    out: Path,
+    opts: EvalOptions,
+    figures: dict,
+    is_gmm: bool,
 ) -> dict[str, Any]:
     from voxid.data.loader import StoreDataset
 
-    mode = meta.get("mode", "identify")
-    if mode not in ("identify", "authenticate"):
-        raise ModelError(f"mode: unknown checkpoint mode {mode!r}")
+    mode = card.mode  # one of MODES: checked when the card was read
     if is_gmm and opts.mc_samples:
         raise ModelError("mc_samples: a GMM has no dropout; MC uncertainty needs a neural model")
     ds = StoreDataset(data, opts.split, include_augmented=False, cache=True, speakers=opts.speakers)
-    outputs = _run(model, meta, ds, is_gmm, opts, opts.mc_samples)
+    outputs = _run(model, card, ds, is_gmm, opts, opts.mc_samples)
     names, sources = _item_names(ds), ds.items["source"].astype(str)
-    labels = _model_labels(meta, model, is_gmm)
+    labels = _model_labels(card, model, is_gmm)
     section: dict[str, Any] = {
         "data": {
             "store": str(data),
@@ -115,10 +124,10 @@ def _closed_set(
             member_scores,
         )
 
-        by_speaker = meta.get("auth_scoring") == "speakers"
+        by_speaker = card.auth_scoring == "speakers"
         weights = model.head.weight.detach().double().numpy() if by_speaker else None
-        scores = member_scores(outputs.probs, outputs.embeddings, meta, weights)
-        auth, curves = authentication_report(names, sources, scores, meta)
+        scores = member_scores(outputs.probs, outputs.embeddings, card, weights)
+        auth, curves = authentication_report(names, sources, scores, card)
         section["authentication"] = auth
         for level, (tar, non) in curves.items():
             figures[f"det_roc_{level}"] = plots.det_roc_png(
@@ -185,10 +194,12 @@ def _uncertainty(
     rows = np.flatnonzero(known)
     sources, chunks = ds.items["source"].astype(str), ds.items["chunk_index"]
     ids = [f"{sources[i]}#{chunks[i]}" for i in rows]
-    mc = outputs.mc_probs
+    mc, probs = outputs.mc_probs, outputs.probs
+    if mc is None or probs is None:
+        raise ModelError("uncertainty: needs the MC-dropout and plain class probabilities")
     rep, arrays = uncertainty_report(
         mc[:, known],
-        outputs.probs[known],
+        probs[known],
         y[known],
         labels=labels,
         item_ids=ids,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from voxid.card import ModelCard
 from voxid.errors import DataError
 from voxid.evaluation.verification import TrialScores
 from voxid.inference.chunks import ChunkPolicy, embed_paths, torch_runner
@@ -47,7 +48,7 @@ def read_trial_list(path: str | Path, audio_root: str | Path | None = None) -> l
 
 
 def embed_files(
-    model: Any, paths: list[Path], audio_config: dict[str, Any]
+    model: Any, paths: list[Path], card: ModelCard
 ) -> tuple[dict[Path, np.ndarray], list[tuple[str, str]]]:
     """Embeddings of audio files with a torch `SpeakerModel`; also the skipped files.
 
@@ -55,24 +56,20 @@ def embed_files(
     embedding is exactly the one `Recognizer.embed` gives for it (same VAD, minimum
     speech, chunking and averaging).
     """
-    meta = {
-        "audio_config": audio_config,
-        "feature_config": {"sample_rate": int(model.feature_config.sample_rate)},
-    }
-    policy = ChunkPolicy.from_meta(meta, getattr(model, "name", "model"))
+    policy = ChunkPolicy.from_card(card, getattr(model, "name", "model"))
     return embed_paths(torch_runner(model), list(paths), policy)
 
 
 def list_trials(
     model: Any,
     trials: list[tuple],
-    audio_config: dict[str, Any],
+    card: ModelCard,
     cohort: np.ndarray | None = None,
     top_n: int = 100,
 ) -> tuple[dict[str, TrialScores], list[tuple[str, str]]]:
     """Cosine (and AS-norm) scores of a parsed trial list at file level."""
     paths = sorted({p for _, a, b in trials for p in (a, b)})
-    emb, skipped = embed_files(model, paths, audio_config)
+    emb, skipped = embed_files(model, paths, card)
     kept = [(t, a, b) for t, a, b in trials if a in emb and b in emb]
     if not kept:
         raise DataError("trial list: no trial has two usable audio files")

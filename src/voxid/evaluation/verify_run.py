@@ -12,6 +12,7 @@ from voxid.evaluation import plots, verification
 from voxid.evaluation.inference import run_torch
 
 if TYPE_CHECKING:
+    from voxid.card import ModelCard
     from voxid.evaluation.common import EvalOptions
 
 
@@ -43,15 +44,20 @@ def _cohort(model: Any, data: Path | None, opts: EvalOptions) -> np.ndarray | No
     return verification.file_embeddings(outputs.embeddings, sources)[2]
 
 
-def _stored_cosine_threshold(meta: dict) -> float | None:
+def _stored_cosine_threshold(card: ModelCard) -> float | None:
     """The checkpoint's threshold when it was calibrated on cosine scores (else None)."""
-    kind = str(meta.get("threshold_kind") or "")
-    value = meta.get("threshold")
-    return float(value) if value is not None and kind.startswith("cosine") else None
+    kind = card.scoring.threshold_kind or ""
+    value = card.scoring.threshold
+    return value if value is not None and kind.startswith("cosine") else None
 
 
 def run_verification(
-    model: Any, meta: dict, data: str | Path | None, out: Path, opts: EvalOptions, figures: dict
+    model: Any,
+    card: ModelCard,
+    data: str | Path | None,
+    out: Path,
+    opts: EvalOptions,
+    figures: dict,
 ) -> dict[str, Any]:
     """Score verification trials and draw their figures; returns the report sections."""
     data = None if data is None else Path(data)
@@ -61,9 +67,7 @@ def run_verification(
         from voxid.evaluation.trials import list_trials, read_trial_list
 
         trials = read_trial_list(opts.trials, opts.audio_root)
-        levels, skipped = list_trials(
-            model, trials, meta.get("audio_config") or {}, cohort, opts.asnorm_top
-        )
+        levels, skipped = list_trials(model, trials, card, cohort, opts.asnorm_top)
         section["data"] = {
             "trials": str(opts.trials),
             "skipped": [{"path": p, "reason": r} for p, r in skipped],
@@ -125,12 +129,12 @@ def run_verification(
     section["verification"] = {
         "trial_mode": "list" if opts.trials else opts.trial_mode,
         "cohort_size": None if cohort is None else len(cohort),
-        **verification.verification_report(levels, _stored_cosine_threshold(meta)),
+        **verification.verification_report(levels, _stored_cosine_threshold(card)),
     }
-    stored = _stored_cosine_threshold(meta)
+    stored = _stored_cosine_threshold(card)
     for level, ts in levels.items():
         kinds = [("cosine", ts.tar, ts.non)]
-        if ts.norm_tar is not None:
+        if ts.norm_tar is not None and ts.norm_non is not None:
             kinds.append(("asnorm", ts.norm_tar, ts.norm_non))
         for kind, tar, non in kinds:
             key = f"{kind}_{level}"

@@ -1,15 +1,14 @@
 """Model backends for the recogniser (torch and onnxruntime) and the audio-to-chunks step.
 
-A backend knows its model's description (`meta`: labels, feature and audio settings,
-threshold), turns a batch of equal-length waveform chunks `(B, samples)` into L2-normalised
-embeddings `(B, D)` (or class probabilities for a pure classifier), and exposes the AAM
-class-weight bank of the training speakers. The torch backend lives here; the ONNX one in
-`voxid.inference.export`.
+A backend knows its model's description (`card`, a `voxid.card.ModelCard`: labels,
+sample rate, audio settings, threshold), turns a batch of equal-length waveform chunks
+`(B, samples)` into L2-normalised embeddings `(B, D)` (or class probabilities for a pure
+classifier), and exposes the AAM class-weight bank of the training speakers. The torch
+backend lives here; the ONNX one in `voxid.inference.export`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from voxid.audio import AudioError
+from voxid.card import ModelCard
 from voxid.errors import ConfigError, ModelError
 from voxid.inference.chunks import (  # re-exported: the one chunking path lives in chunks
     DEFAULT_CHUNK_SECONDS,
@@ -34,7 +34,6 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
 )
 from voxid.inference.registry import mean_embedding
 from voxid.numeric import normalize_rows, softmax
-from voxid.vad import VAD_METHODS, VadConfig
 
 __all__ = [
     "DEFAULT_CHUNK_SECONDS",
@@ -48,90 +47,11 @@ __all__ = [
     "prepare_chunks",
     "speech_chunks",
     "usable_cores",
-    "validate_meta",
 ]
 
 #: The old private names of `load_waveform` / `audio_label` (diarization reads audio so).
 _as_waveform = load_waveform
 _label = audio_label
-
-_MODES = ("identify", "authenticate")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _check(ok: bool, source: str, key: str, value: Any, want: str) -> None:
-    if not ok:
-        shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
-        raise ModelError(f"{source}: metadata {key} is {shown}, expected {want}")
-
-
-def _section(parent: dict, key: str, source: str, prefix: str = "") -> dict[str, Any]:
-    value = parent.get(key)
-    _check(value is None or isinstance(value, dict), source, prefix + key, value, "an object")
-    return value or {}
-
-
-def validate_meta(meta: Any, source: str) -> dict[str, Any]:
-    """Check the types of the model description a backend relies on; return it.
-
-    A file from elsewhere may carry anything in its metadata; a wrong type must be one
-    `ModelError` naming the file and the key, not a traceback later on. Absent keys pass.
-
-    >>> validate_meta({"labels": ["a"], "embedding_dim": 8}, "m.onnx")["labels"]
-    ['a']
-    >>> validate_meta({"embedding_dim": "abc"}, "m.onnx")
-    Traceback (most recent call last):
-    ...
-    voxid.errors.ModelError: m.onnx: metadata embedding_dim is 'abc', expected a positive integer
-    """
-    if not isinstance(meta, dict):
-        raise ModelError(f"{source}: voxid metadata is a {type(meta).__name__}, not an object")
-    for key in ("labels", "members", "train_speakers"):
-        value = meta.get(key)
-        ok = value is None or (isinstance(value, list) and all(isinstance(x, str) for x in value))
-        _check(ok, source, key, value, "a list of names")
-    for key in ("model_name", "model_fingerprint", "auth_scoring", "threshold_kind"):
-        value = meta.get(key)
-        _check(value is None or isinstance(value, str), source, key, value, "a string")
-    dim = meta.get("embedding_dim")
-    _check(dim is None or _is_count(dim), source, "embedding_dim", dim, "a positive integer")
-    threshold = meta.get("threshold")
-    ok = threshold is None or (_is_number(threshold) and bool(np.isfinite(threshold)))
-    _check(ok, source, "threshold", threshold, "a finite number or null")
-    mode = meta.get("mode")
-    _check(mode is None or mode in _MODES, source, "mode", mode, " or ".join(_MODES))
-    audio = _section(meta, "audio_config", source)
-    features = _section(meta, "feature_config", source)
-    for name, section in (("audio_config", audio), ("feature_config", features)):
-        rate = section.get("sample_rate")
-        _check(rate is None or _is_count(rate), source, f"{name}.sample_rate", rate,
-               "a positive integer (Hz)")  # fmt: skip
-    normalize = audio.get("normalize")
-    _check(normalize is None or isinstance(normalize, str), source, "audio_config.normalize",
-           normalize, "a string or null")  # fmt: skip
-    vad = _section(audio, "vad", source, "audio_config.")
-    for field in dataclasses.fields(VadConfig):
-        if field.name in vad:
-            flag = field.type in (bool, "bool")
-            value = vad[field.name]
-            if field.type in (str, "str"):
-                _check(value in VAD_METHODS, source, f"audio_config.vad.{field.name}", value,
-                       " or ".join(VAD_METHODS))  # fmt: skip
-                continue
-            _check(isinstance(value, bool) if flag else _is_number(value), source,
-                   f"audio_config.vad.{field.name}", value,
-                   "true or false" if flag else "a number")  # fmt: skip
-    seconds = _section(audio, "chunk", source, "audio_config.").get("seconds")
-    ok = seconds is None or (_is_number(seconds) and 0 < seconds < float("inf"))
-    _check(ok, source, "audio_config.chunk.seconds", seconds, "a positive number")
-    return meta
 
 
 class Backend:
@@ -143,41 +63,41 @@ class Backend:
     def __init__(
         self,
         source: str,
-        meta: dict[str, Any],
+        card: ModelCard,
         fingerprint: str,
         is_embedding_model: bool,
         embedding_dim: int,
         class_weights: np.ndarray | None,
         cohort: np.ndarray | None = None,
     ) -> None:
-        meta = validate_meta(meta, source)
-        self.source, self.meta, self.fingerprint = source, meta, fingerprint
+        self.source, self.card, self.fingerprint = source, card, fingerprint
         #: Training speakers' mean embeddings that scores are AS-normed against, or None.
         self.cohort = None if cohort is None else normalize_rows(np.asarray(cohort, np.float32))
-        self.labels: list[str] = [str(x) for x in meta.get("labels", [])]
+        self.labels: list[str] = list(card.labels)
         self.is_embedding_model = bool(is_embedding_model)
         self.embedding_dim = int(embedding_dim)
         self.class_weights = (
             None if class_weights is None else normalize_rows(np.asarray(class_weights, np.float32))
         )
         #: How recordings become chunks for this model (rate, VAD, chunk length, gain).
-        self.policy = ChunkPolicy.from_meta(meta, source)
+        self.policy = ChunkPolicy.from_card(card, source)
         self.sample_rate = self.policy.sample_rate
         self.normalize = self.policy.normalize
         self.vad = self.policy.vad
         self.chunk_seconds = self.policy.seconds
 
     @property
+    def meta(self) -> dict[str, Any]:
+        """The card as its stored dict (read-only: a fresh copy; scripts index it)."""
+        return self.card.to_dict()
+
+    @property
     def has_class_bank(self) -> bool:
         """True when training speakers can be scored against their AAM class weights (not for
         a binary authentication model, whose classes are "member"/"outsider", not speakers)."""
-        binary = (
-            self.meta.get("mode", "identify") == "authenticate"
-            and self.meta.get("auth_scoring") != "speakers"
-        )
         return (
             self.is_embedding_model
-            and not binary
+            and not self.card.is_binary_authenticator
             and self.class_weights is not None
             and len(self.class_weights) == len(self.labels) > 0
         )
@@ -219,22 +139,23 @@ class TorchBackend(Backend):
         import torch
 
         from voxid.checkpoint import load_checkpoint, model_fingerprint, resolve_run
+        from voxid.models.base import SpeakerModel
 
         file = resolve_run(path)
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ConfigError(f"device: {device!r} is not a torch device ({exc})") from None
-        meta, model = load_checkpoint(file, map_location=self.device)
-        if not isinstance(model, torch.nn.Module):
+        card, model = load_checkpoint(file, map_location=self.device)
+        if not isinstance(model, SpeakerModel):
             raise ModelError(
-                f"{file}: a {meta.get('model_name', 'GMM')} run has no embeddings; "
+                f"{file}: a {card.model.name or 'GMM'} run has no embeddings; "
                 "the recogniser needs a neural speaker model"
             )
-        self.model = model.eval()
+        self.model: SpeakerModel = model.eval()
         super().__init__(
             str(file),
-            meta,
+            card,
             model_fingerprint(model.state_dict()),
             model.is_embedding_model,
             model.embedding_dim,

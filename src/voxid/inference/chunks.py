@@ -19,7 +19,6 @@ evaluation measures is what the recogniser does, by construction:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from voxid.audio import AudioError, EmptyAudio, NonFiniteAudio, SilentAudio, load_audio
-from voxid.errors import ConfigError, ModelError, VoxidError
+from voxid.card import DEFAULT_SAMPLE_RATE, AudioSettings, ModelCard
+from voxid.errors import ConfigError, VoxidError
 from voxid.inference.registry import mean_embedding
 from voxid.numeric import normalize_rows
 from voxid.vad import VadConfig
@@ -64,48 +64,31 @@ class NotEnoughSpeech(AudioError):
     """The audio holds too little speech (after silence removal) to embed reliably."""
 
 
-def _known_fields(cls: Any, data: dict[str, Any] | None) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in (data or {}).items() if k in names}
-
-
-def _vad_config(stored: Any, source: str) -> VadConfig:
-    try:
-        return VadConfig(**_known_fields(VadConfig, stored))
-    except ConfigError as exc:
-        raise ModelError(f"{source}: audio_config.{exc}") from None
-
-
 @dataclass(frozen=True)
 class ChunkPolicy:
     """How a model's recordings become chunks: rate, VAD, chunk length, level scaling.
 
-    >>> p = ChunkPolicy.from_meta({"audio_config": {"chunk": {"seconds": 2.0}}})
+    >>> card = ModelCard.from_dict({"audio_config": {"chunk": {"seconds": 2.0}}})
+    >>> p = ChunkPolicy.from_card(card)
     >>> p.sample_rate, p.seconds, p.normalize, p.vad.method
     (16000, 2.0, None, 'silero')
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     vad: VadConfig = field(default_factory=VadConfig)
     seconds: float = DEFAULT_CHUNK_SECONDS
     normalize: str | None = None
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], source: str = "model") -> ChunkPolicy:
-        """The policy a model's description (`audio_config`, `feature_config`) sets.
-
-        A model stored before the VAD had a `method` gets the default, Silero with the
-        level floor: its energy settings would call noise and hum speech (issue #15).
-        """
-        audio_cfg = meta.get("audio_config") or {}
-        feature_cfg = meta.get("feature_config") or {}
-        rate = int(audio_cfg.get("sample_rate") or feature_cfg.get("sample_rate") or 16000)
-        chunk = audio_cfg.get("chunk") or {}
+    def from_card(cls, card: ModelCard, source: str = "model") -> ChunkPolicy:
+        """The policy a model's card sets (its sample rate, and the training audio's VAD,
+        chunk length and gain; defaults for a model not trained from a store)."""
+        audio = card.audio or AudioSettings()
         return cls(
-            sample_rate=rate,
-            vad=_vad_config(audio_cfg.get("vad"), source),
-            seconds=float(chunk.get("seconds") or DEFAULT_CHUNK_SECONDS),
-            normalize=audio_cfg.get("normalize"),  # as the training audio was
+            sample_rate=card.sample_rate,
+            vad=audio.vad_config(source),
+            seconds=audio.chunk_seconds or DEFAULT_CHUNK_SECONDS,
+            normalize=audio.normalize,  # as the training audio was
         )
 
     def chunks(self, wav: np.ndarray, label: str = "audio") -> np.ndarray:

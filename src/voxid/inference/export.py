@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -40,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from voxid.card import ModelCard, OnnxInfo
 from voxid.errors import ModelError
-from voxid.inference.backends import Backend, TorchBackend, usable_cores, validate_meta
+from voxid.inference.backends import Backend, TorchBackend, usable_cores
 from voxid.io import atomic_write
 
 OPSET = 17
@@ -117,10 +119,11 @@ def weights_digest(proto: Any, fingerprint: str, banks: tuple[str | None, ...] =
     return digest.hexdigest()
 
 
-def _set_metadata(proto: Any, props: dict[str, str], description: dict[str, Any]) -> None:
+def _set_metadata(proto: Any, props: dict[str, str], card: ModelCard) -> None:
     banks = (props.get(WEIGHTS_KEY), props.get(COHORT_KEY))
-    fingerprint = description["model_fingerprint"]
-    described = {**description, DIGEST_KEY: weights_digest(proto, fingerprint, banks)}
+    digest = weights_digest(proto, card.fingerprint or "", banks)
+    onnx = dataclasses.replace(card.onnx or OnnxInfo(), weights_sha256=digest)
+    described = dataclasses.replace(card, onnx=onnx).to_dict()
     del proto.metadata_props[:]
     for key, value in {META_KEY: json.dumps(described), **props}.items():
         proto.metadata_props.add(key=key, value=value)
@@ -182,7 +185,8 @@ def _real_valued_stft() -> Iterator[None]:
             return_complex=False,
         )
 
-    torch.stft, torch.view_as_real = real_stft, lambda x: x
+    # A patch of torch's module for the exporter's trace: its signatures are not ours.
+    torch.stft, torch.view_as_real = real_stft, lambda x: x  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -253,16 +257,15 @@ def export_onnx(
     import torch
 
     from voxid.checkpoint import load_checkpoint, model_fingerprint
+    from voxid.models.base import SpeakerModel
 
-    meta, model = load_checkpoint(run)
-    if not isinstance(model, torch.nn.Module):
+    card, model = load_checkpoint(run)
+    if not isinstance(model, SpeakerModel):
         raise ModelError(f"{run}: only neural models can be exported to ONNX")
     model.eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sr = int(
-        (meta.get("audio_config") or {}).get("sample_rate") or meta["feature_config"]["sample_rate"]
-    )
+    sr = card.sample_rate
     outputs = ["embedding"] if model.is_embedding_model else ["embedding", "logits"]
     module = _export_module(model).eval()
     example = torch.randn(2, int(sr * check_seconds)) * 0.1
@@ -271,12 +274,11 @@ def export_onnx(
         fp32 = Path(tmp) / "model.onnx"
         exporter = _torch_export(module, example, fp32, outputs)
         proto = onnx.load(str(fp32))
-        description = {
-            **meta,
-            "model_fingerprint": fingerprint + ("-int8" if int8 else ""),
-            "onnx_precision": "int8" if int8 else "fp32",
-            "onnx_outputs": outputs,
-        }
+        description = dataclasses.replace(
+            card,
+            fingerprint=fingerprint + ("-int8" if int8 else ""),
+            onnx=OnnxInfo("int8" if int8 else "fp32", tuple(outputs)),
+        )
         props = {}
         bank, cohort = model.class_bank(), model.score_cohort()
         if bank is not None:
@@ -375,7 +377,7 @@ class OnnxBackend(Backend):
             meta = json.loads(props[META_KEY])
         except ValueError as exc:
             raise ModelError(f"{path}: corrupt voxid metadata ({exc})") from None
-        meta = validate_meta(meta, str(path))
+        card = ModelCard.from_dict(meta, str(path))
         outputs = {o.name: o for o in self.session.get_outputs()}
         if "embedding" not in outputs:
             raise ModelError(f"{path}: ONNX model has no 'embedding' output")
@@ -387,13 +389,13 @@ class OnnxBackend(Backend):
             else None
         )
         width = outputs["embedding"].shape[-1]  # an int, or a name for a dynamic axis
-        dim = meta.get("embedding_dim") or width
+        dim = card.model.embedding_dim or width
         if isinstance(width, int) and dim != width:
             raise ModelError(
                 f"{path}: metadata embedding_dim is {dim}, but the graph's embeddings have {width}"
             )
-        fingerprint = _verified_fingerprint(path, meta, props)
-        super().__init__(str(path), meta, fingerprint, is_embedding, int(dim), bank, cohort)
+        fingerprint = _verified_fingerprint(path, card, props)
+        super().__init__(str(path), card, fingerprint, is_embedding, int(dim), bank, cohort)
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
         return self.session.run(["embedding"], {"waveform": chunks})[0]
@@ -402,7 +404,7 @@ class OnnxBackend(Backend):
         return self.session.run(["logits"], {"waveform": chunks})[0]
 
 
-def _verified_fingerprint(path: Path, meta: dict[str, Any], props: dict[str, str]) -> str:
+def _verified_fingerprint(path: Path, card: ModelCard, props: dict[str, str]) -> str:
     """The model fingerprint of an ONNX file, checked against (or derived from) its weights.
 
     The registry trusts this string to tell which model embedded its speakers, and any
@@ -416,9 +418,9 @@ def _verified_fingerprint(path: Path, meta: dict[str, Any], props: dict[str, str
     except Exception as exc:  # onnx raises DecodeError, OSError, ValidationError...
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
-    claimed = meta.get("model_fingerprint") or ""
+    claimed = card.fingerprint or ""
     banks = (props.get(WEIGHTS_KEY), props.get(COHORT_KEY))
-    stored = meta.get(DIGEST_KEY)
+    stored = None if card.onnx is None else card.onnx.weights_sha256
     if stored is None:  # exported before weights were hashed: trust only the weights
         return "onnx-" + weights_digest(proto, "", banks)[:16]
     if stored != weights_digest(proto, claimed, banks):

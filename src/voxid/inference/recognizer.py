@@ -118,7 +118,8 @@ class Recognizer:
         if mc_samples and not backend.supports_mc:
             raise ModelError(f"{backend.source}: mc_samples needs the torch backend (dropout)")
         self.backend = backend
-        self.meta = backend.meta
+        #: The model's card (labels, sample rate, threshold...), `backend.card`.
+        self.card = backend.card
         self.mc_samples = mc_samples
         self._registry_arg = registry
         self._registry: BaseRegistry | None = (
@@ -212,11 +213,11 @@ class Recognizer:
         `MIN_OPEN_SET_SPEAKERS` voices. Speed-augmented copies (`name@aug`) are one voice."""
         if not self.backend.is_embedding_model or _shipped(self.backend.source):
             return None
-        if self.meta.get("init") is not None and _shipped(self.meta["init"]):
+        if self.card.init is not None and _shipped(self.card.init):
             return None
-        heard = (self.meta.get("base") or {}).get("trained_speakers")
+        heard = (self.card.base or {}).get("trained_speakers")
         if heard is None:
-            names = self.meta.get("train_speakers") or self.meta.get("labels") or []
+            names = self.card.train_speakers or self.card.labels
             heard = len({str(n).split("@")[0] for n in names})
         if not heard or heard >= MIN_OPEN_SET_SPEAKERS:
             return None  # 0: a model that does not say what it heard
@@ -232,6 +233,11 @@ class Recognizer:
         if message and not self._warned_open_set:
             self._warned_open_set = True
             warnings.warn(message, VoxidWarning, stacklevel=3)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The card as its stored dict (a fresh copy; for scripts that index it by key)."""
+        return self.card.to_dict()
 
     @property
     def sample_rate(self) -> int:
@@ -296,7 +302,7 @@ class Recognizer:
             if not np.isfinite(threshold):
                 raise ConfigError(f"threshold: must be a finite number, got {threshold!r}")
             return float(threshold)
-        stored = self.meta.get("threshold")
+        stored = self.card.scoring.threshold
         if stored is not None:
             return float(stored)
         if self.backend.cohort is not None:
@@ -308,7 +314,7 @@ class Recognizer:
     def _require_embeddings(self, what: str) -> None:
         if not self.backend.is_embedding_model:
             raise ModelError(
-                f"{self.backend.source}: {self.meta.get('model_name')} is a pure classifier "
+                f"{self.backend.source}: {self.card.model.name} is a pure classifier "
                 f"without speaker embeddings; {what} needs an embedding model (crnn, ecapa, "
                 f"resnet34); use identify() for its training speakers"
             )

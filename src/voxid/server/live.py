@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from voxid.card import DEFAULT_SAMPLE_RATE
 from voxid.errors import VoxidError
 from voxid.stream import LiveIdentifier, StreamConfig
 
@@ -59,7 +60,7 @@ async def live(websocket: WebSocket) -> None:
 
 async def _serve(websocket: WebSocket, service: Any) -> None:
     try:
-        sample_rate = int(websocket.query_params.get("sample_rate", "16000"))
+        sample_rate = int(websocket.query_params.get("sample_rate", str(DEFAULT_SAMPLE_RATE)))
         if not 8000 <= sample_rate <= 48000:
             raise ValueError
     except ValueError:

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxid.checkpoint import atomic_write, model_fingerprint, to_plain
+from voxid.card import ModelCard
+from voxid.checkpoint import model_fingerprint, to_plain
 from voxid.config import TrainConfig, save_config
 from voxid.errors import ConfigError
+from voxid.io import atomic_write
 
 
 def _features(dataset: Any, frontend: Any) -> list[np.ndarray]:
@@ -69,7 +71,7 @@ def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
     out.mkdir(parents=True, exist_ok=True)
     model_path = clf.save(out / "model.npz")
     arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clf.params_.items()}
-    meta = to_plain({
+    card = ModelCard.from_dict(to_plain({
         "model_name": "gmm",
         "hparams": params,
         "feature_config": feature_config.to_dict(),
@@ -85,9 +87,10 @@ def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
         "model_fingerprint": model_fingerprint(arrays),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "voxid_version": __version__,
-    })  # fmt: skip
-    metrics["model_fingerprint"] = meta["model_fingerprint"]
-    atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    }), str(out / "model.json"))  # fmt: skip
+    metrics["model_fingerprint"] = card.fingerprint
+    description = json.dumps(card.to_dict(), indent=2)
+    atomic_write(out / "model.json", lambda tmp: tmp.write_text(description))
     save_config(cfg, out / "config.yaml")
     text = json.dumps(metrics, indent=2)
     atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(text))

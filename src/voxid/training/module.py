@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
-from voxid.checkpoint import make_meta
+from voxid.checkpoint import make_card
 from voxid.config import TrainConfig
 from voxid.models.base import SpeakerModel
 from voxid.training.batch import InputPipeline
@@ -30,7 +30,7 @@ class SpeakerTask(L.LightningModule):
         cfg: the run's `TrainConfig`.
         labels: class names; `class_weights`: loss weights per class or None.
         waveform: batches hold waveforms (run `model.frontend` first).
-        meta: extra `make_meta` fields (mode, members, data fingerprint, speakers...).
+        meta: extra `make_card` fields (mode, members, data fingerprint, speakers...).
         heldout: a DataLoader over speakers never trained on: each validation also logs
             `val_eer`, their verification EER over all pairs of items (cosine scores).
         teacher_dim: size of the teacher embeddings that batches carry (distillation): a
@@ -178,4 +178,4 @@ class SpeakerTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make Lightning's checkpoint describe itself (the `voxid` dict, plain types)."""
-        checkpoint["voxid"] = make_meta(self.model, self.labels, **self.meta)
+        checkpoint["voxid"] = make_card(self.model, self.labels, **self.meta).to_dict()

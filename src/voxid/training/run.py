@@ -23,16 +23,18 @@ from typing import Any
 
 import torch
 
+from voxid.card import ModelCard
 from voxid.checkpoint import (
-    atomic_write,
     load_checkpoint,
-    make_meta,
+    make_card,
+    read_card,
     read_checkpoint,
     save_inference_file,
     save_threshold,
 )
 from voxid.config import MONITORS, TrainConfig, save_config
 from voxid.errors import ConfigError, DataError, ModelError
+from voxid.io import atomic_write
 from voxid.training.data import resolve_features
 from voxid.training.final import RunResult
 
@@ -129,20 +131,18 @@ def _check_out_dir(out: Path, resume: bool) -> None:
 class _ResumePoint:
     """What a resume needs from last.ckpt, read once (the file also holds optimizer state)."""
 
-    meta: dict[str, Any]
+    card: ModelCard
     epoch: int
     shapes: dict[str, tuple[int, ...]]
 
 
 def _read_resume_point(cfg: TrainConfig, out: Path) -> _ResumePoint:
     ckpt = read_checkpoint(out / "last.ckpt")
-    meta = ckpt["voxid"]
-    if meta.get("model_name") != cfg.model:
-        raise ConfigError(
-            f"model: {out} was trained as {meta.get('model_name')!r}, not {cfg.model!r}"
-        )
+    card = ModelCard.from_dict(ckpt["voxid"], str(out / "last.ckpt"))
+    if card.model.name != cfg.model:
+        raise ConfigError(f"model: {out} was trained as {card.model.name!r}, not {cfg.model!r}")
     shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if torch.is_tensor(v)}
-    return _ResumePoint(meta, int(ckpt.get("epoch", -1)), shapes)
+    return _ResumePoint(card, int(ckpt.get("epoch", -1)), shapes)
 
 
 def _brief(values: list[Any], n: int = 4) -> str:
@@ -150,43 +150,45 @@ def _brief(values: list[Any], n: int = 4) -> str:
     return f"[{shown}{', ...' if len(values) > n else ''}] ({len(values)})"
 
 
-def _check_resume(
-    saved: _ResumePoint, out: Path, data: Path, want: dict[str, Any], module: Any
-) -> None:
+def _check_resume(saved: _ResumePoint, out: Path, data: Path, want: ModelCard, module: Any) -> None:
     """Refuse to resume `out` with another store or another network than last.ckpt's.
 
-    `want` is the description this recipe and store would write (`make_meta`). Lightning
+    `want` is the card this recipe and store would write (`make_card`). Lightning
     would otherwise continue on other speakers without a word (their labels taken for the
     old ones), or fail deep in `load_state_dict` after config.yaml was rewritten.
     """
-    old = saved.meta
-    if old.get("data_fingerprint") not in (None, want["data_fingerprint"]):
+    old = saved.card
+    if old.data_fingerprint not in (None, want.data_fingerprint):
         raise DataError(
             f"{data}: not the store {out} was trained on (data fingerprint "
-            f"{str(want['data_fingerprint'])[:12]}, last.ckpt has "
-            f"{str(old['data_fingerprint'])[:12]}); resume with that store, or train into a "
+            f"{str(want.data_fingerprint)[:12]}, last.ckpt has "
+            f"{str(old.data_fingerprint)[:12]}); resume with that store, or train into a "
             "new folder"
         )
-    if old.get("labels") != want["labels"]:
+    if old.labels != want.labels:
         raise ConfigError(
-            f"speakers: {out} was trained on the classes {_brief(old.get('labels') or [])}, "
-            f"this recipe gives {_brief(want['labels'])}; resume with the run's speakers, "
+            f"speakers: {out} was trained on the classes {_brief(list(old.labels))}, "
+            f"this recipe gives {_brief(list(want.labels))}; resume with the run's speakers, "
             "mode and members"
         )
-    for key in ("mode", "members", "auth_scoring"):
-        if old.get(key) != want[key]:
+    for key, was, now in (
+        ("mode", old.mode, want.mode),
+        ("members", list(old.members), list(want.members)),
+        ("auth_scoring", old.auth_scoring, want.auth_scoring),
+    ):
+        if was != now:
             raise ConfigError(
-                f"{key}: {out} was trained with {old.get(key)!r}, this recipe has "
-                f"{want[key]!r}; resume with the run's own config.yaml"
+                f"{key}: {out} was trained with {was!r}, this recipe has "
+                f"{now!r}; resume with the run's own config.yaml"
             )
-    old_params, new_params = old.get("hparams") or {}, want["hparams"]
+    old_params, new_params = old.model.hparams, want.model.hparams
     for key in sorted(set(old_params) | set(new_params)):
         if old_params.get(key) != new_params.get(key):
             raise ConfigError(
                 f"model.{key}: {out} was trained with {old_params.get(key)!r}, this recipe "
                 f"has {new_params.get(key)!r}; resume with the run's own config.yaml"
             )
-    if old.get("feature_config") != want["feature_config"]:
+    if old.feature_dict != want.feature_dict:
         raise ConfigError(f"features: {out} was trained on other features than this recipe's")
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     for key in sorted(set(saved.shapes) | set(shapes)):
@@ -257,7 +259,7 @@ def train(
         heldout=heldout, teacher_dim=task.targets[0].shape[1] if task.targets else None,
     )  # fmt: skip
     if saved is not None:  # before anything in the run folder is written
-        _check_resume(saved, out, Path(data), make_meta(model, task.labels, **meta), module)
+        _check_resume(saved, out, Path(data), make_card(model, task.labels, **meta), module)
     if primary:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -340,9 +342,10 @@ def init_from(model: Any, source: str) -> None:
     a run or a model file) into `model`; its head stays new. Raises `ConfigError` when the
     architectures or features differ."""
     from voxid.checkpoint import load_checkpoint
+    from voxid.models.base import SpeakerModel
 
     _, pretrained = load_checkpoint(source)
-    if not isinstance(pretrained, torch.nn.Module) or not pretrained.is_embedding_model:
+    if not isinstance(pretrained, SpeakerModel) or not pretrained.is_embedding_model:
         raise ConfigError(f"init: {source} is no embedding model to start from")
     if pretrained.name != model.name:
         raise ConfigError(
@@ -386,7 +389,7 @@ def _finish(
     )
 
     raw = read_checkpoint(best)
-    meta, model = load_checkpoint(best)
+    card, model = load_checkpoint(best)
     metrics: dict[str, Any] = {"model": cfg.model, "mode": cfg.mode, "monitor": cfg.monitor,
                                "best_epoch": int(raw.get("epoch", -1)), **fit}  # fmt: skip
     threshold_kind = "member_cosine" if cfg.auth_scoring == "speakers" else "p_member"
@@ -405,7 +408,7 @@ def _finish(
     threshold = None
     if cfg.mode == "authenticate":
         threshold = choose_threshold(val, cfg.target_far)
-        meta.update(threshold=threshold, threshold_kind=threshold_kind)
+        card = card.with_threshold(threshold, threshold_kind)
         metrics.update(threshold=threshold, target_far=cfg.target_far)
         metrics["val"]["authentication"] = authentication_metrics(
             val, threshold, task.train_speakers
@@ -417,10 +420,10 @@ def _finish(
             metrics["test"]["authentication"] = authentication_metrics(
                 test, threshold, task.train_speakers
             )
-    model_path = save_inference_file(out / "model.pt", model.cpu(), meta)
+    model_path = save_inference_file(out / "model.pt", model.cpu(), card)
     if threshold is not None:
         save_threshold(best, threshold, threshold_kind)
-    metrics["model_fingerprint"] = read_checkpoint(model_path)["voxid"]["model_fingerprint"]
+    metrics["model_fingerprint"] = read_card(model_path).fingerprint
     text = json.dumps(metrics, indent=2)
     atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(text))
     return RunResult(out, model_path, best, out / "last.ckpt", metrics)

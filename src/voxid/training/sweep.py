@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from voxid.checkpoint import atomic_write
 from voxid.config import TrainConfig
+from voxid.io import atomic_write
 
 COLUMNS = ("batch_size", "epochs", "split", "loss", "accuracy", "precision", "recall", "f1")
 

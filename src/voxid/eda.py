@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -245,7 +245,7 @@ def _columns(files, out: Path) -> list[tuple[str, str | None, int]]:
     plt = _plt()
     skip = {"speaker", "source", "seconds", "chunks", "mean", "std", "path"}
     cols = sorted({k for f in files for k in f if k not in skip})
-    res = []
+    res: list[tuple[str, str | None, int]] = []
     for col in cols:
         counts = Counter(str(f.get(col, "")) for f in files)
         if len(counts) > _MAX_LEVELS:
@@ -352,17 +352,22 @@ def _palette(n: int) -> list[tuple[float, float, float]]:
     a colormap stretched over the speakers gives neighbours near-identical colours.
     """
     import matplotlib
+    from matplotlib.colors import ListedColormap
 
     maps = matplotlib.colormaps
+
+    def rgb(name: str) -> np.ndarray:
+        # The qualitative maps are lists of colours: their RGB rows `(n, 3)`.
+        return np.asarray(cast(ListedColormap, maps[name]).colors, dtype=float)[:, :3]
+
     if n > 20:
         return [tuple(maps["nipy_spectral"](v)[:3]) for v in np.linspace(0.05, 0.95, n)]
-    pool = np.array([c[:3] for m in ("tab20", "Set1", "Dark2", "Accent", "Set2")
-                     for c in maps[m].colors])  # fmt: skip
-    chosen = [np.array(c[:3]) for c in maps["tab10"].colors]
+    pool = np.concatenate([rgb(m) for m in ("tab20", "Set1", "Dark2", "Accent", "Set2")])
+    chosen = list(rgb("tab10"))
     while len(chosen) < n:  # greedy farthest point: deterministic and far enough here
         gap = np.linalg.norm(pool[:, None] - np.array(chosen)[None], axis=-1).min(axis=1)
         chosen.append(pool[int(gap.argmax())])
-    return [tuple(float(v) for v in c) for c in chosen[:n]]
+    return [(float(c[0]), float(c[1]), float(c[2])) for c in chosen[:n]]
 
 
 def _tsne_figure(labels: list[str], emb: np.ndarray) -> Any:

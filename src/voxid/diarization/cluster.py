@@ -118,7 +118,7 @@ def _spectral(
     sim = x @ x.T
     upto = min(max_k, n - 1)
     if pval is None:
-        best = None
+        best: tuple[float, np.ndarray, np.ndarray] | None = None
         for keep in sorted({max(2, round(f * n)) for f in np.linspace(0.02, 0.25, 12)}):
             vals, vecs = _laplacian_eigen(sim, keep)
             gaps = np.diff(vals[: upto + 1]) / max(vals[-1], 1e-12)
@@ -126,6 +126,7 @@ def _spectral(
             ratio = (keep / n) / max(g, 1e-12)
             if best is None or ratio < best[0]:
                 best = (ratio, vals, vecs)
+        assert best is not None  # the loop runs at least once
         _, vals, vecs = best
     else:
         vals, vecs = _laplacian_eigen(sim, max(neighbours, int(np.ceil(pval * n))))

@@ -204,7 +204,7 @@ def verification_report(
                 "far": far,
                 "frr": frr,
             }
-        if ts.norm_tar is not None:
+        if ts.norm_tar is not None and ts.norm_non is not None:
             entry["asnorm"] = detection_metrics(ts.norm_tar, ts.norm_non)
         out[level] = entry
     return out

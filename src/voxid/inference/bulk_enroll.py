@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voxid.errors import ConfigError, RegistryError, reason, require_positive
 from voxid.inference.registry import Enrolment, validate_name
 
@@ -111,7 +113,9 @@ def enroll_manifest(
                     rows_.append(emb)
                     files.append(file)
             if by_speaker:
-                registry.add_many([Enrolment(s, e, sources=f) for s, (e, f) in by_speaker.items()])
+                registry.add_many(
+                    [Enrolment(s, np.stack(e), sources=f) for s, (e, f) in by_speaker.items()]
+                )
                 report.enrolled_files += sum(len(f) for _, f in by_speaker.values())
                 report.speakers |= set(by_speaker)
             bar.advance(task, len(batch))

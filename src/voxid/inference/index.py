@@ -242,6 +242,7 @@ class SpeakerIndex:
         with self.lock:
             if not len(self):
                 return []
+            slots: np.ndarray | slice
             if self.approximate:
                 query = normalize_rows(samples.mean(axis=0, keepdims=True))
                 pool = max(ANN_POOL, 4 * k)

@@ -320,12 +320,13 @@ class BaseRegistry:
         with self._read() as con:
             instance, gen = self._read_generation(con)
             full = since is None or since[0] != instance or since[1] > gen
+            after = 0 if since is None else since[1]
             if full:
                 cur = self._x(con, "SELECT name, dim, centroid FROM speakers")
                 removed: list[str] = []
             else:
                 cur = self._x(
-                    con, "SELECT name, dim, centroid FROM speakers WHERE gen > ?", (since[1],)
+                    con, "SELECT name, dim, centroid FROM speakers WHERE gen > ?", (after,)
                 )
             names, blocks = [], []
             while rows := cur.fetchmany(_FETCH_ROWS):
@@ -333,8 +334,7 @@ class BaseRegistry:
                 blocks.append(np.stack([self._decode(r[2], r[1], r[0]) for r in rows]))
             if not full:
                 removed = [
-                    r[0]
-                    for r in self._x(con, "SELECT name FROM removed WHERE gen > ?", (since[1],))
+                    r[0] for r in self._x(con, "SELECT name FROM removed WHERE gen > ?", (after,))
                 ]
         dims = {b.shape[1] for b in blocks}
         if len(dims) > 1:
@@ -913,9 +913,10 @@ class Registry(BaseRegistry):
             return con
         # mode=rw: SQLite would otherwise create the file of a must-exist registry that was
         # deleted since (each thread connects on its own).
-        target, uri = (self.path, False) if self.create else (self.path.absolute().as_uri(), True)
+        target: str | Path = self.path
+        uri = not self.create
         if uri:
-            target += "?mode=rw"
+            target = self.path.absolute().as_uri() + "?mode=rw"
         try:
             con = sqlite3.connect(
                 target, timeout=self.timeout, isolation_level=None, uri=uri, check_same_thread=True

@@ -62,7 +62,11 @@ class HostGuardMiddleware:
         """Whether a request with Host header `header` (and ASGI `scope`) is served."""
         name = host_name(header)
         bound = scope.get("server")
-        return self.allow_any or name in self.allowed or (bool(bound) and name == bound[0])
+        return (
+            self.allow_any
+            or name in self.allowed
+            or (bound is not None and bool(bound) and name == bound[0])
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""

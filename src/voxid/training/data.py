@@ -119,7 +119,7 @@ class TaskData:
         sampler = None
         if split == "train" and cfg.balanced:
             per_class = 1.0 / np.maximum(self.class_counts, 1)
-            weights = torch.tensor(per_class[self.train.labels], dtype=torch.double)
+            weights = per_class[self.train.labels].tolist()  # the sampler makes them doubles
             generator = torch.Generator().manual_seed(cfg.seed)
             sampler = WeightedRandomSampler(weights, len(weights), True, generator=generator)
             shuffle = False
@@ -216,6 +216,8 @@ def open_task(cfg: TrainConfig, store: str | Path, feature_config: Any) -> TaskD
 
     train = split(cfg.train_split, train_speakers, mapping)
     val = split(cfg.val_split, train_speakers, mapping)
+    if train is None:
+        raise DataError(f"{store}: no '{cfg.train_split}' items of the training speakers")
     if val is None:
         raise DataError(
             f"{store}: no '{cfg.val_split}' items of the training speakers; prepare the store "

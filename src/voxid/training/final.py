@@ -61,12 +61,20 @@ class Predictions:
         """Items whose speaker is one of the run's classes."""
         return self.y >= 0
 
+    def member_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(member_score, member)` of an authentication run (ValueError otherwise)."""
+        if self.member_score is None or self.member is None:
+            raise ValueError("predictions of an identification run have no member scores")
+        return self.member_score, self.member
+
 
 @torch.no_grad()
 def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: str) -> Predictions:
     """Softmax scores (no margin) of `model` on every item of `split` (`val` or `test`),
     and each item's member score in an authentication run."""
     data = task.val if split == "val" else task.test
+    if data is None:
+        raise ValueError(f"predict: the run has no {split!r} split")
     inputs = InputPipeline(model, cfg, task.waveform)
     model.to(device).eval()
     loader = task.loader(split, cfg)
@@ -120,7 +128,8 @@ def choose_threshold(val: Predictions, target_far: float) -> float:
     """The member-score threshold whose FAR on validation outsiders is at most `target_far`."""
     from voxid.metrics import threshold_at_far
 
-    return float(threshold_at_far(val.member_score[~val.member], target_far))
+    score, member = val.member_view()
+    return float(threshold_at_far(score[~member], target_far))
 
 
 def authentication_metrics(
@@ -129,7 +138,7 @@ def authentication_metrics(
     """FAR (all, seen and never-seen outsiders), FRR and accuracy at `threshold`."""
     from voxid.metrics import eer, far_frr
 
-    score, member = pred.member_score, pred.member
+    score, member = pred.member_view()
     seen = np.array([s in set(train_speakers) for s in pred.speakers])
     tar, non = score[member], score[~member]
     out: dict[str, Any] = {

@@ -153,7 +153,7 @@ def _mc_passes(model: Any, batches: list, kind: str, k: int, seed: int) -> np.nd
 def run_gmm(clf: Any, dataset: Any, feature_config: dict[str, Any]) -> Outputs:
     """Mean frame log-likelihoods of every item under each speaker's GMM (timed, warmed up).
 
-    `feature_config` is the run's (``meta["feature_config"]``): a waveform store is
+    `feature_config` is the run's (``card.feature_dict``): a waveform store is
     turned into those features first, any other store must hold exactly them.
     """
     if len(dataset) == 0:

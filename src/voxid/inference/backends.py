@@ -87,11 +87,6 @@ class Backend:
         self.chunk_seconds = self.policy.seconds
 
     @property
-    def meta(self) -> dict[str, Any]:
-        """The card as its stored dict (read-only: a fresh copy; scripts index it)."""
-        return self.card.to_dict()
-
-    @property
     def has_class_bank(self) -> bool:
         """True when training speakers can be scored against their AAM class weights (not for
         a binary authentication model, whose classes are "member"/"outsider", not speakers)."""

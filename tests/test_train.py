@@ -213,8 +213,12 @@ def test_gmm_through_the_cli(stores, tmp_path):
 
 
 def test_precision_is_mixed_only_on_a_gpu():
-    from voxid.training.run import resolve_precision
+    from typing import get_args
 
+    from voxid.config import PRECISIONS
+    from voxid.training.run import Precision, resolve_precision
+
+    assert set(get_args(Precision)) == set(PRECISIONS) - {"auto"}  # the Trainer's type
     assert resolve_precision(TrainConfig(model="crnn", accelerator="cpu")) == "32-true"
     expected = "32-true"
     if torch.cuda.is_available():

@@ -25,7 +25,6 @@ NOT_YET_TYPED = frozenset(
         "evaluation/inference.py",
         "inference/recognizer.py",
         "training/gmm.py",
-        "training/run.py",
     }
 )
 

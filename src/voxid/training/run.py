@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import torch
 
@@ -32,7 +32,7 @@ from voxid.checkpoint import (
     save_inference_file,
     save_threshold,
 )
-from voxid.config import MONITORS, TrainConfig, save_config
+from voxid.config import MONITORS, PRECISIONS, TrainConfig, save_config
 from voxid.errors import ConfigError, DataError, ModelError
 from voxid.io import atomic_write
 from voxid.training.data import resolve_features
@@ -56,10 +56,16 @@ _QUIET = (
 )
 
 
-def resolve_precision(cfg: TrainConfig) -> str:
+#: The precisions `TrainConfig` accepts (`voxid.config.PRECISIONS`, less `auto`).
+Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true"]
+
+
+def resolve_precision(cfg: TrainConfig) -> Precision:
     """`cfg.precision`, with `auto` meaning bf16/16 mixed precision on a GPU, 32 elsewhere."""
     if cfg.precision != "auto":
-        return cfg.precision
+        if cfg.precision not in get_args(Precision):
+            raise ConfigError(f"precision: must be one of {PRECISIONS}, got {cfg.precision!r}")
+        return cast(Precision, cfg.precision)
     if cfg.accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"

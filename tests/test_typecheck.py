@@ -24,7 +24,6 @@ NOT_YET_TYPED = frozenset(
     {
         "evaluation/inference.py",
         "inference/recognizer.py",
-        "training/gmm.py",
     }
 )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -92,7 +93,9 @@ class GmmClassifier:
         """Number of speakers fitted."""
         return 0 if self.labels_ is None else len(self.labels_)
 
-    def fit(self, features: Sequence[np.ndarray], labels: Sequence) -> GmmClassifier:
+    def fit(
+        self, features: Sequence[np.ndarray], labels: Sequence[Any] | np.ndarray
+    ) -> GmmClassifier:
         """Fit one mixture per label on the pooled frames of its utterances.
 
         Arguments

@@ -62,8 +62,7 @@ def train_gmm(cfg: TrainConfig, data: Path, out: Path) -> Any:
     for split, dataset in (("val", task.val), ("test", task.test)):
         if dataset is None:
             continue
-        scores = clf.predict_scores(_features(dataset, frontend))
-        pred = clf.labels_[scores.argmax(1)]
+        pred = clf.predict(_features(dataset, frontend))
         values = summarize(dataset.labels, pred)
         metrics[split] = {"n": len(dataset), "loss": None, "top1": values["accuracy"],
                           "precision": values["precision"], "recall": values["recall"],

@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_YET_TYPED = frozenset(
     {
         "evaluation/inference.py",
-        "inference/recognizer.py",
     }
 )
 

@@ -121,10 +121,13 @@ class Recognizer:
         #: The model's card (labels, sample rate, threshold...), `backend.card`.
         self.card = backend.card
         self.mc_samples = mc_samples
-        self._registry_arg = registry
-        self._registry: BaseRegistry | None = (
-            registry if isinstance(registry, BaseRegistry) else None
-        )
+        # A registry object is used as is; a path or URL is opened on first use.
+        self._registry: BaseRegistry | None = None
+        self._registry_arg: str | os.PathLike | None = None
+        if isinstance(registry, BaseRegistry):
+            self._registry = registry
+        else:
+            self._registry_arg = registry
         # The enrolled centroids in memory, refreshed when the registry's change counter
         # moves: identify reads nothing from the database when nobody was enrolled since.
         self._index: SpeakerIndex | None = None
@@ -552,17 +555,24 @@ class Recognizer:
         return index is not None and name in index
 
     def _references(self, training: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
-        names, refs = [], []
+        names: list[str] = []
+        refs: list[np.ndarray] = []
         index = self._synced_index()
         if index is not None:
-            names = index.names()
-            refs = [index.get(n) for n in names]
+            for name in index.names():
+                centroid = index.get(name)
+                if centroid is not None:  # None: removed by another thread since names()
+                    names.append(name)
+                    refs.append(centroid)
         sources = ["enrolled"] * len(names)
-        if training and self.backend.has_class_bank:
+        bank = self.backend.class_weights
+        if training and self.backend.has_class_bank and bank is not None:
             known = set(names)
-            for label, w in zip(self.backend.labels, self.backend.class_weights, strict=True):
+            for label, w in zip(self.backend.labels, bank, strict=True):
                 if label not in known:
-                    names.append(label), refs.append(w), sources.append("training")
+                    names.append(label)
+                    refs.append(w)
+                    sources.append("training")
         dim = self.backend.embedding_dim
         return names, np.stack(refs) if refs else np.zeros((0, dim), np.float32), sources
 
@@ -628,6 +638,7 @@ class Recognizer:
                 )
         samples = self._samples(audio, sr)
         if ref is None:
+            assert index is not None  # ref is None only for an enrolled speaker
             scores = index.score(samples, clean)
             if scores is None:  # removed by another process since the check above
                 raise UnknownSpeaker(f"speaker {clean!r}: {self._not_enrolled(clean, False)}")
@@ -645,9 +656,10 @@ class Recognizer:
 
     def _training_ref(self, name: str) -> np.ndarray | None:
         """The AAM class weight of training speaker `name`, or None."""
-        if not self.backend.has_class_bank or name not in self.backend.labels:
+        bank = self.backend.class_weights
+        if bank is None or not self.backend.has_class_bank or name not in self.backend.labels:
             return None
-        return np.asarray(self.backend.class_weights[list(self.backend.labels).index(name)])
+        return np.asarray(bank[list(self.backend.labels).index(name)])
 
     def _not_enrolled(self, name: str, include_training: bool) -> str:
         if include_training:
@@ -745,8 +757,8 @@ class Recognizer:
         index = self._synced_index()
         n_enrolled = len(index) if index is not None else 0
         training: list[tuple[int, str, np.ndarray]] = []
-        if include_training and self.backend.has_class_bank:
-            labels, weights = self.backend.labels, self.backend.class_weights
+        labels, weights = self.backend.labels, self.backend.class_weights
+        if include_training and self.backend.has_class_bank and weights is not None:
             training = [
                 (i, label, w)
                 for i, (label, w) in enumerate(zip(labels, weights, strict=True))
@@ -765,7 +777,7 @@ class Recognizer:
         # (score, group, tie-break, name, std, source): sorting these gives the order of
         # today's stable argsort over enrolled (by name) then training speakers.
         ranked: list[tuple[float, int, Any, str, float, str]] = []
-        if n_enrolled:
+        if index is not None and n_enrolled:
             ranked += [(m, 0, n, n, sd, "enrolled") for n, m, sd in index.top(samples, top_k)]
         if training:
             scores = self._score(samples, np.stack([w for _, _, w in training]))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
     MIN_SPEECH_SECONDS,
     ChunkPolicy,
     NotEnoughSpeech,
+    Runner,
     audio_label,
     batched,
     embed_chunks,
@@ -34,6 +36,9 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
 )
 from voxid.inference.registry import mean_embedding
 from voxid.numeric import normalize_rows, softmax
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_CHUNK_SECONDS",
@@ -97,7 +102,7 @@ class Backend:
             and len(self.class_weights) == len(self.labels) > 0
         )
 
-    def _batches(self, chunks: np.ndarray, fn) -> np.ndarray:
+    def _batches(self, chunks: np.ndarray, fn: Runner) -> np.ndarray:
         return batched(fn, chunks)
 
     def embed(self, chunks: np.ndarray) -> np.ndarray:
@@ -130,7 +135,7 @@ class TorchBackend(Backend):
     kind = "torch"
     supports_mc = True
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:
         import torch
 
         from voxid.checkpoint import load_checkpoint, model_fingerprint, resolve_run
@@ -158,12 +163,13 @@ class TorchBackend(Backend):
             model.score_cohort(),
         )
 
-    def _run(self, chunks: np.ndarray, fn) -> np.ndarray:
+    def _run(self, chunks: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             out = fn(torch.from_numpy(chunks).to(self.device))
-        return out.float().cpu().numpy()
+        result: np.ndarray = out.float().cpu().numpy()
+        return result
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
         # The runner evaluation and calibration embed with too: one forward path.
@@ -172,7 +178,7 @@ class TorchBackend(Backend):
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
         return self._run(chunks, lambda x: self.model(self.model.frontend(x)))
 
-    def _mc(self, k: int, fn) -> list[np.ndarray]:
+    def _mc(self, k: int, fn: Callable[[], np.ndarray]) -> list[np.ndarray]:
         self.model.set_mc_dropout(True)
         try:
             return [fn() for _ in range(k)]

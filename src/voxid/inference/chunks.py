@@ -102,7 +102,8 @@ class ChunkPolicy:
 
 def _normalized(wav: np.ndarray, normalize: str | None) -> np.ndarray:
     if normalize == "peak":
-        return wav / np.abs(wav).max()
+        peak: np.ndarray = wav / np.abs(wav).max()
+        return peak
     if normalize == "rms":  # -20 dBFS, as voxid.audio.load_audio
         return wav * (0.1 / float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))))
     return wav
@@ -224,7 +225,8 @@ def torch_runner(model: Any, device: Any = None) -> Runner:
     def run(chunks: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             out = model.embed_waveform(torch.from_numpy(chunks).to(dev))
-        return out.float().cpu().numpy()
+        result: np.ndarray = out.float().cpu().numpy()
+        return result
 
     return run
 

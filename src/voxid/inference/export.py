@@ -37,13 +37,16 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voxid.card import ModelCard, OnnxInfo
 from voxid.errors import ModelError
 from voxid.inference.backends import Backend, TorchBackend, usable_cores
+
+if TYPE_CHECKING:
+    import torch
 from voxid.io import atomic_write
 
 OPSET = 17
@@ -80,7 +83,8 @@ def _encode_array(x: np.ndarray) -> str:
 
 def _decode_array(text: str, source: str, what: str = "class-weight bank") -> np.ndarray:
     try:
-        return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+        array: np.ndarray = np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+        return array
     except (ValueError, OSError) as exc:
         raise ModelError(f"{source}: corrupt {what} in metadata ({exc})") from None
 
@@ -129,7 +133,7 @@ def _set_metadata(proto: Any, props: dict[str, str], card: ModelCard) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def _export_module(model: Any):
+def _export_module(model: Any) -> torch.nn.Module:
     import torch
 
     class _Classifier(torch.nn.Module):
@@ -137,7 +141,7 @@ def _export_module(model: Any):
             super().__init__()
             self.model = model
 
-        def forward(self, wav: torch.Tensor):
+        def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             emb = self.model.encoder(self.model.frontend(wav))
             return emb, self.model.head(emb)
 
@@ -159,18 +163,18 @@ def _real_valued_stft() -> Iterator[None]:
     stft, view_as_real = torch.stft, torch.view_as_real
 
     def real_stft(
-        x,
-        n_fft,
-        hop_length=None,
-        win_length=None,
-        window=None,
-        center=True,
-        pad_mode="reflect",
-        normalized=False,
-        onesided=None,
-        return_complex=None,
+        x: torch.Tensor,
+        n_fft: int,
+        hop_length: int | None = None,
+        win_length: int | None = None,
+        window: torch.Tensor | None = None,
+        center: bool = True,
+        pad_mode: str = "reflect",
+        normalized: bool = False,
+        onesided: bool | None = None,
+        return_complex: bool | None = None,
         **_: Any,
-    ):
+    ) -> torch.Tensor:
         if center:
             x = F.pad(x.unsqueeze(1), (n_fft // 2, n_fft // 2), mode=pad_mode).squeeze(1)
         return stft(
@@ -239,8 +243,8 @@ def _torch_export(module: Any, example: Any, path: Path, outputs: list[str]) -> 
 
 
 def export_onnx(
-    run: str | os.PathLike,
-    out: str | os.PathLike,
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
     int8: bool = False,
     check_seconds: float = 3.0,
@@ -348,7 +352,7 @@ class OnnxBackend(Backend):
     kind = "onnx"
 
     def __init__(
-        self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None
+        self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None
     ) -> None:
         import onnxruntime as ort
 
@@ -398,10 +402,12 @@ class OnnxBackend(Backend):
         super().__init__(str(path), card, fingerprint, is_embedding, int(dim), bank, cohort)
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
-        return self.session.run(["embedding"], {"waveform": chunks})[0]
+        embeddings: np.ndarray = self.session.run(["embedding"], {"waveform": chunks})[0]
+        return embeddings
 
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"waveform": chunks})[0]
+        logits: np.ndarray = self.session.run(["logits"], {"waveform": chunks})[0]
+        return logits
 
 
 def _verified_fingerprint(path: Path, card: ModelCard, props: dict[str, str]) -> str:
@@ -432,7 +438,7 @@ def _verified_fingerprint(path: Path, card: ModelCard, props: dict[str, str]) ->
 
 
 def load_backend(
-    path: str | os.PathLike | None, device: str = "cpu", threads: int | None = None
+    path: str | os.PathLike[str] | None, device: str = "cpu", threads: int | None = None
 ) -> Backend:
     """The backend for a model path: `.onnx` -> onnxruntime, anything else -> torch; a
     shipped model's name (or None: the base model) -> its ONNX file.

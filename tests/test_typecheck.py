@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NOT_YET_TYPED = frozenset(
     {
-        "evaluation/inference.py",
     }
 )
 

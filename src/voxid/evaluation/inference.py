@@ -112,7 +112,8 @@ def run_torch(
     model.eval()
     batches = list(_batches(dataset, batch_size, kind))
     with torch.inference_mode():
-        _forward(model, *batches[0], kind)
+        first_x, first_n = batches[0]
+        _forward(model, first_x, first_n, kind)
         start = time.perf_counter()
         outs = [_forward(model, x, n, kind) for x, n in batches]
         elapsed = time.perf_counter() - start

@@ -48,7 +48,8 @@ class _Resemblyzer:
         self.encoder = VoiceEncoder("cpu", verbose=False)
         self.dim = 256
         # Resemblyzer's mel spectrogram (librosa's, 25 ms Hann windows every 10 ms, 40
-        # bands, power), batched with torch.stft: the same values, twenty times faster.
+        # bands, power), batched with torch.stft: the same values, much faster
+        # (BENCHMARKS.md, base model notes).
         self._mel = torch.from_numpy(mel(sr=self.sample_rate, n_fft=400, n_mels=40)).float()
         self._window = torch.hann_window(400)
 

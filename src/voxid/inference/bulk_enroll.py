@@ -46,7 +46,7 @@ class BulkReport:
         }
 
 
-def read_manifest(path: str | os.PathLike) -> list[tuple[str, str]]:
+def read_manifest(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """`(absolute file path, speaker)` rows of a manifest; ConfigError naming the file and
     line for a missing column or an empty field."""
     path = Path(path)
@@ -74,7 +74,7 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 def enroll_manifest(
     recognizer: Any,
-    manifest: str | os.PathLike,
+    manifest: str | os.PathLike[str],
     *,
     batch_files: int = DEFAULT_BATCH_FILES,
     progress: bool | None = None,
@@ -106,7 +106,7 @@ def enroll_manifest(
             errors: list[tuple[str, str]] = []
             embs = recognizer.embed_many([f for f, _ in batch], progress=False, errors=errors)
             report.failed += [(f, reason(r, f)) for f, r in errors]
-            by_speaker: dict[str, tuple[list, list]] = {}
+            by_speaker: dict[str, tuple[list[np.ndarray], list[str]]] = {}
             for (file, speaker), emb in zip(batch, embs, strict=True):
                 if emb[0] == emb[0]:  # NaN marks a file embed_many skipped
                     rows_, files = by_speaker.setdefault(speaker, ([], []))

@@ -232,7 +232,8 @@ class SpeakerIndex:
         mu_q, sd_q = cohort_stats(samples, self.cohort, self.top_n)
         left = (raw - mu_q[:, None]) / np.maximum(sd_q, 1e-6)[:, None]
         right = (raw - self._mu[slots][None]) / np.maximum(self._sd[slots], 1e-6)[None]
-        return 0.5 * (left + right)
+        scores: np.ndarray = 0.5 * (left + right)
+        return scores
 
     def top(self, samples: np.ndarray, k: int) -> list[tuple[str, float, float]]:
         """The best `k` speakers for query samples `(K, D)` by mean score over the samples,

@@ -64,10 +64,10 @@ DEFAULT_PROBABILITY_THRESHOLD = 0.5
 MIN_OPEN_SET_SPEAKERS = 100
 NO_REGISTRY = "no registry: load the recogniser with registry=PATH"
 
-AudioInput = str | os.PathLike | bytes | np.ndarray
+AudioInput = str | os.PathLike[str] | bytes | np.ndarray
 
 
-def _shipped(model: str | os.PathLike) -> bool:
+def _shipped(model: str | os.PathLike[str]) -> bool:
     from voxid.pretrained import is_shipped, resolve
 
     return is_shipped(resolve(model))
@@ -107,7 +107,7 @@ class Recognizer:
     def __init__(
         self,
         backend: Backend,
-        registry: BaseRegistry | str | os.PathLike | None = None,
+        registry: BaseRegistry | str | os.PathLike[str] | None = None,
         *,
         threshold: float | None = None,
         mc_samples: int = 0,
@@ -123,7 +123,7 @@ class Recognizer:
         self.mc_samples = mc_samples
         # A registry object is used as is; a path or URL is opened on first use.
         self._registry: BaseRegistry | None = None
-        self._registry_arg: str | os.PathLike | None = None
+        self._registry_arg: str | os.PathLike[str] | None = None
         if isinstance(registry, BaseRegistry):
             self._registry = registry
         else:
@@ -139,8 +139,8 @@ class Recognizer:
     @classmethod
     def load(
         cls,
-        checkpoint_or_onnx: str | os.PathLike | None = None,
-        registry: BaseRegistry | str | os.PathLike | None = "speakers.db",
+        checkpoint_or_onnx: str | os.PathLike[str] | None = None,
+        registry: BaseRegistry | str | os.PathLike[str] | None = "speakers.db",
         *,
         threshold: float | None = None,
         device: str = "cpu",

@@ -206,7 +206,7 @@ def is_url(target: object) -> bool:
 
 
 def open_registry(
-    target: str | os.PathLike,
+    target: str | os.PathLike[str],
     model_fingerprint: str | None,
     *,
     timeout: float = 30.0,
@@ -250,7 +250,7 @@ class BaseRegistry:
     def _x(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return con.execute(self._q(sql), params)
 
-    def _bulk_insert(self, con: Any, table: str, columns: str, rows: list[tuple]) -> None:
+    def _bulk_insert(self, con: Any, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert many rows into `table (columns)`."""
         marks = ", ".join("?" * len(columns.split(",")))
         con.executemany(self._q(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), rows)
@@ -358,7 +358,7 @@ class BaseRegistry:
         return None if row is None else row[0]
 
     def _count(self, con: Any) -> int:
-        return self._x(con, "SELECT COUNT(*) FROM speakers").fetchone()[0]
+        return int(self._x(con, "SELECT COUNT(*) FROM speakers").fetchone()[0])
 
     def _check_fingerprint(self) -> None:
         if self.model_fingerprint is None:
@@ -459,7 +459,9 @@ class BaseRegistry:
             return self._add_one(con, gen, fp, name, emb, srcs, replace, metadata, meta_json, now)
 
     @staticmethod
-    def _sources(name: str, emb: np.ndarray, sources: Sequence[str | None] | None) -> list:
+    def _sources(
+        name: str, emb: np.ndarray, sources: Sequence[str | None] | None
+    ) -> list[str | None]:
         if sources is None:
             return [None] * len(emb)
         if len(sources) != len(emb):
@@ -475,7 +477,7 @@ class BaseRegistry:
         fp: str,
         name: str,
         emb: np.ndarray,
-        sources: list,
+        sources: list[str | None],
         replace: bool,
         metadata: dict[str, Any] | None,
         meta_json: str,
@@ -549,7 +551,7 @@ class BaseRegistry:
         2
         """
         fp = self._require_model(model_fingerprint)
-        grouped: dict[str, list] = {}
+        grouped: dict[str, list[Any]] = {}  # name -> [embeddings, sources, metadata]
         for e in enrolments:
             name = validate_name(e.name)
             emb = check_embeddings(name, e.embeddings)
@@ -718,7 +720,7 @@ class BaseRegistry:
             )
         return np.frombuffer(bytes(blob), dtype=np.float32)
 
-    def _record(self, row: tuple) -> SpeakerRecord:
+    def _record(self, row: tuple[Any, ...]) -> SpeakerRecord:
         name, fp, dim, centroid, n, created, updated, meta = row
         return SpeakerRecord(
             name, self._decode(centroid, dim, name), n, fp, created, updated, json.loads(meta)
@@ -882,7 +884,7 @@ class Registry(BaseRegistry):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         model_fingerprint: str | None,
         *,
         timeout: float = 30.0,
@@ -908,7 +910,7 @@ class Registry(BaseRegistry):
         # One connection per thread and process: sqlite3 connections must not cross threads,
         # and a connection inherited through fork() would share locks with the parent.
         key = os.getpid()
-        con = getattr(self._local, "con", None)
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is not None and getattr(self._local, "pid", None) == key:
             return con
         # mode=rw: SQLite would otherwise create the file of a must-exist registry that was
@@ -1047,7 +1049,8 @@ class Registry(BaseRegistry):
         version = con.execute("PRAGMA data_version").fetchone()[0]
         seen = self._local.seen
         if seen is not None and seen[0] == version:
-            return seen[1]
+            cached: tuple[str, int] = seen[1]
+            return cached
         token = super().generation()
         self._local.seen = (version, token)
         return token
@@ -1286,7 +1289,7 @@ class PostgresRegistry(BaseRegistry):
         with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as con:
             yield con
 
-    def _bulk_insert(self, con: Any, table: str, columns: str, rows: list[tuple]) -> None:
+    def _bulk_insert(self, con: Any, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
         # COPY: one stream instead of a statement per row (1M speakers in seconds).
         with con.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:

@@ -35,7 +35,8 @@ def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.nd
 
 
 def _standardise(s: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    return (s - mu) / np.maximum(sd, 1e-6)  # a degenerate cohort must not divide by zero
+    z: np.ndarray = (s - mu) / np.maximum(sd, 1e-6)  # a degenerate cohort must not divide by 0
+    return z
 
 
 def as_norm(
@@ -60,4 +61,5 @@ def as_norm(
     mu_r, sd_r = cohort_stats(right, cohort, top_n)
     if np.ndim(raw) == 2:
         mu_l, sd_l, mu_r, sd_r = mu_l[:, None], sd_l[:, None], mu_r[None], sd_r[None]
-    return 0.5 * (_standardise(raw, mu_l, sd_l) + _standardise(raw, mu_r, sd_r))
+    scores: np.ndarray = 0.5 * (_standardise(raw, mu_l, sd_l) + _standardise(raw, mu_r, sd_r))
+    return scores

@@ -21,6 +21,7 @@ from voxid.diarization import (
     parse_rttm,
 )
 from voxid.diarization.cluster import cluster_embeddings
+from voxid.errors import ConfigError
 from voxid.inference.recognizer import Recognizer
 
 SR = 16000
@@ -171,8 +172,6 @@ def test_rttm_fields_parse_back_and_dict():
     data = d.to_dict()
     assert data["num_speakers"] == 2 and data["segments"][0]["score"] == 4.2
     json.dumps(data)
-    from voxid.errors import ConfigError
-
     with pytest.raises(ConfigError, match="line 1"):
         parse_rttm("SPEAKER f 1 abc 1.0 <NA> <NA> x <NA> <NA>\n")
 
@@ -316,3 +315,38 @@ def test_diarize_eval_scores_real_speech_conversations(shared_data):
         assert 2 <= row["ref_speakers"] <= 5 and row["total_s"] > 10
         parts = row["missed_s"] + row["false_alarm_s"] + row["confusion_s"]
         assert row["der"] == pytest.approx(parts / row["total_s"])
+
+
+def test_chunk_grid_windows_equal_windows_embedded_one_by_one(base, conversation):
+    """With the VAD off (every frame speech), a 2-s window composed from the grid's 1-s
+    chunks holds exactly the chunks the recogniser would cut from that window: the same
+    starts and, to float rounding, the same embeddings as embedding each window alone."""
+    from voxid.diarization import embed_windows
+    from voxid.vad import VadConfig
+
+    path, _ = conversation
+    wav, sr = sf.read(path, dtype="float32")
+    off = VadConfig(enabled=False)
+    cfg = DiarizationConfig(vad=off, count_window_s=3.0, count_hop_s=1.0)
+    grid = embed_windows(base.backend, wav, sr=sr, config=cfg)
+    alone = embed_windows(base.backend, wav, sr=sr, config=cfg.replace(grid_s=None))
+    n = len(alone.starts) - 1  # the last window of the old path ends with the audio
+    assert n > 10
+    assert np.array_equal(grid.starts[:n], alone.starts[:n])
+    cos = np.sum(grid.embeddings[:n] * alone.embeddings[:n], axis=1)
+    assert cos.min() > 0.999
+    assert grid.count_embeddings is not None and alone.count_embeddings is not None
+    m = min(len(grid.count_embeddings), len(alone.count_embeddings)) - 1
+    cos = np.sum(grid.count_embeddings[:m] * alone.count_embeddings[:m], axis=1)
+    assert m > 5 and cos.min() > 0.999
+
+
+def test_grid_settings_are_checked_and_fall_back_when_they_do_not_fit(base, conversation):
+    path, _ = conversation
+    with pytest.raises(ConfigError, match="grid_s"):
+        DiarizationConfig(grid_s=0)
+    with pytest.raises(ConfigError, match="count_trim"):
+        DiarizationConfig(count_trim=0.5)
+    # A 1.5-s window is not a whole number of 1-s chunks: each window is embedded alone.
+    odd = base.diarize(str(path), config=DiarizationConfig(window_s=1.5, hop_s=0.75))
+    assert odd.num_speakers >= 1 and odd.segments

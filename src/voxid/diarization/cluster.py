@@ -73,13 +73,15 @@ def _eigengap_count(x: np.ndarray, keep: int, max_k: int, normalised: bool, cent
 def estimate_speakers(
     embedding_sets: list[np.ndarray],
     max_speakers: int = 8,
-    neighbours: tuple[int, ...] = (6, 8, 10, 14),
+    neighbours: tuple[int, ...] = (8, 10, 12, 16),
     pval: float = 0.05,
+    trim: float = 0.0,
 ) -> int:
     """The speaker count of a recording: the rounded mean of the eigengap counts of every
     set of unit embeddings in `embedding_sets` (e.g. 2-s and 3-s windows) x neighbours a
     row (at least `pval` of the windows) x centred or not x unnormalised or normalised
-    Laplacian. Sets of fewer than 3 windows are skipped; none left: 1.
+    Laplacian, the `trim` fraction of the lowest and of the highest counts dropped first.
+    Sets of fewer than 3 windows are skipped; none left: 1.
 
     >>> rng = np.random.default_rng(0)
     >>> c = rng.normal(size=(3, 16))
@@ -99,7 +101,9 @@ def estimate_speakers(
                     counts.append(_eigengap_count(x, keep, max_speakers, normalised, center))
     if not counts:
         return 1
-    return max(1, min(max_speakers, int(np.floor(np.mean(counts) + 0.5))))
+    cut = int(trim * len(counts))
+    kept = np.sort(counts)[cut : len(counts) - cut]
+    return max(1, min(max_speakers, int(np.floor(np.mean(kept) + 0.5))))
 
 
 def _spectral(
@@ -222,6 +226,7 @@ def cluster_embeddings(
     min_neighbours: int = MIN_NEIGHBOURS,
     count_neighbours: tuple[int, ...] | None = None,
     count_embeddings: list[np.ndarray] | None = None,
+    count_trim: float = 0.0,
 ) -> np.ndarray:
     """Cluster labels `(N,)` 0..K-1 for unit embeddings `(N, D)`.
 
@@ -250,6 +255,7 @@ def cluster_embeddings(
             the clustering's own affinity).
         count_embeddings: more embedding sets of the same recording (longer windows)
             that `estimate_speakers` counts on too.
+        count_trim: the fraction of those counts trimmed at each end (`estimate_speakers`).
 
     >>> rng = np.random.default_rng(0)
     >>> a, b = rng.normal(size=(2, 16))
@@ -276,7 +282,7 @@ def cluster_embeddings(
         sets = [x] + [np.asarray(e) for e in count_embeddings or ()]
         sets = [e[np.linspace(0, len(e) - 1, max_spectral).round().astype(int)]
                 if len(e) > max_spectral else e for e in sets]  # fmt: skip
-        num_speakers = estimate_speakers(sets, max_speakers, count_neighbours)
+        num_speakers = estimate_speakers(sets, max_speakers, count_neighbours, trim=count_trim)
     k = None if num_speakers is None else min(num_speakers, n)
     if n > max_spectral:
         pick = np.linspace(0, n - 1, max_spectral).round().astype(int)

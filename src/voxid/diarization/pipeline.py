@@ -91,17 +91,25 @@ class DiarizationConfig:
         model_chunks: embed a window as the recogniser embeds a recording, the mean of
             its chunks of the model's training length (1 s for the base model), rather
             than in one piece.
+        grid_s: with `model_chunks`, embed the model's chunks once, every `grid_s`
+            seconds, and build every window (the clustering's and the count's) as the
+            mean of the chunks it holds: each chunk is embedded once however many windows
+            overlap it. None, or lengths and hops that are not whole numbers of chunks and
+            grid steps: each window is embedded on its own.
+        count_trim: the fraction of the eigengap counts dropped at each end before they
+            are averaged into the speaker count (an affinity whose gap lands on the
+            largest count allowed should not drag the mean).
     """
 
     window_s: float = 2.0
-    hop_s: float = 0.75
+    hop_s: float = 0.5
     min_speech: float = 0.5
     frame_s: float = 0.05
     block_s: float = 60.0
     method: str = "spectral"
     threshold: float = 0.5
     pval: float | None = 0.05
-    min_neighbours: int = 10
+    min_neighbours: int = 15
     merge_cosine: float = 1.01
     min_size: int = 2
     center: bool = False
@@ -114,7 +122,9 @@ class DiarizationConfig:
     model_chunks: bool = True
     count_window_s: float | None = 3.0
     count_hop_s: float = 1.0
-    count_neighbours: tuple[int, ...] | None = (6, 8, 10, 14)
+    count_neighbours: tuple[int, ...] | None = (8, 10, 12, 16)
+    grid_s: float | None = 0.5
+    count_trim: float = 0.125
 
     def __post_init__(self) -> None:
         for key in ("window_s", "hop_s", "frame_s", "block_s"):
@@ -144,6 +154,12 @@ class DiarizationConfig:
             raise ConfigError(
                 f"count_neighbours: must be positive integers, got {self.count_neighbours!r}"
             )
+        if self.grid_s is not None and not (
+            isinstance(self.grid_s, (int, float)) and np.isfinite(self.grid_s) and self.grid_s > 0
+        ):
+            raise ConfigError(f"grid_s: must be a positive number of seconds, got {self.grid_s!r}")
+        if not 0 <= self.count_trim < 0.5:
+            raise ConfigError(f"count_trim: must be in [0, 0.5), got {self.count_trim!r}")
         if not 0 <= self.min_speech <= 1:
             raise ConfigError(f"min_speech: must be in [0, 1], got {self.min_speech!r}")
         if self.method not in METHODS:
@@ -451,6 +467,9 @@ def embed_windows(
     cfg = config or DiarizationConfig()
     rate = embedder.sample_rate
     vad = cfg.vad or getattr(embedder, "vad", None) or VadConfig()
+    chunk_s = _grid_chunk(embedder, cfg)
+    if chunk_s is not None:
+        return _grid_windows(embedder, audio, sr, cfg, vad, chunk_s, on_progress)
     col = _Collector(embedder, cfg, vad)
     counter = None
     if (
@@ -473,6 +492,77 @@ def embed_windows(
     cohort = getattr(embedder, "cohort", None)
     extra = None if counter is None else counter.result()[1]
     return Windows(starts, embs, mask, col.frame, col.win, rate, col.total, cohort, extra)
+
+
+def _whole(value: float, step: float) -> bool:
+    return abs(value / step - round(value / step)) < 1e-6 and round(value / step) >= 1
+
+
+def _grid_chunk(embedder: Embedder, cfg: DiarizationConfig) -> float | None:
+    """The model's chunk length when the windows can be built from a chunk grid."""
+    seconds = getattr(embedder, "chunk_seconds", None)
+    if cfg.grid_s is None or not cfg.model_chunks or not seconds:
+        return None
+    lengths = [cfg.window_s] + ([cfg.count_window_s] if cfg.count_window_s else [])
+    hops = [cfg.hop_s] + ([cfg.count_hop_s] if cfg.count_window_s else [])
+    fits = all(_whole(w, seconds) for w in lengths) and all(_whole(h, cfg.grid_s) for h in hops)
+    return float(seconds) if fits and _whole(seconds, cfg.grid_s) else None
+
+
+def _compose(
+    starts: np.ndarray, embs: np.ndarray, grid: int, chunk: int, win: int, hop: int, need: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of `win` samples every `hop` from chunk embeddings on a `grid`: each the
+    renormalised mean of the unit embeddings of its chunks (as the recogniser averages a
+    recording's chunks), kept when at least `need` of its chunks had enough speech."""
+    dim = embs.shape[1] if embs.ndim == 2 else 1
+    if not len(starts):
+        return np.zeros(0, int), np.zeros((0, dim), np.float32)
+    unit = normalize_rows(embs, np.float64)
+    at = {round(s / grid): i for i, s in enumerate(starts)}
+    per, parts_n, step = chunk // grid, win // chunk, hop // grid
+    out_starts, out = [], []
+    for k in range(0, max(at) + 1, step):
+        got = [at[k + j * per] for j in range(parts_n) if k + j * per in at]
+        if got and len(got) >= need * parts_n:
+            out_starts.append(k * grid)
+            out.append(unit[got].mean(axis=0))
+    if not out:
+        return np.zeros(0, int), np.zeros((0, dim), np.float32)
+    return np.asarray(out_starts, int), normalize_rows(np.stack(out), np.float32)
+
+
+def _grid_windows(
+    embedder: Embedder,
+    audio: Any,
+    sr: int | None,
+    cfg: DiarizationConfig,
+    vad: VadConfig,
+    chunk_s: float,
+    on_progress: Callable[[float], None] | None,
+) -> Windows:
+    """`embed_windows` on a chunk grid: the model's chunks every `grid_s`, streamed in
+    blocks, then the clustering and count windows composed from them."""
+    assert cfg.grid_s is not None
+    rate = embedder.sample_rate
+    col = _Collector(embedder, cfg.replace(window_s=chunk_s, hop_s=cfg.grid_s), vad)
+    for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
+        col.add(offset, block)
+        if on_progress is not None:
+            on_progress((offset + block.size) / rate)
+    col.finish()
+    cstarts, cembs, mask = col.result()
+    grid, chunk = round(cfg.grid_s * rate), round(chunk_s * rate)
+    win, hop = round(cfg.window_s * rate), round(cfg.hop_s * rate)
+    starts, embs = _compose(cstarts, cembs, grid, chunk, win, hop, cfg.min_speech)
+    extra = None
+    if cfg.count_window_s is not None and cfg.count_neighbours:
+        extra = _compose(
+            cstarts, cembs, grid, chunk, round(cfg.count_window_s * rate),
+            round(cfg.count_hop_s * rate), cfg.min_speech,
+        )[1]  # fmt: skip
+    cohort = getattr(embedder, "cohort", None)
+    return Windows(starts, embs, mask, col.frame, win, rate, col.total, cohort, extra)
 
 
 def diarize_windows(
@@ -506,6 +596,7 @@ def diarize_windows(
         overcluster=cfg.overcluster,
         min_neighbours=cfg.min_neighbours,
         count_neighbours=cfg.count_neighbours,
+        count_trim=cfg.count_trim,
         count_embeddings=None if windows.count_embeddings is None
         or len(windows.count_embeddings) < 3 else [windows.count_embeddings],
     )  # fmt: skip

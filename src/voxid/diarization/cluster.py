@@ -246,7 +246,7 @@ def cluster_embeddings(
         refine: rounds of reassigning every window to its nearest centroid afterwards.
         max_spectral: more windows than this are clustered on an even subsample of this
             many, and every window then joins its nearest centroid (an eigendecomposition
-            is cubic in the windows: an hour at a 0.75-s hop is 4,800).
+            is cubic in the windows: an hour at a 0.5-s hop is 7,200).
         merge_cosine: clusters whose centroids are at least this similar are merged
             (not below `num_speakers`).
         min_size: clusters of fewer windows are absorbed by their nearest cluster.

@@ -1,21 +1,25 @@
 """Who spoke when: VAD -> sliding windows -> batched embeddings -> clustering -> turns.
 
 The recording streams through in blocks (`block_s`, 60 s by default): each block is
-decoded, its speech found with the VAD, and the windows (`window_s` long, every `hop_s`)
-that hold enough speech are embedded in one batch by the model's backend (the
-recogniser's own embedding path; a window's speech is joined and filled to the window
-length as `voxid.inference.backends.speech_chunks` fills short speech). Only the embeddings (192
-floats a window: 4,800 for an hour at a 0.75-s hop) and a speech mask of 50-ms frames
-are kept, so memory does not grow with the audio.
+decoded, its speech found with the VAD, and the model's chunks (1 s for the base model,
+every `grid_s`) that hold enough speech are embedded in one batch by the model's backend
+(the recogniser's own embedding path; a chunk's speech is joined and filled to the chunk
+length as `voxid.inference.backends.speech_chunks` fills short speech). The windows
+(`window_s` long, every `hop_s`) are then built from the chunks they hold, each the mean of
+their unit embeddings, as the recogniser averages a file's chunks: a chunk is embedded once
+however many windows overlap it. A model without a chunk length (or lengths that are not
+whole chunks) embeds each window on its own. Only the embeddings (192 floats a chunk:
+7,200 for an hour on the 0.5-s grid) and a speech mask of 50-ms frames are kept, so memory
+does not grow with the audio.
 
 The speaker count, when not given, is estimated on these windows and on longer ones
-(`count_window_s`, 3 s every 1 s, embedded alongside from the same blocks and speech mask):
-the mean of several eigengap counts (`voxid.diarization.cluster.estimate_speakers`).
+(`count_window_s`, 3 s every 1 s, built from the same chunks): the trimmed mean of several
+eigengap counts (`voxid.diarization.cluster.estimate_speakers`).
 
 The window embeddings are then clustered (`voxid.diarization.cluster`), and every speech
 frame is given to the speaker whose centroid the windows covering it (Hann-weighted to
 their centres) are most similar to: turn boundaries fall between window centres, not on
-the 0.75-s grid. Turns shorter than `min_turn_s` are given to a neighbouring turn.
+the 0.5-s grid. Turns shorter than `min_turn_s` are given to a neighbouring turn.
 
 Overlapped speech is not separated: each frame has one speaker, the one whose voice
 dominates the windows around it; the other voice's share of the overlap is missed speech.

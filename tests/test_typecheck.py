@@ -20,10 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NOT_YET_TYPED = frozenset(
-    {
-    }
-)
+NOT_YET_TYPED = frozenset({})
 
 
 def _mypy_errors() -> dict[str, list[str]]:
@@ -56,3 +53,17 @@ def test_typed_modules_have_no_mypy_error():
     )
     now_clean = sorted(NOT_YET_TYPED - set(errors))
     assert not now_clean, f"now clean, remove from NOT_YET_TYPED: {now_clean}"
+
+
+def test_inference_and_models_are_held_to_strict_rules():
+    """Issue 16: inference/ and models/ are checked with --strict's rules, not only clean."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    strict = [
+        o for o in config.get("overrides", [])
+        if o.get("disallow_untyped_defs") and o.get("disallow_any_generics")
+        and o.get("warn_return_any") and o.get("disallow_untyped_calls")
+    ]  # fmt: skip
+    held = {m for o in strict for m in o["module"]}
+    assert {"voxid.inference.*", "voxid.models.*"} <= held

@@ -135,7 +135,8 @@ class SpeakerModel(nn.Module):
         ``lengths`` (valid frames per item, ``(B,)``) keep padding out of pooling.
         """
         self._check(features)
-        return self.head(self.encoder(features, lengths), labels)
+        logits: torch.Tensor = self.head(self.encoder(features, lengths), labels)
+        return logits
 
     def score_cohort(self) -> np.ndarray | None:
         """The cohort that scores are normalised against (AS-norm), float32 ``(S, K)``, or

@@ -55,7 +55,8 @@ class ConvSEBlock(nn.Module):
             # Zeroed padding lets the next 3 x 3 convolution see what it would see on the
             # unpadded item.
             x = x * length_mask(lengths, x.shape[2], x).unsqueeze(-1)
-        return self.pool(x)
+        pooled: torch.Tensor = self.pool(x)
+        return pooled
 
 
 class CRNNEncoder(nn.Module):
@@ -140,7 +141,7 @@ class CRNNEncoder(nn.Module):
         x = self.cnn_dropout(x)
         if (
             lengths is not None
-            and not torch.jit.is_tracing()
+            and not torch.jit.is_tracing()  # type: ignore[no-untyped-call]
             and not torch.onnx.is_in_onnx_export()
             # Packed GRUs take a slow per-step path on the CPU: pack only real padding.
             and bool((lengths < x.shape[1]).any())
@@ -152,7 +153,7 @@ class CRNNEncoder(nn.Module):
             x, _ = pad_packed_sequence(
                 self.gru(packed)[0], batch_first=True, total_length=x.shape[1]
             )
-        elif torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing():
+        elif torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing():  # type: ignore[no-untyped-call]
             x = _onnx_gru(self.gru, x)
         else:
             x = self.gru(x)[0]

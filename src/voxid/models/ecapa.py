@@ -72,7 +72,8 @@ class ECAPAEncoder(nn.Module):
         # Aggregating every block (not only the last) passes shallower, more local
         # speaker cues to the pooling.
         x = self.mfa(torch.cat(outputs, dim=1), mask)
-        return self.fc(self.pool_norm(self.pool(x, lengths)))
+        emb: torch.Tensor = self.fc(self.pool_norm(self.pool(x, lengths)))
+        return emb
 
 
 #: The encoder's defaults are the builder's (declared once, in ECAPAEncoder).

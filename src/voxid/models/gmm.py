@@ -29,7 +29,9 @@ from voxid.io import atomic_write_npz
 _FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
 
 
-def _fit_one(frames: np.ndarray, n_components: int, max_iter: int, reg_covar: float, seed: int):
+def _fit_one(
+    frames: np.ndarray, n_components: int, max_iter: int, reg_covar: float, seed: int
+) -> GaussianMixture:
     gmm = GaussianMixture(
         n_components=min(n_components, len(frames)),
         covariance_type="diag",
@@ -167,9 +169,10 @@ class GmmClassifier:
         """The most likely label for each utterance ``(N,)``."""
         scores = self.predict_scores(features)  # raises ModelError when not fitted
         assert self.labels_ is not None
-        return self.labels_[scores.argmax(axis=1)]
+        labels: np.ndarray = self.labels_[scores.argmax(axis=1)]
+        return labels
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model as a plain ``.npz`` (atomically: temporary file, then rename)."""
         if self.labels_ is None:
             raise ModelError("gmm: not fitted; nothing to save")
@@ -185,7 +188,7 @@ class GmmClassifier:
         return atomic_write_npz(path, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> GmmClassifier:
+    def load(cls, path: str | os.PathLike[str]) -> GmmClassifier:
         """Read a model written by :meth:`save` (no pickle is ever loaded)."""
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -227,4 +230,5 @@ def _log_likelihood(x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     with np.errstate(divide="ignore"):
         log_w = np.log(params["weights"]).reshape(-1)
     log_prob = -0.5 * (d * np.log(2 * np.pi) + maha) + log_det + log_w
-    return logsumexp(log_prob.reshape(len(x), n_cls, k), axis=2)
+    scores: np.ndarray = logsumexp(log_prob.reshape(len(x), n_cls, k), axis=2)
+    return scores

@@ -95,4 +95,5 @@ class LinearHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, N)``."""
-        return self.fc(embeddings)
+        logits: torch.Tensor = self.fc(embeddings)
+        return logits

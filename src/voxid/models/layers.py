@@ -198,7 +198,8 @@ class TDNNBlock(nn.Module):
         out = self.norm(F.relu(self.conv(x)))
         # Zeroed padding makes the next convolution see exactly the zero padding it would
         # see on the unpadded item, so a padded batch embeds each item as it would alone.
-        return out if mask is None else out * mask
+        result: torch.Tensor = out if mask is None else out * mask
+        return result
 
 
 class Res2NetBlock(nn.Module):
@@ -257,7 +258,8 @@ class SERes2NetBlock(nn.Module):
         mask = None if lengths is None else length_mask(lengths, x.shape[-1], x)
         out = self.tdnn2(self.res2net(self.tdnn1(x, mask), mask), mask)
         out = self.se(out, lengths) + x
-        return out if mask is None else out * mask
+        result: torch.Tensor = out if mask is None else out * mask
+        return result
 
 
 def _positive(**values: int) -> None:

@@ -94,7 +94,8 @@ class ResNetEncoder(nn.Module):
         """``(B, T, n_feats)`` (+ valid frames ``(B,)``) -> ``(B, embedding_dim)``."""
         x = self.stages(self.stem(features.unsqueeze(1)))  # (B, C, T', F')
         x = x.permute(0, 1, 3, 2).flatten(1, 2)  # (B, C * F', T')
-        return self.fc(self.pool(x, scale_lengths(lengths, self.time_stride)))
+        emb: torch.Tensor = self.fc(self.pool(x, scale_lengths(lengths, self.time_stride)))
+        return emb
 
 
 #: The encoder's defaults are the builder's (declared once, in ResNetEncoder).

@@ -63,7 +63,8 @@ class SeedCNNEncoder(nn.Module):
             from voxid.features import colorize
 
             images = colorize(images)
-        return self.dense(self.features(images))
+        out: torch.Tensor = self.dense(self.features(images))
+        return out
 
 
 def build_seed_cnn(

@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     if not (DATA / "asc30" / "manifest.csv").exists():
         sys.exit(f"{DATA / 'asc30'}: shared data not present")

@@ -127,7 +127,7 @@ def trained_run(speech_corpus, tmp_path_factory) -> Path:
     """
     from voxid.config import load_config
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
     from voxid.training.run import train
 
     work = tmp_path_factory.mktemp("trained")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from voxid.data import assign_splits, hold_out_for_verification, load_corpus
-from voxid.data.store import PrepareConfig, StoreInfo, prepare
+from voxid.data.prepare import PrepareConfig, prepare
+from voxid.data.store import StoreInfo
 from voxid.errors import ConfigError, DataError
 from voxid.features import FeatureConfig
 

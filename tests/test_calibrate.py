@@ -21,7 +21,7 @@ def uneven_store(speech_corpus, tmp_path_factory):
     """A log-mel store whose val split holds 4 files of alice and bruno and 1 of chloe and
     david (the rest is train): only two speakers can be enrolled with 3 utterances."""
     from voxid.data import load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     corpus = load_corpus(speech_corpus)
     wanted = {"alice": 4, "bruno": 4, "chloe": 1, "david": 1}

@@ -18,7 +18,7 @@ def rec(random_model_file):
 def corpus_store(speech_corpus, tmp_path_factory):
     """A waveform store of the espeak corpus: 2 files of each speaker in val, the rest train."""
     from voxid.data import load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
     from voxid.features import FeatureConfig
 
     corpus = load_corpus(speech_corpus)

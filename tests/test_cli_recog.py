@@ -82,7 +82,7 @@ def test_export_and_calibrate(model, speech_corpus, tmp_path):
     import shutil
 
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     onnx = tmp_path / "m.onnx"
     rep = json.loads(run("export", str(model), "--onnx", str(onnx), "--json"))

@@ -20,7 +20,7 @@ TINY = ["model.conv_channels=[4,8,8]", "model.gru_hidden=16", "model.gru_layers=
 @pytest.mark.slow
 def test_two_process_ddp_run_on_cpu(speech_corpus, tmp_path):
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
     from voxid.features import FeatureConfig
 
     corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.25, 0.25), seed=0)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from voxid.audio import load_audio
 from voxid.data import assign_splits, load_corpus
-from voxid.data.store import PrepareConfig, prepare
+from voxid.data.prepare import PrepareConfig, prepare
 from voxid.eda import run_eda, safe_name, write_spectrogram_images
 from voxid.errors import DataError
 from voxid.features import FeatureConfig, build_frontend, colorize

@@ -31,7 +31,7 @@ def _split(sentence: int) -> str:
 @pytest.fixture(scope="module")
 def store(speech_corpus, tmp_path_factory) -> Path:
     from voxid.data.corpus import Corpus, CorpusItem
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     items = []
     for folder in sorted(p for p in speech_corpus.iterdir() if p.is_dir()):
@@ -331,7 +331,7 @@ def test_protocol_pc_trial_counts_on_asc30(shared_data, crnn_ckpt, tmp_path):
     speakers on takes 01-03, test every take-04 clip against every one of them."""
     from voxid.data import assign_splits, load_corpus
     from voxid.data.corpus import Corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     corpus = load_corpus(shared_data / "asc30")
     keywords = sorted({it.extra["keyword"] for it in corpus.items})[:10]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from voxid.data import assign_splits, load_corpus
 from voxid.data.loader import StoreDataset, collate_pad
-from voxid.data.store import PrepareConfig, prepare
+from voxid.data.prepare import PrepareConfig, prepare
 from voxid.errors import DataError
 from voxid.features import FeatureConfig
 

@@ -77,7 +77,7 @@ def test_in_memory_audio_errors_name_the_input_not_a_bytesio():
 def test_a_reason_keeps_a_file_name_with_a_colon(speech_corpus, tmp_path):
     """`take: one.wav` is reported whole, and its reason is the cause, not `one.wav: ...`."""
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     root = _corpus_with(speech_corpus, tmp_path, "take: one.wav")
     corpus = assign_splits(load_corpus(root), ratios=(1.0,))
@@ -195,7 +195,7 @@ def test_export_prints_no_pytorch_warnings(model, tmp_path):
 
 def test_train_prints_no_lightning_tips(speech_corpus, tmp_path):
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     store = tmp_path / "s.h5"
     corpus = assign_splits(load_corpus(_corpus_with(speech_corpus, tmp_path)), ratios=(0.5, 0.5))

@@ -43,7 +43,7 @@ def no_network(monkeypatch):
 def waveform_store(speech_corpus, tmp_path_factory) -> Path:
     """The four espeak-ng voices as a 16 kHz waveform store, 50/25/25 per speaker."""
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
     from voxid.features import FeatureConfig
 
     out = tmp_path_factory.mktemp("wave") / "store.h5"

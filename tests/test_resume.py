@@ -38,7 +38,7 @@ def _train(store, out, *overrides, resume=False):
 def store(speech_corpus, tmp_path_factory) -> Path:
     """A log-mel store of the 4 espeak voices."""
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.25, 0.25), seed=0)
     path = tmp_path_factory.mktemp("store") / "four.h5"
@@ -173,7 +173,7 @@ def test_training_never_writes_checkpoints_through_tmpdir(store, tmp_path, monke
 def renamed_store(speech_corpus, tmp_path_factory) -> Path:
     """Another store with as many voices: the same count of classes, other speakers."""
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     root = tmp_path_factory.mktemp("renamed")
     for i, folder in enumerate(sorted(p for p in speech_corpus.iterdir() if p.is_dir())):
@@ -212,7 +212,7 @@ def test_resume_on_another_store_is_refused(run, renamed_store):
 
 def test_resume_on_the_same_voices_otherwise_split_is_refused(run, speech_corpus, tmp_path):
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
 
     corpus = assign_splits(load_corpus(speech_corpus), ratios=(0.5, 0.25, 0.25), seed=1)
     resplit = prepare(corpus, tmp_path / "resplit.h5", PrepareConfig(), workers=1).out_path

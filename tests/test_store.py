@@ -19,7 +19,8 @@ import soundfile as sf
 
 from conftest import tone
 from voxid.data import assign_splits, load_corpus
-from voxid.data.store import PrepareConfig, StoreInfo, prepare
+from voxid.data.prepare import PrepareConfig, prepare
+from voxid.data.store import StoreInfo
 from voxid.errors import ConfigError, DataError
 from voxid.features import FeatureConfig, frames_for
 from voxid.vad import ChunkConfig, VadConfig
@@ -326,7 +327,7 @@ def test_prepare_streams_big_files(tmp_path):
 import json
 {PEAK_RSS_MB}
 from voxid.data import assign_splits, load_corpus
-from voxid.data.store import PrepareConfig, prepare
+from voxid.data.prepare import PrepareConfig, prepare
 from voxid.vad import VadConfig
 
 def run(root, out):  # tones stand in for speech: the energy VAD takes them

@@ -309,7 +309,8 @@ def test_prepare_skips_noise_hum_and_dither(speech_corpus, tmp_path):
     import soundfile as sf
 
     from voxid.data import assign_splits, load_corpus
-    from voxid.data.store import PrepareConfig, StoreInfo, prepare
+    from voxid.data.prepare import PrepareConfig, prepare
+    from voxid.data.store import StoreInfo
 
     shutil.copytree(speech_corpus / "alice", tmp_path / "alice")
     (tmp_path / "noisy").mkdir()

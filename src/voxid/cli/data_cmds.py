@@ -244,8 +244,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from voxid.data.store import PrepareConfig
-        from voxid.data.store import prepare as run
+        from voxid.data.prepare import PrepareConfig
+        from voxid.data.prepare import prepare as run
         from voxid.features import FeatureConfig
         from voxid.vad import ChunkConfig, VadConfig
 

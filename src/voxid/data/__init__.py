@@ -1,7 +1,8 @@
 """Corpora, splits, the HDF5 feature store and its torch Dataset.
 
 `voxid.data.corpus` reads folders and manifests, `voxid.data.splits` assigns splits,
-`voxid.data.store` writes and describes stores, `voxid.data.loader` reads them for training.
+`voxid.data.prepare` writes stores, `voxid.data.store` describes them (`StoreInfo`),
+`voxid.data.loader` reads them for training.
 The loader (which imports torch) is not imported here, so corpus tools stay light.
 """
 

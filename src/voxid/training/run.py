@@ -93,7 +93,7 @@ def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | Path) -> 
 
 
 def _remove_orphans(path: Path) -> None:
-    from voxid.data.store import pid_alive
+    from voxid.data.prepare import pid_alive
 
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2 : -len(".tmp")]

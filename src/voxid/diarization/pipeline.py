@@ -459,6 +459,25 @@ class Windows:
         return as_norm(raw, centroids, centroids, self.cohort)
 
 
+def _stream(
+    collectors: list[_Collector],
+    audio: Any,
+    sr: int | None,
+    cfg: DiarizationConfig,
+    on_progress: Callable[[float], None] | None,
+) -> None:
+    """Feed `audio`'s blocks to every collector in order (the first one runs the VAD),
+    reporting progress after each block, then finish them."""
+    rate = collectors[0].sr
+    for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
+        for col in collectors:
+            col.add(offset, block)
+        if on_progress is not None:
+            on_progress((offset + block.size) / rate)
+    for col in collectors:
+        col.finish()
+
+
 def embed_windows(
     embedder: Embedder,
     audio: Any,
@@ -483,15 +502,7 @@ def embed_windows(
     ):
         long_cfg = cfg.replace(window_s=cfg.count_window_s, hop_s=cfg.count_hop_s)
         counter = _Collector(embedder, long_cfg, vad, shared=col)
-    for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
-        col.add(offset, block)
-        if counter is not None:
-            counter.add(offset, block)
-        if on_progress is not None:
-            on_progress((offset + block.size) / rate)
-    col.finish()
-    if counter is not None:
-        counter.finish()
+    _stream([col] if counter is None else [col, counter], audio, sr, cfg, on_progress)
     starts, embs, mask = col.result()
     cohort = getattr(embedder, "cohort", None)
     extra = None if counter is None else counter.result()[1]
@@ -550,11 +561,7 @@ def _grid_windows(
     assert cfg.grid_s is not None
     rate = embedder.sample_rate
     col = _Collector(embedder, cfg.replace(window_s=chunk_s, hop_s=cfg.grid_s), vad)
-    for offset, block in blocks(audio, rate, cfg.block_s, source_sr=sr):
-        col.add(offset, block)
-        if on_progress is not None:
-            on_progress((offset + block.size) / rate)
-    col.finish()
+    _stream([col], audio, sr, cfg, on_progress)
     cstarts, cembs, mask = col.result()
     grid, chunk = round(cfg.grid_s * rate), round(chunk_s * rate)
     win, hop = round(cfg.window_s * rate), round(cfg.hop_s * rate)

@@ -257,7 +257,10 @@ def _decode_soundfile(src, label: str, sr: int, max_seconds: float | None) -> _M
             _check_size(label, int(f.frames), channels, rate, _budget(max_seconds))
         sink = _MonoSink(label, rate, sr, max_seconds)
         block = max(1024, _BLOCK_SAMPLES // max(channels, 1))
-        for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+        # read(), not blocks(): blocks() trusts the header's frame count, which is only an
+        # estimate for MP3, and yields the unfilled end of its last buffer (uninitialised
+        # memory: garbage or NaN samples); read() returns the frames actually decoded.
+        while (data := f.read(block, dtype="float32", always_2d=True)).shape[0]:
             sink.add(data)
         return sink
 

@@ -114,8 +114,9 @@ def test_vtlp_identity_at_one():
 
 
 def test_offline_augmentations(noise_dir):
-    assert set(OFFLINE_AUGMENTATIONS) == {"noise_low", "noise_high", "noise_real", "speed_0.9",
-                                          "speed_1.1", "vtlp"}  # fmt: skip
+    warps = {f"{kind}_{f}" for kind in ("speed", "vtlp")
+             for f in ("0.85", "0.9", "0.95", "1.05", "1.1", "1.15")}  # fmt: skip
+    assert set(OFFLINE_AUGMENTATIONS) == {"noise_low", "noise_high", "noise_real", "vtlp"} | warps
     clean = tone(1.0, SR)
     for name, fn in OFFLINE_AUGMENTATIONS.items():
         out = fn(clean, SR, np.random.default_rng(7), noise_bank=noise_dir)

@@ -19,8 +19,8 @@ from torch import nn
 
 from voxid.errors import ConfigError, DataError
 
-__all__ = ["NOISE_INTENSITIES", "OFFLINE_AUGMENTATIONS", "NoiseBank", "SpecAugment",
-           "add_gaussian_noise", "speed_perturb", "vtlp"]  # fmt: skip
+__all__ = ["NOISE_INTENSITIES", "OFFLINE_AUGMENTATIONS", "SPEAKER_WARPS", "NoiseBank",
+           "SpecAugment", "add_gaussian_noise", "speed_perturb", "vtlp"]  # fmt: skip
 
 #: Named Gaussian-noise intensities and their SNR in dB ("low" noise = high SNR).
 NOISE_INTENSITIES = {"low": 20.0, "high": 5.0}
@@ -267,13 +267,26 @@ def _random_vtlp(wav, sr, rng, noise_bank=None):
     return vtlp(wav, sr, float(np.random.default_rng(rng).uniform(*VTLP_RANGE)))
 
 
+def _fixed_vtlp(alpha: float) -> Augmentation:
+    def apply(wav, sr, rng, noise_bank=None):
+        return vtlp(wav, sr, alpha)
+
+    return apply
+
+
+#: Fixed warps for speaker augmentation (`voxid prepare --speaker-augment`): one factor per
+#: copy, so every copy of a speaker is the same pseudo-voice. `speed_*` moves pitch and
+#: formants together, `vtlp_*` the formants (vocal-tract length) alone.
+SPEAKER_WARPS = (0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
+
+
 #: Offline augmentations for `voxid prepare --augment`: name -> fn(wav, sr, rng,
 #: noise_bank=None) -> wav. "noise_real" needs `noise_bank` (a NoiseBank or a folder).
 OFFLINE_AUGMENTATIONS: dict[str, Augmentation] = {
     "noise_low": _gaussian(NOISE_INTENSITIES["low"]),
     "noise_high": _gaussian(NOISE_INTENSITIES["high"]),
     "noise_real": _real_noise,
-    "speed_0.9": _speed(0.9),
-    "speed_1.1": _speed(1.1),
     "vtlp": _random_vtlp,
+    **{f"speed_{f:g}": _speed(f) for f in SPEAKER_WARPS},
+    **{f"vtlp_{f:g}": _fixed_vtlp(f) for f in SPEAKER_WARPS},
 }

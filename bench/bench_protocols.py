@@ -102,6 +102,8 @@ LDA = False
 #: their own).
 DEFAULT_MINUTES = 20.0
 MINUTES = DEFAULT_MINUTES
+#: Set by --epochs: every model trains this many epochs, and its rows say so.
+FIXED_EPOCHS: int | None = None
 #: Models P-B and P-C do not train: the GMM baseline and Resemblyzer verify as peers
 #: (bench/peers.py), and seed_cnn is a pure classifier with no embedding to verify with.
 NOT_TRAINED_HERE = ("gmm", "seed_cnn", peers.PEER)
@@ -460,9 +462,12 @@ def with_lda(run: str, train_store: Path) -> str:
 
 def label(model: str) -> str:
     """A model's row name: `+vad` where its stores kept speech only, and a training budget
-    other than the default."""
+    other than the default (`--epochs` too: rows are replaced by name, so a run of other
+    epochs must not take the place of one it does not repeat)."""
     name = f"{model} +vad" if VAD else model
-    return name if MINUTES == DEFAULT_MINUTES else f"{name} ({MINUTES:g} min)"
+    budget = [f"{FIXED_EPOCHS} epochs"] if FIXED_EPOCHS else []
+    budget += [f"{MINUTES:g} min"] if MINUTES != DEFAULT_MINUTES else []
+    return f"{name} ({', '.join(budget)})" if budget else name
 
 
 def _now() -> str:
@@ -651,8 +656,8 @@ def main() -> int:
         for name in args.protocols.split(","):
             refresh_notes(name)
         return 0
-    global VAD, LDA, MINUTES
-    VAD, LDA, MINUTES = args.vad, args.lda, args.minutes
+    global VAD, LDA, MINUTES, FIXED_EPOCHS
+    VAD, LDA, MINUTES, FIXED_EPOCHS = args.vad, args.lda, args.minutes, args.epochs
     if args.epochs:
         EPOCHS.update(dict.fromkeys(args.models.split(","), args.epochs))
         EPOCHS_PC.update(dict.fromkeys(args.models.split(","), args.epochs))

@@ -7,7 +7,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from voxid.errors import RegistryError
+from voxid.errors import RegistryError, RegistryUnavailable
 from voxid.inference.index import SpeakerIndex
 from voxid.inference.registry import Enrolment, PostgresRegistry, open_registry, redact
 
@@ -22,7 +22,7 @@ def test_url_picks_postgres_and_messages_hide_the_password(pg_url):
     reg = open_registry(pg_url, "fp-a")
     assert isinstance(reg, PostgresRegistry)
     assert redact("postgresql://u:pw@h:1/d") == "postgresql://u@h:1/d"
-    with pytest.raises(RegistryError) as err:
+    with pytest.raises(RegistryUnavailable) as err:  # the service answers 503
         open_registry("postgresql://someone:hunter2@127.0.0.1:1/nodb", "fp-a", timeout=2)
     message = str(err.value)
     assert message.startswith("postgresql://someone@127.0.0.1:1/nodb: cannot connect (")

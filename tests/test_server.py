@@ -730,3 +730,36 @@ def test_statuses_come_from_the_error_class(random_model_file, speech_wav, tmp_p
             assert "enrolled with model another-model" in r.json()["detail"]
             _assert_clean(r)
     assert Registry(other, None).names() == ["alice"]
+
+
+def test_a_registry_that_cannot_be_reached_is_503(random_model_file, speech_wav, tmp_path):
+    """A registry locked past its timeout (or a database server that refuses) is the
+    server's trouble, not the request's: 503, and the request may be tried again."""
+    import sqlite3
+
+    from voxid.inference.registry import Registry as SqliteRegistry
+
+    path = tmp_path / "busy.db"
+    fingerprint = Recognizer.load(random_model_file, registry=None).model_fingerprint
+    rec = Recognizer.load(
+        random_model_file, registry=SqliteRegistry(path, fingerprint, timeout=0.2)
+    )
+    rec.registry.names()  # the file and its tables exist before someone locks it
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    audio = [("files", ("a.wav", speech_wav.read_bytes(), "audio/wav"))]
+    try:
+        with (
+            BackgroundServer(create_app(rec, api_key=KEY)) as srv,
+            httpx.Client(base_url=srv.url, timeout=60) as http,
+        ):
+            r = http.post("/enroll", data={"name": "alice"}, files=audio,
+                          headers={"X-API-Key": KEY})  # fmt: skip
+            assert r.status_code == 503, r.text
+            assert "busy.db: cannot write (database is locked)" in r.json()["detail"]
+            holder.execute("ROLLBACK")
+            r = http.post("/enroll", data={"name": "alice"}, files=audio,
+                          headers={"X-API-Key": KEY})  # fmt: skip
+            assert r.status_code == 200, r.text
+    finally:
+        holder.close()

@@ -62,6 +62,11 @@ class NoSuchRegistry(RegistryError):
     """The registry named does not exist (and was not to be created)."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry exists but cannot be reached now (its database server is down or
+    refuses the connection, or the file stays locked past the timeout): try again later."""
+
+
 class VoxidWarning(UserWarning):
     """Something that works but is likely not what the user wants (one-line message, shown
     by the CLI as `voxid: warning: ...`)."""

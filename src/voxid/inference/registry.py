@@ -43,7 +43,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from voxid.errors import ModelMismatch, NoSuchRegistry, RegistryError, UnknownSpeaker
+from voxid.errors import (
+    ModelMismatch,
+    NoSuchRegistry,
+    RegistryError,
+    RegistryUnavailable,
+    UnknownSpeaker,
+)
 from voxid.numeric import normalize_rows
 
 SCHEMA_VERSION = 2
@@ -950,7 +956,7 @@ class Registry(BaseRegistry):
         if not self.path.exists():
             return NoSuchRegistry(f"{self.path}: no such registry")
         if "locked" in str(exc) or "busy" in str(exc):
-            return RegistryError(f"{self.path}: cannot open ({exc})")
+            return RegistryUnavailable(f"{self.path}: cannot open ({exc})")
         return RegistryError(f"{self.path}: not a voxid registry ({exc})")
 
     def _check_schema(self, con: sqlite3.Connection) -> int:
@@ -1021,7 +1027,10 @@ class Registry(BaseRegistry):
             # then upgrade would deadlock, one of them failing with "database is locked".
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise RegistryError(f"{self.path}: cannot write ({exc})") from None
+            unavailable = "locked" in str(exc) or "busy" in str(exc)
+            raise (RegistryUnavailable if unavailable else RegistryError)(
+                f"{self.path}: cannot write ({exc})"
+            ) from None
         # This connection's own commits leave its data_version as it was.
         self._local.seen = None
         try:
@@ -1190,7 +1199,9 @@ class PostgresRegistry(BaseRegistry):
                 application_name="voxid",
             )
         except psycopg.Error as exc:
-            raise RegistryError(f"{self.label}: cannot connect ({_first_line(exc)})") from None
+            raise RegistryUnavailable(
+                f"{self.label}: cannot connect ({_first_line(exc)})"
+            ) from None
         try:
             con.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
             version = self._verify_tables(con)

@@ -88,6 +88,10 @@ class DiarizationConfig:
             (cosine, AS-normed with the model's cohort: the scale of its verification
             threshold) are merged; None: no such merge.
         vad: the speech detector; None uses the model's (as it was trained).
+        speech_threshold: the Silero VAD's speech probability threshold here (None: the
+            detector's own; the energy VAD ignores it). Lower than the recogniser's 0.5:
+            the quiet onsets and ends of turns count as speech, which DER scores (tuning
+            set: missed speech 3.5 -> 1.8 %, false alarm 0.1 -> 0.5 %).
         count_window_s, count_hop_s: longer windows embedded only for the speaker count
             (None, or blocks shorter than twice them: count on the clustering windows).
         count_neighbours: the neighbour counts whose eigengap counts are averaged into
@@ -123,6 +127,7 @@ class DiarizationConfig:
     max_speakers: int = 8
     min_turn_s: float = 0.5
     vad: VadConfig | None = None
+    speech_threshold: float | None = 0.3
     model_chunks: bool = True
     count_window_s: float | None = 3.0
     count_hop_s: float = 1.0
@@ -164,6 +169,12 @@ class DiarizationConfig:
             raise ConfigError(f"grid_s: must be a positive number of seconds, got {self.grid_s!r}")
         if not 0 <= self.count_trim < 0.5:
             raise ConfigError(f"count_trim: must be in [0, 0.5), got {self.count_trim!r}")
+        if self.speech_threshold is not None and not (
+            isinstance(self.speech_threshold, (int, float)) and 0 < self.speech_threshold < 1
+        ):
+            raise ConfigError(
+                f"speech_threshold: must be a probability in (0, 1), got {self.speech_threshold!r}"
+            )
         if not 0 <= self.min_speech <= 1:
             raise ConfigError(f"min_speech: must be in [0, 1], got {self.min_speech!r}")
         if self.method not in METHODS:
@@ -490,6 +501,8 @@ def embed_windows(
     cfg = config or DiarizationConfig()
     rate = embedder.sample_rate
     vad = cfg.vad or getattr(embedder, "vad", None) or VadConfig()
+    if cfg.speech_threshold is not None and vad.method == "silero":
+        vad = dataclasses.replace(vad, threshold=cfg.speech_threshold)
     chunk_s = _grid_chunk(embedder, cfg)
     if chunk_s is not None:
         return _grid_windows(embedder, audio, sr, cfg, vad, chunk_s, on_progress)

@@ -95,6 +95,31 @@ same-speaker centroids score a cosine of 0.88 or more and other speakers 0.83 or
 the clusters the spectral step makes are rarely split speakers), splitting clusters whose
 halves are far apart (no gain).
 
+Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
+quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
+evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning
+DER 8.15 -> 6.94 % (missed 1.8, false alarm 0.5), count exact 78.8 -> 76.3 %; evaluation
+10.87 -> 9.88 %, count 75.0 -> 76.7 %; 0.4: 7.00 % / 10.61 %. Not kept (tuning /
+evaluation DER, count unknown; given the count in brackets): resegmenting frames with the
+1-s chunk embeddings mixed into the 2-s windows' scores (weights 0.3-0.7, with or without
+two rounds of re-estimated centroids) 6.95-7.05 / 9.92-10.05 % (given: 5.81-5.88 /
+6.18-6.52, against 5.81 / 6.01); counting on an affinity refined as in Wang et al. 2018
+(Gaussian blur, row-wise p-percentile threshold, symmetrise, diffuse, row-max
+normalisation, eigenvalue-ratio gap): count exact 0-58 %; embeddings smoothed over
+neighbouring windows in time before counting: 50-71 %; a logistic regression on the
+normalised eigengaps of the 32 affinities (fitted on the tuning set, 5-fold) 74-76 % /
+65-75 %. A model distilled on speed- and VTLP-warped copies (#14, after 4 of 7 epochs):
+count exact 78.8 / 71.7 %. Also not kept (count exact, tuning / evaluation; 76.3 / 76.7 %
+as shipped): counting the normalised Laplacian's eigenvalues under a threshold (0.12-0.3,
+10-20 neighbours) 73-80 / 55-78 %, or adding those counts to the eigengap ensemble 73-83 /
+62-77 %; splitting a cluster while the Fiedler value of its own affinity stays under
+0.03-0.15 78.8-80 / 68-77 %; whitening the windows within the recording (PCA, 8-192
+dimensions) 3-74 / 3-73 %; keeping the k+1 partition when its extra cluster is coherent in
+time: up to 82.5 % on tuning, at most 76.7 % on evaluation. With the true speakers'
+windows, a one-speaker affinity has a Fiedler value of 0.15 or more (5th percentile) and a
+two-speaker one 0.08 or less (95th), but the pairs the count misses are the exceptions
+(0.1-0.25, centroid cosine 0.8-0.85): the limit is the embeddings, not the estimator.
+
 This run's design (1-s chunks embedded once on a 0.5-s grid, every window composed from
 them) replaced embedding each 2-s window and each 3-s count window on its own: the same
 windows for a third of the embedding work (2 chunks per second of audio instead of 5.7).
@@ -144,7 +169,8 @@ embeddings (EER 13-17 % on 1-s clips of these corpora, P-Z), not the clustering.
 def cfg_summary(cfg: DiarizationConfig) -> str:
     """The settings a row was measured with, in one line."""
     return (
-        f"Silero VAD, {cfg.window_s:g}-s windows every {cfg.hop_s:g} s (for voxid: 1-s "
+        f"Silero VAD at a speech threshold of {cfg.speech_threshold:g} (the recogniser: "
+        f"0.5), {cfg.window_s:g}-s windows every {cfg.hop_s:g} s (for voxid: 1-s "
         f"chunks embedded once every {cfg.grid_s:g} s, a window the mean of its chunks' "
         f"embeddings, as the recogniser averages a recording's chunks; Resemblyzer embeds "
         f"each window whole), {cfg.method} "

@@ -193,3 +193,59 @@ def test_training_mixes_real_noise_into_waveforms_at_the_snr(tmp_path):
     torch.testing.assert_close(feats, pipe(clean, lengths, train=False)[0])
     with pytest.raises(ConfigError, match=r"augment\.real_noise_dir: .*waveform store"):
         InputPipeline(model, cfg, waveform=False)
+
+
+def _band_power(wav: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(wav)) ** 2
+    freqs = np.fft.rfftfreq(wav.size, 1 / SR)
+    return float(spec[(freqs >= lo) & (freqs < hi)].sum())
+
+
+def test_narrowband_removes_the_band_above_the_cutoff_of_a_share_of_the_batch():
+    from voxid.training.batch import narrowband
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((64, SR)).astype(np.float32))
+    torch.manual_seed(0)
+    y = narrowband(x, SR, (3400.0, 4000.0), 0.5).numpy()
+    cut = [i for i in range(64) if not np.array_equal(y[i], x[i].numpy())]
+    assert 20 <= len(cut) <= 44  # about half of the batch
+    for i in cut:
+        above, below = _band_power(y[i], 4000, 8000), _band_power(y[i], 100, 3000)
+        assert above < 1e-6 * below  # nothing left above the highest cutoff
+        assert below == pytest.approx(_band_power(x[i].numpy(), 100, 3000), rel=1e-3)
+    assert torch.equal(narrowband(x, SR, (3400.0, 4000.0), 0.0), x)
+
+
+def test_training_band_limits_waveforms_when_asked_and_keeps_the_padding_zero():
+    from voxid.config import TrainConfig
+    from voxid.features import FeatureConfig
+    from voxid.models import build_model
+    from voxid.training.batch import InputPipeline
+
+    cfg = TrainConfig(model="crnn")
+    cfg.augment.narrowband_prob = 1.0
+    tiny = {"conv_channels": (4, 8, 8), "gru_hidden": 8, "attention_channels": 8,
+            "mlp_hidden": 8, "embedding_dim": 8}  # fmt: skip
+    model = build_model("crnn", 2, FeatureConfig.logmel(), **tiny)
+    seen = []
+    model.frontend.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    pipe = InputPipeline(model, cfg, waveform=True)
+    wide = torch.from_numpy(np.stack([tone(1.0, freq=6000, seed=1), tone(1.0, freq=300)]))
+    wide[1, 12000:] = 0.0
+    pipe(wide, torch.tensor([16000, 12000]), train=True)
+    band = seen[-1].numpy()
+    assert _band_power(band[0], 4000, 8000) < 1e-6 * _band_power(wide[0].numpy(), 4000, 8000)
+    assert np.all(band[1, 12000:] == 0.0)
+    pipe(wide, torch.tensor([16000, 12000]), train=False)  # validation stays wideband
+    assert torch.equal(seen[-1], wide)
+
+
+@pytest.mark.parametrize("band", [[0.0, 4000.0], [4000.0, 3000.0], [3000.0], "4k"])
+def test_bad_narrowband_cutoffs_are_refused(band):
+    from voxid.config import TrainConfig
+
+    cfg = TrainConfig(model="crnn")
+    cfg.augment.narrowband_hz = band
+    with pytest.raises(ConfigError, match=r"augment\.narrowband_hz"):
+        cfg.validate()

@@ -47,6 +47,10 @@ class AugmentConfig:
             stores only): a model that hears the same backgrounds behind every speaker
             cannot use the background of a recording session to tell speakers apart.
         real_noise_snr, real_noise_prob: SNR range (dB) and share of examples for it.
+        narrowband_prob: share of training waveforms low-passed as a telephone or an 8-kHz
+            recording is (waveform stores only), so a model trained on wideband speech
+            does not lean on the band above 4 kHz that such recordings lack.
+        narrowband_hz: `[low, high]`: the cutoff, drawn per example.
     """
 
     spec_augment: bool = False
@@ -59,6 +63,8 @@ class AugmentConfig:
     real_noise_dir: str | None = None
     real_noise_snr: list[float] = field(default_factory=lambda: [5.0, 30.0])
     real_noise_prob: float = 0.5
+    narrowband_prob: float = 0.0
+    narrowband_hz: list[float] = field(default_factory=lambda: [3400.0, 4000.0])
 
 
 @dataclass
@@ -209,7 +215,7 @@ class TrainConfig:
         aug = self.augment
         for key in ("freq_mask", "time_mask", "n_freq", "n_time"):
             _check(_int(getattr(aug, key)) and getattr(aug, key) >= 0, f"augment.{key}", ">= 0")
-        for key in ("noise_prob", "real_noise_prob"):
+        for key in ("noise_prob", "real_noise_prob", "narrowband_prob"):
             value = getattr(aug, key)
             _check(_num(value) and 0 <= value <= 1, f"augment.{key}", "must be in [0, 1]")
         for key in ("noise_snr", "real_noise_snr"):
@@ -219,6 +225,10 @@ class TrainConfig:
             ok = isinstance(snr, list) and len(snr) == 2
             ok = ok and all(_num(v) for v in snr) and snr[0] <= snr[1]
             _check(ok, f"augment.{key}", "must be [low, high] in dB with low <= high")
+        band = aug.narrowband_hz
+        ok = isinstance(band, list) and len(band) == 2 and all(_num(v) for v in band)
+        _check(ok and 0 < band[0] <= band[1], "augment.narrowband_hz",
+               "must be [low, high] in Hz with 0 < low <= high")  # fmt: skip
         _check(
             aug.real_noise_dir is None or isinstance(aug.real_noise_dir, str),
             "augment.real_noise_dir",

@@ -42,6 +42,34 @@ def add_noise(
     return x + torch.randn_like(x) * scale * m
 
 
+def narrowband(
+    x: torch.Tensor, sr: int, cutoff: tuple[float, float], prob: float, ramp_hz: float = 200.0
+) -> torch.Tensor:
+    """Low-pass a share `prob` of the waveforms `(B, S)` at a cutoff drawn per example from
+    `cutoff` (Hz), as a telephone line or an 8-kHz recording is: the spectrum falls to zero
+    over `ramp_hz` (a raised-cosine edge, so no sharp ringing) and stays zero above.
+
+    >>> sr, t = 16000, torch.arange(16000) / 16000
+    >>> x = torch.sin(2 * torch.pi * 1000 * t) + torch.sin(2 * torch.pi * 6000 * t)
+    >>> y = narrowband(x[None], sr, (3400.0, 3400.0), 1.0)[0]
+    >>> spec = torch.fft.rfft(y).abs()
+    >>> bool(spec[6000] < 1e-3 * spec[1000])
+    True
+    """
+    b, size = x.shape
+    chosen = torch.rand(b, device=x.device) < prob
+    if not bool(chosen.any()):
+        return x
+    spec = torch.fft.rfft(x[chosen].float(), dim=1)
+    freqs = torch.fft.rfftfreq(size, 1.0 / sr, device=x.device)
+    cut = torch.empty(spec.shape[0], 1, device=x.device).uniform_(cutoff[0], cutoff[1])
+    edge = ((freqs[None] - (cut - ramp_hz)) / ramp_hz).clamp(0.0, 1.0)
+    gain = 0.5 * (1.0 + torch.cos(torch.pi * edge))
+    out = x.clone()
+    out[chosen] = torch.fft.irfft(spec * gain, n=size, dim=1).to(x.dtype)
+    return out
+
+
 class InputPipeline:
     """Turn `(x, lengths)` from `collate_pad` into `(features, frame_lengths)` for a model.
 
@@ -82,6 +110,13 @@ class InputPipeline:
         """Model inputs and their valid frame counts (None for fixed-size images)."""
         if train and self.noise_bank is not None:
             x = self._mix_real_noise(x, lengths)
+        if train and self.waveform and self.augment.narrowband_prob > 0:
+            # Before the noise: a narrowband recording's own noise floor is wideband.
+            low, high = self.augment.narrowband_hz
+            sr = self.model.feature_config.sample_rate
+            x = narrowband(x, sr, (float(low), float(high)), self.augment.narrowband_prob)
+            if lengths is not None:  # the filter's tail must not leak into the padding
+                x = x * length_mask(lengths, x.shape[1], x).squeeze(1).to(x.dtype)
         snr = self.augment.noise_snr
         noise = (float(snr[0]), float(snr[1])) if train and snr else None
         if noise:

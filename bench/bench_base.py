@@ -65,7 +65,8 @@ def main() -> int:
             print(row, flush=True)
     meta, model = load_checkpoint("base")
     rows[0]["parameters_m"] = round(count_parameters(model) / 1e6, 2)
-    train = training_row(args.run, (meta.get("base") or {}).get("trained_speakers"))
+    # The card is a ModelCard, not a dict: its `base` attribute holds the training summary.
+    train = training_row(args.run, (getattr(meta, "base", None) or {}).get("trained_speakers"))
     if train is not None:
         rows.append(train)
     write_result(

@@ -111,7 +111,8 @@ class InputPipeline:
         if train and self.noise_bank is not None:
             x = self._mix_real_noise(x, lengths)
         if train and self.waveform and self.augment.narrowband_prob > 0:
-            # Before the noise: a narrowband recording's own noise floor is wideband.
+            # After the room noise (it passes the same channel as the voice), before the
+            # Gaussian noise (a recorder's own noise floor is wideband).
             low, high = self.augment.narrowband_hz
             sr = self.model.feature_config.sample_rate
             x = narrowband(x, sr, (float(low), float(high)), self.augment.narrowband_prob)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: voxid end to end, on the built-in espeak-ng corpus or on
+# `make demo`: voxid end to end, on the built-in espeak-ng + flite corpus or on
 # DATA=path/to/speaker/folders. First with the shipped base model and no training: enrol two
 # voices, identify a third utterance of one of them, reject a voice never enrolled. Then the
 # second path: prepare, EDA, train, evaluate, calibrate, export to ONNX, and the same
@@ -23,8 +23,8 @@ mkdir -p "$OUT"
 if [ -z "${DATA:-}" ]; then
   DATA=$OUT/data
   export DEMO_SYNTHETIC=1
-  step "Synthesising the demo corpus: 20 espeak-ng voices x 30 sentences -> $DATA"
-  voxid demo-corpus "$DATA" --speakers 20 --sentences 30
+  step "Synthesising the demo corpus: 20 espeak-ng and 3 flite voices x 30 sentences -> $DATA"
+  voxid demo-corpus "$DATA" --sentences 30
 fi
 [ -d "$DATA" ] || { echo "demo: DATA=$DATA is not a folder" >&2; exit 2; }
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-DEB_PACKAGES=(espeak-ng chromium libportaudio2 sox postgresql)
+DEB_PACKAGES=(espeak-ng flite chromium libportaudio2 sox postgresql)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

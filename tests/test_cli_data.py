@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from voxid.cli import app
@@ -245,3 +246,22 @@ def test_prepare_vad_choice(speech_corpus, tmp_path):
         assert vad_cfg["method"] == vad and vad_cfg["floor_dbfs"] == -60.0
     with pytest.raises(ConfigError, match="--vad: must be silero, energy or off"):
         _run("prepare", corpus, "-o", tmp_path / "x.h5", "--vad", "webrtc")
+
+
+def test_demo_corpus_voices_by_name_and_bad_requests(tmp_path):
+    from voxid.demo import VOICES, synthesize_corpus
+    from voxid.errors import VoxidError
+
+    corpus = synthesize_corpus(tmp_path, voices=("walter", "alice"), n_sentences=1, offset=3)
+    assert corpus.speakers == ("walter", "alice")
+    rates = {sf.info(p).samplerate for p in (tmp_path / "walter").glob("*.wav")}
+    assert rates == {16000} and len(list((tmp_path / "alice").glob("*_003.wav"))) == 1
+    assert [v.name for v in VOICES[-3:]] == sorted(v.name for v in VOICES)[-3:]  # held out
+    for kwargs, message in (
+        ({"voices": ("nobody",)}, "unknown voice 'nobody'"),
+        ({"voices": ()}, "none given"),
+        ({"voices": ("alice",), "n_speakers": 1}, "not both"),
+        ({"n_speakers": len(VOICES) + 1}, "between 1 and"),
+    ):
+        with pytest.raises(VoxidError, match=message):
+            synthesize_corpus(tmp_path, **kwargs)

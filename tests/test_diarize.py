@@ -1,6 +1,6 @@
-"""Diarization on conversations of espeak-ng voices: the pipeline, RTTM, the CLI, the
-endpoint, and the page in a real browser. The shipped base model embeds (never trained
-on espeak voices)."""
+"""Diarization on conversations of two flite voices (built from recordings of real people):
+the pipeline, RTTM, the CLI, the endpoint, and the page in a real browser. The shipped base
+model embeds (it never heard these voices)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from voxid.errors import ConfigError
 from voxid.inference.recognizer import Recognizer
 
 SR = 16000
-VOICES = ("alice", "bruno")
+VOICES = ("ursula", "walter")
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,13 @@ def corpus(tmp_path_factory) -> Path:
     from voxid.demo import synthesize_corpus
 
     root = tmp_path_factory.mktemp("diar-voices")
-    synthesize_corpus(root, n_speakers=2, n_sentences=6)
+    synthesize_corpus(root, voices=VOICES, n_sentences=6)
     return root
 
 
 @pytest.fixture(scope="module")
 def conversation(corpus, tmp_path_factory):
-    """alice, bruno, alice, bruno...: 8 turns of one sentence with pauses; its turns."""
+    """ursula, walter, ursula, walter...: 8 turns of one sentence with pauses; its turns."""
     from voxid.audio import load_audio
 
     rng = np.random.default_rng(0)
@@ -65,10 +65,10 @@ def base():
 
 @pytest.fixture(scope="module")
 def registry(corpus, tmp_path_factory) -> Path:
-    """A registry with Alice enrolled from sentences the conversation does not use."""
+    """A registry with Ursula enrolled from sentences the conversation does not use."""
     db = tmp_path_factory.mktemp("diar-db") / "speakers.db"
     rec = Recognizer.load(registry=db)
-    rec.enroll("Alice", sorted((corpus / "alice").glob("*.wav"))[4:])
+    rec.enroll("Ursula", sorted((corpus / "ursula").glob("*.wav"))[4:])
     return db
 
 
@@ -114,13 +114,13 @@ def test_registry_names_the_enrolled_speaker(conversation, registry):
     rec = Recognizer.load(registry=registry)
     result = rec.diarize(str(path))
     labels = set(result.labels)
-    assert labels == {"Alice", "SPEAKER_00"}, result.to_dict()
-    alice_time = sum(s.duration for s in result.segments if s.speaker == "Alice")
-    ref_alice = sum(b - a for a, b, who in turns if who == "alice")
-    assert alice_time == pytest.approx(ref_alice, rel=0.25)
+    assert labels == {"Ursula", "SPEAKER_00"}, result.to_dict()
+    ursula_time = sum(s.duration for s in result.segments if s.speaker == "Ursula")
+    ref_ursula = sum(b - a for a, b, who in turns if who == "ursula")
+    assert ursula_time == pytest.approx(ref_ursula, rel=0.25)
     named = [s for s in result.speakers if s.enrolled]
-    assert [s.label for s in named] == ["Alice"] and named[0].score >= rec.threshold
-    assert all(s.score is not None for s in result.segments if s.speaker == "Alice")
+    assert [s.label for s in named] == ["Ursula"] and named[0].score >= rec.threshold
+    assert all(s.score is not None for s in result.segments if s.speaker == "Ursula")
 
 
 def test_blocks_stream_like_one_piece_and_arrays_work(base, conversation):
@@ -202,7 +202,7 @@ def test_cli_writes_rttm_json_png_and_skips_bad_files(conversation, registry, tm
     rttm = (out / "talk.rttm").read_text()
     assert parse_rttm(rttm)["talk"]
     data = json.loads((out / "talk.json").read_text())
-    assert {s["speaker"] for s in data["segments"]} == {"Alice", "SPEAKER_00"}
+    assert {s["speaker"] for s in data["segments"]} == {"Ursula", "SPEAKER_00"}
     png = (out / "talk.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not (out / "broken.rttm").exists() and not list(out.glob("*.tmp*"))
@@ -233,7 +233,7 @@ def test_endpoint_answers_turns_and_keeps_the_limits(server, conversation):
         r = http.post("/diarize", files={"file": ("talk.wav", path.read_bytes(), "audio/wav")})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert {s["speaker"] for s in body["segments"]} == {"Alice", "SPEAKER_00"}
+        assert {s["speaker"] for s in body["segments"]} == {"Ursula", "SPEAKER_00"}
         assert body["audio"]["filename"] == "talk.wav" and body["num_speakers"] == 2
         r = http.post("/diarize?num_speakers=1", files={"file": ("t.wav", path.read_bytes())})
         assert r.status_code == 200 and r.json()["num_speakers"] == 1
@@ -271,8 +271,8 @@ def test_page_draws_the_timeline_with_names(server, conversation, tmp_path):
         assert info.value.status == 200, info.value.text()
         sync_api.expect(page.locator("#timeline .lane")).to_have_count(2, timeout=30_000)
         names = page.locator("#timeline .lane-name").all_text_contents()
-        assert sorted(names) == ["Alice", "SPEAKER_00"]
-        bars = page.locator("#timeline .lane[data-speaker='Alice'] .turn")
+        assert sorted(names) == ["SPEAKER_00", "Ursula"]
+        bars = page.locator("#timeline .lane[data-speaker='Ursula'] .turn")
         assert bars.count() >= 3
         colours = {
             page.locator(f"#timeline .lane[data-speaker='{n}'] .turn").first.evaluate(

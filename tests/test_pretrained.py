@@ -235,3 +235,21 @@ def test_serve_and_listen_default_to_the_base_model(speech_corpus, tmp_path):
     )  # fmt: skip
     assert listen.returncode == 0, listen.stderr
     assert [json.loads(line) for line in listen.stdout.splitlines()]
+
+
+def test_base_tells_the_demo_flite_voices_apart_and_rejects_the_stranger(tmp_path):
+    """The demo's base-model step: enrol ursula and victor, accept a third utterance of
+    ursula, answer "unknown" for walter (three flite voices built from real people)."""
+    from voxid import Recognizer
+    from voxid.demo import synthesize_corpus
+
+    corpus = synthesize_corpus(tmp_path / "voices", voices=("ursula", "victor", "walter"),
+                               n_sentences=3)  # fmt: skip
+    files = {s: sorted((corpus.root / s).glob("*.wav")) for s in corpus.speakers}
+    rec = Recognizer.load(registry=tmp_path / "speakers.db")
+    rec.enroll("ursula", files["ursula"][:2])
+    rec.enroll("victor", files["victor"][:2])
+    known = rec.identify(files["ursula"][2])
+    assert known.name == "ursula" and known.accepted
+    stranger = rec.identify(files["walter"][0])
+    assert stranger.name == "unknown" and not stranger.accepted, stranger

@@ -1,8 +1,14 @@
-"""A small, deterministic multi-speaker corpus spoken by espeak-ng, for demos and tests.
+"""A small, deterministic multi-speaker corpus for demos and tests, spoken by two Debian
+speech synthesisers.
 
-Each "speaker" is an espeak-ng voice variant with its own pitch, speed and accent, so the
-voices differ the way real speakers do (timbre, pitch, rhythm), and every run of the same
-arguments writes the same files.
+Twenty "speakers" are espeak-ng voice variants, each with its own pitch, speed and accent;
+three more are flite's voices built from recordings of real people (slt, rms, awb). Every run
+of the same arguments writes the same files.
+
+espeak-ng's variants share one formant synthesiser, and a model that heard only real voices
+hears them as alike: at the shipped base model's threshold half or more of their pairs pass
+as one speaker. flite's three voices keep their speakers' timbre and are told apart like real
+people, so the demo enrols and rejects those with the base model.
 """
 
 from __future__ import annotations
@@ -10,34 +16,66 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from voxid.errors import VoxidError
 
-#: (name, espeak voice, variant, pitch 0-99, words per minute)
-VOICES: tuple[tuple[str, str, str, int, int], ...] = (
-    ("alice", "en-us", "f1", 62, 165),
-    ("bruno", "en-us", "m3", 35, 150),
-    ("chloe", "en-gb", "f3", 70, 175),
-    ("david", "en-gb-scotland", "m1", 28, 145),
-    ("elena", "en-us", "f4", 55, 185),
-    ("farid", "en-029", "m2", 45, 160),
-    ("grace", "en-gb-x-rp", "f2", 80, 150),
-    ("henry", "en-us", "m7", 20, 170),
-    ("irene", "en-gb-x-gbclan", "f5", 66, 140),
-    ("jonas", "en-gb-x-gbcwmd", "m4", 40, 190),
-    ("karen", "en-us", "f1", 90, 155),
-    ("louis", "en-gb", "m6", 52, 135),
-    ("mateo", "es", "pablo", 45, 160),
-    ("nadia", "en-us", "Annie", 60, 170),
-    ("oliver", "en-gb-x-rp", "robert", 38, 150),
-    ("priya", "en-029", "Andy", 70, 165),
-    ("quentin", "fr", "michel", 42, 155),
-    ("ruth", "en-gb", "linda", 75, 145),
-    ("simon", "en-gb-scotland", "paul", 30, 175),
-    ("tessa", "en-us", "steph", 85, 160),
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: its folder name, synthesiser and that synthesiser's settings."""
+
+    name: str
+    engine: str  # "espeak-ng" or "flite"
+    voice: str
+    variant: str = ""
+    pitch: int = 50  # espeak-ng only, 0-99
+    wpm: int = 160  # espeak-ng only
+
+    def command(self, exe: str, text: str, out: Path) -> list[str]:
+        """The synthesiser's command line speaking `text` into the WAV file `out`."""
+        if self.engine == "flite":
+            return [exe, "-voice", self.voice, "-t", text, "-o", str(out)]
+        return [
+            exe, "-v", f"{self.voice}+{self.variant}", "-p", str(self.pitch),
+            "-s", str(self.wpm), "-w", str(out), text,
+        ]  # fmt: skip
+
+
+def _espeak(name: str, voice: str, variant: str, pitch: int, wpm: int) -> Voice:
+    return Voice(name, "espeak-ng", voice, variant, pitch, wpm)
+
+
+#: The corpus's voices in order: `synthesize_corpus(n_speakers=n)` takes the first n.
+VOICES: tuple[Voice, ...] = (
+    _espeak("alice", "en-us", "f1", 62, 165),
+    _espeak("bruno", "en-us", "m3", 35, 150),
+    _espeak("chloe", "en-gb", "f3", 70, 175),
+    _espeak("david", "en-gb-scotland", "m1", 28, 145),
+    _espeak("elena", "en-us", "f4", 55, 185),
+    _espeak("farid", "en-029", "m2", 45, 160),
+    _espeak("grace", "en-gb-x-rp", "f2", 80, 150),
+    _espeak("henry", "en-us", "m7", 20, 170),
+    _espeak("irene", "en-gb-x-gbclan", "f5", 66, 140),
+    _espeak("jonas", "en-gb-x-gbcwmd", "m4", 40, 190),
+    _espeak("karen", "en-us", "f1", 90, 155),
+    _espeak("louis", "en-gb", "m6", 52, 135),
+    _espeak("mateo", "es", "pablo", 45, 160),
+    _espeak("nadia", "en-us", "Annie", 60, 170),
+    _espeak("oliver", "en-gb-x-rp", "robert", 38, 150),
+    _espeak("priya", "en-029", "Andy", 70, 165),
+    _espeak("quentin", "fr", "michel", 42, 155),
+    _espeak("ruth", "en-gb", "linda", 75, 145),
+    _espeak("simon", "en-gb-scotland", "paul", 30, 175),
+    _espeak("tessa", "en-us", "steph", 85, 160),
+    # Named to sort last: the demo holds the last three speakers out of training.
+    Voice("ursula", "flite", "slt"),
+    Voice("victor", "flite", "rms"),
+    Voice("walter", "flite", "awb"),
 )
+_BY_NAME = {v.name: v for v in VOICES}
 
 _SUBJECTS = (
     "The old captain",
@@ -94,28 +132,48 @@ class DemoCorpus:
 
 
 def synthesize_corpus(
-    out: str | Path, n_speakers: int = 20, n_sentences: int = 30, *, offset: int = 0
+    out: str | Path,
+    n_speakers: int | None = None,
+    n_sentences: int = 30,
+    *,
+    offset: int = 0,
+    voices: Sequence[str] | None = None,
 ) -> DemoCorpus:
-    """Speak `n_sentences` sentences with each of `n_speakers` voices into `out/<speaker>/`.
+    """Speak `n_sentences` sentences with each voice into `out/<speaker>/`.
 
-    Files are 16-bit WAV at espeak-ng's 22,050 Hz. Existing files are kept (the output is
-    deterministic), so a second call is cheap. `offset` picks later sentences, for example
-    to make held-out utterances.
+    The voices are the first `n_speakers` of `VOICES` (default: all of them), or those
+    named in `voices`. Files are 16-bit WAV at the synthesiser's rate (espeak-ng 22,050 Hz,
+    flite 16 kHz). Existing files are kept (the output is deterministic), so a second call
+    is cheap. `offset` picks later sentences, for example to make held-out utterances.
     """
-    if not 1 <= n_speakers <= len(VOICES):
-        raise VoxidError(f"n_speakers: must be between 1 and {len(VOICES)}, got {n_speakers}")
+    if voices is not None:
+        if n_speakers is not None:
+            raise VoxidError("voices: give either n_speakers or voices, not both")
+        unknown = [v for v in voices if v not in _BY_NAME]
+        if unknown or not voices:
+            raise VoxidError(
+                f"voices: unknown voice {unknown[0]!r}" if unknown else "voices: none given"
+            )
+        chosen = tuple(_BY_NAME[v] for v in dict.fromkeys(voices))
+    else:
+        n = len(VOICES) if n_speakers is None else n_speakers
+        if not 1 <= n <= len(VOICES):
+            raise VoxidError(f"n_speakers: must be between 1 and {len(VOICES)}, got {n}")
+        chosen = VOICES[:n]
     if n_sentences < 1:
         raise VoxidError(f"n_sentences: must be at least 1, got {n_sentences}")
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise VoxidError("espeak-ng: not installed (apt-get install espeak-ng, or run make setup)")
+    exes: dict[str, str] = {}
+    for engine in dict.fromkeys(v.engine for v in chosen):
+        exe = shutil.which(engine)
+        if exe is None:
+            raise VoxidError(f"{engine}: not installed (apt-get install {engine}, or make setup)")
+        exes[engine] = exe
     root = Path(out)
-    voices = VOICES[:n_speakers]
-    for name, voice, variant, pitch, wpm in voices:
-        folder = root / name
+    for v in chosen:
+        folder = root / v.name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(offset, offset + n_sentences):
-            target = folder / f"{name}_{i:03d}.wav"
+            target = folder / f"{v.name}_{i:03d}.wav"
             if target.exists():
                 continue
             # Write beside the target then rename: an interrupted run leaves no torn file.
@@ -123,18 +181,7 @@ def synthesize_corpus(
                 tmp_path = Path(tmp.name)
             try:
                 subprocess.run(
-                    [
-                        exe,
-                        "-v",
-                        f"{voice}+{variant}",
-                        "-p",
-                        str(pitch),
-                        "-s",
-                        str(wpm),
-                        "-w",
-                        str(tmp_path),
-                        sentence(i),
-                    ],
+                    v.command(exes[v.engine], sentence(i), tmp_path),
                     check=True,
                     capture_output=True,
                     timeout=60,
@@ -142,4 +189,4 @@ def synthesize_corpus(
                 tmp_path.replace(target)
             finally:
                 tmp_path.unlink(missing_ok=True)
-    return DemoCorpus(root, tuple(v[0] for v in voices), n_sentences)
+    return DemoCorpus(root, tuple(v.name for v in chosen), n_sentences)

@@ -360,10 +360,12 @@ def register(app: typer.Typer) -> None:
     @app.command("demo-corpus")
     def demo_corpus(
         out: Annotated[Path, typer.Argument(help="Output folder.")],
-        speakers: Annotated[int, typer.Option(help="Number of voices (1-20).")] = 20,
+        speakers: Annotated[
+            int | None, typer.Option(help="Number of voices (1-23; default: all).")
+        ] = None,
         sentences: Annotated[int, typer.Option(help="Sentences per voice.")] = 30,
     ) -> None:
-        """Synthesise a small multi-speaker corpus with espeak-ng (for demos and tests)."""
+        """Synthesise a small multi-speaker corpus with espeak-ng and flite (demos, tests)."""
         from voxid.demo import synthesize_corpus
 
         corpus = synthesize_corpus(out, n_speakers=speakers, n_sentences=sentences)

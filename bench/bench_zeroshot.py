@@ -99,10 +99,16 @@ def score_set(emb: np.ndarray, rows: list[dict], cohort: np.ndarray | None = Non
     }
 
 
-def embed_voxid(model: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray | None, int]:
+def embed_voxid(
+    model: str, paths: list[Path], tile: float | None = None
+) -> tuple[np.ndarray, np.ndarray | None, int]:
     """The recogniser's embeddings, the model's AS-norm cohort (None without one), and how
     many files the recogniser refused (under 0.5 s of speech, many FSDD digits): those are
-    embedded whole, silences included, repeated to one chunk, so every trial is scored."""
+    embedded whole, silences included, repeated to one chunk, so every trial is scored.
+
+    `tile` (a probe, not what the recogniser does): speech shorter than `tile` seconds is
+    repeated to `tile` seconds instead of one chunk and embedded in one pass (refused files
+    likewise, whole)."""
     from voxid import Recognizer
     from voxid.audio import load_audio
 
@@ -113,6 +119,16 @@ def embed_voxid(model: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray |
     for i in refused:
         wav = load_audio(paths[i], rec.sample_rate)
         emb[i] = l2_normalize(rec.backend.embed(np.resize(wav, size)[None]))[0]
+    if tile:
+        long = round(tile * rec.sample_rate)
+        vad = rec.backend.policy.vad
+        for i, path in enumerate(paths):
+            wav = load_audio(path, rec.sample_rate)
+            if i not in refused:
+                spans = vad.segments(wav, rec.sample_rate)
+                wav = np.concatenate([wav[a:b] for a, b in spans] or [wav[:0]])
+            if wav.size < long:
+                emb[i] = l2_normalize(rec.backend.embed(np.resize(wav, long)[None]))[0]
     return emb, rec.backend.cohort, int(refused.size)
 
 
@@ -151,7 +167,14 @@ def main() -> int:
                         help="also measure this voxid model file (LABEL=PATH)")  # fmt: skip
     parser.add_argument("--sets", default="", help="only these sets (comma-separated prefixes)")
     parser.add_argument("--no-write", action="store_true", help="print, write no result file")
+    parser.add_argument(
+        "--tile", type=float, default=None,
+        help="probe: repeat speech shorter than this many seconds to it, one pass (with "
+        "--no-write)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.tile is not None and not (args.tile > 0 and args.no_write):
+        parser.error("--tile: a positive number of seconds, with --no-write (a probe)")
     if not (args.data / "asc30").is_dir():
         print(f"bench_zeroshot: {args.data}/asc30 is missing; skipped")
         return 0
@@ -176,9 +199,9 @@ def main() -> int:
             label = "resemblyzer (pretrained)"
         else:
             start = time.perf_counter()
-            emb, cohort, whole = embed_voxid(spec, paths)
+            emb, cohort, whole = embed_voxid(spec, paths, args.tile)
             seconds = time.perf_counter() - start
-            label = f"voxid {label}"
+            label = f"voxid {label}" + (f" (short speech to {args.tile:g} s)" if args.tile else "")
         for name, set_rows in sets.items():
             sub = emb[[index[r["path"]] for r in set_rows]]
             rows.append({"model": label, "set": name, **score_set(sub, set_rows, cohort)})

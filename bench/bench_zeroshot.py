@@ -104,7 +104,8 @@ def embed_voxid(
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """The recogniser's embeddings, the model's AS-norm cohort (None without one), and how
     many files the recogniser refused (under 0.5 s of speech, many FSDD digits): those are
-    embedded whole, silences included, repeated to one chunk, so every trial is scored.
+    embedded whole, silences included, repeated to one input as the model's policy repeats
+    short speech (one chunk, or its `min_input_seconds`), so every trial is scored.
 
     `tile` (a probe, not what the recogniser does): speech shorter than `tile` seconds is
     repeated to `tile` seconds instead of one chunk and embedded in one pass (refused files
@@ -115,13 +116,14 @@ def embed_voxid(
     rec = Recognizer.load(model, registry=None)
     emb = rec.embed_many([str(p) for p in paths], batch_size=64, errors=[])
     refused = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    size = round(rec.backend.chunk_seconds * rec.sample_rate)
+    policy = rec.backend.policy
+    size = round(max(policy.seconds, policy.min_input_seconds or 0) * rec.sample_rate)
     for i in refused:
         wav = load_audio(paths[i], rec.sample_rate)
         emb[i] = l2_normalize(rec.backend.embed(np.resize(wav, size)[None]))[0]
     if tile:
         long = round(tile * rec.sample_rate)
-        vad = rec.backend.policy.vad
+        vad = policy.vad
         for i, path in enumerate(paths):
             wav = load_audio(path, rec.sample_rate)
             if i not in refused:

@@ -1,13 +1,21 @@
 """Turn a finished base run into the files voxid ships: `base.pt` and `base.onnx`.
 
-    python scripts/ship_base.py RUN --data STORE [--out src/voxid/pretrained]
+    python scripts/ship_base.py RUN --data STORE [--lda] [--min-input-seconds S]
+                                [--out src/voxid/pretrained]
+
+RUN is a finished run, or a model file that is already an encoder (the shipped `base.pt`),
+to ship it again with another back-end: its LDA projection and cohort are kept unless
+`--lda` fits them again, and its threshold is calibrated again.
 
 The encoder alone ships: the head over the training speakers (and their names) is dropped,
 since a base model knows nobody until speakers are enrolled. Its weights are rounded to
 float16 once, so the `.pt` file is half the size, and the ONNX file is exported from those
 same rounded weights: both give the same embeddings and the same model fingerprint. The
 verification threshold is calibrated (FAR 1 %) on the store's `heldout` split, speakers the
-model never trained on, and stored in both files. Called by `make base-model`.
+model never trained on, and stored in both files. `--min-input-seconds` sets how short
+speech is embedded (`voxid.inference.chunks.ChunkPolicy`) before the LDA and the threshold
+are fitted, so both are fitted on inputs embedded as the recogniser will embed them.
+Called by `make base-model`.
 """
 
 from __future__ import annotations
@@ -29,8 +37,10 @@ DESCRIPTION = (
 )
 
 
-def encoder_only(run: Path, staging: Path) -> Path:
-    """`run`'s best weights without the head, rounded to float16, as a voxid model file."""
+def encoder_only(run: Path, staging: Path, min_input_seconds: float | None = None) -> Path:
+    """`run`'s best weights without the head, rounded to float16, as a voxid model file;
+    with `min_input_seconds`, short speech is embedded at that length (the card's
+    `audio_config.chunk.min_input_seconds`)."""
     import dataclasses
 
     from voxid.checkpoint import PREFIX, load_checkpoint, make_card
@@ -42,17 +52,23 @@ def encoder_only(run: Path, staging: Path) -> Path:
     missing = bare.load_state_dict(state, strict=False)
     if missing.unexpected_keys or [k for k in missing.missing_keys if not k.startswith("head.")]:
         raise SystemExit(f"ship_base: the encoder does not fit ({missing})")
+    audio = card.to_dict()["audio_config"]
+    if min_input_seconds is not None:
+        audio["chunk"] = {**(audio.get("chunk") or {}), "min_input_seconds": min_input_seconds}
     desc = make_card(
         bare,
         [],
         data_fingerprint=card.data_fingerprint,
-        audio_config=card.to_dict()["audio_config"],
+        audio_config=audio,
         train_speakers=[],
     )
     trained = card.train_speakers or card.labels
-    desc = dataclasses.replace(
-        desc, base={"trained_speakers": len(trained), "source_run": run.name, "init": card.init}
-    )
+    base = card.base or {  # an encoder shipped before keeps its training record
+        "trained_speakers": len(trained), "source_run": run.name, "init": card.init,
+    }  # fmt: skip
+    # An encoder shipped before keeps its projection's record with its weights.
+    scoring = dataclasses.replace(desc.scoring, projection=card.scoring.projection)
+    desc = dataclasses.replace(desc, base=base, scoring=scoring)
     out = staging / "base.pt"
     weights = {PREFIX + k: v for k, v in bare.state_dict().items()}  # head: 0 classes
     torch.save({"voxid": desc.to_dict(), "state_dict": weights}, out)
@@ -85,6 +101,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "voxid" / "pretrained")
     parser.add_argument("--far", type=float, default=0.01)
     parser.add_argument(
+        "--min-input-seconds", type=float, default=None,
+        help="repeat speech shorter than this to this length, one pass (default: one chunk)",
+    )  # fmt: skip
+    parser.add_argument(
         "--lda", action="store_true",
         help="fit an LDA projection with an AS-norm cohort on the training speakers",
     )  # fmt: skip
@@ -96,7 +116,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix=".ship-", dir=args.out) as tmp:
         staging = Path(tmp)
-        pt = encoder_only(args.run, staging)
+        pt = encoder_only(args.run, staging, args.min_input_seconds)
         if args.lda:
             fit_run_lda(pt, args.data, split="train", cohort=True)
             to_half(pt)
@@ -116,6 +136,7 @@ def main() -> int:
         "onnx_mb": exported.size_mb,
         "pt_mb": round((args.out / "base.pt").stat().st_size / 2**20, 2),
         "lda": bool(args.lda),
+        "min_input_seconds": args.min_input_seconds,
     }
     print(json.dumps(summary, indent=2))
     return 0

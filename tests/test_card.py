@@ -87,6 +87,9 @@ def test_legacy_layouts_load_with_their_defaults():
         ("audio_config.vad.method", "webrtc", "audio_config.vad.method is 'webrtc'"),
         ("audio_config.chunk", 1.0, "audio_config.chunk is 1.0, expected an object"),
         ("audio_config.sample_rate", 8000, "audio_config.sample_rate is 8000, but"),
+        ("audio_config.chunk.min_input_seconds", 0.5, "min_input_seconds is 0.5, expected a"),
+        ("audio_config.chunk.min_input_seconds", "2", "min_input_seconds is '2', expected a"),
+        ("audio_config.chunk.min_input_seconds", 60, "from the chunk length to 10"),
     ],
 )
 def test_a_bad_field_is_one_line_naming_file_and_field(field, value, words):
@@ -118,6 +121,8 @@ def test_the_shipped_base_model_has_one_card_in_both_files():
     assert card.sample_rate == 16000 and card.model.name == "ecapa"
     assert card.scoring.threshold_kind == "asnorm:far=0.01" and card.scoring.has_cohort
     assert card.base is not None and card.base["trained_speakers"] > 1000
+    # Short speech is embedded at 2 s, as its threshold was calibrated (MODEL_CARD.md).
+    assert card.audio is not None and card.audio.min_input_seconds == 2.0
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     exported = ModelCard.from_dict(json.loads(props[META_KEY]), str(onnx_path))
     assert exported.to_dict() == json.loads(props[META_KEY])

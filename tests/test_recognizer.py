@@ -41,8 +41,11 @@ SMALL = {
 TRAIN_LABELS = ["tr_a", "tr_b", "tr_c"]
 
 
-def make_model(path: Path, name: str = "crnn", seed: int = 0, **meta_kw) -> Path:
-    """A random-init model written as a real inference file (deterministic per seed)."""
+def make_model(
+    path: Path, name: str = "crnn", seed: int = 0, chunk: dict | None = None, **meta_kw
+) -> Path:
+    """A random-init model written as a real inference file (deterministic per seed);
+    `chunk` is its card's `audio_config.chunk` (default: 1-s chunks)."""
     from voxid.checkpoint import make_meta, save_inference_file
     from voxid.models import build_model
 
@@ -51,7 +54,7 @@ def make_model(path: Path, name: str = "crnn", seed: int = 0, **meta_kw) -> Path
     audio = {
         "sample_rate": model.feature_config.sample_rate,
         "vad": VadConfig().to_dict(),
-        "chunk": {"seconds": 1.0},
+        "chunk": chunk or {"seconds": 1.0},
     }
     meta = make_meta(model, TRAIN_LABELS, audio_config=audio, **meta_kw)
     save_inference_file(path, model, meta)
@@ -102,6 +105,48 @@ def test_speech_chunks_cover_long_audio():
     short = speech_chunks(wav[: int(0.6 * sr)], sr, VadConfig(enabled=False), 1.0)
     assert short.shape == (1, sr)  # repeated to one window, not zero-padded
     assert np.count_nonzero(short) > 0.99 * sr
+
+
+def test_min_input_seconds_repeats_short_speech_to_one_longer_chunk():
+    sr, off = 16000, VadConfig(enabled=False)
+    wav = np.sin(np.arange(int(3.3 * sr)) / 3.0).astype(np.float32)
+    for seconds in (0.6, 1.5, 2.0):  # shorter than 2 s: one 2-s input, the speech repeated
+        chunks = speech_chunks(wav[: int(seconds * sr)], sr, off, 1.0, min_input_seconds=2.0)
+        assert chunks.shape == (1, 2 * sr)
+        np.testing.assert_array_equal(chunks[0, : int(seconds * sr)], wav[: int(seconds * sr)])
+        if seconds < 2.0:
+            np.testing.assert_array_equal(chunks[0, int(seconds * sr) :][:100], wav[:100])
+    # longer speech: the model's 1-s chunks, as without the setting
+    np.testing.assert_array_equal(
+        speech_chunks(wav, sr, off, 1.0, min_input_seconds=2.0), speech_chunks(wav, sr, off, 1.0)
+    )
+
+
+def test_embed_many_batches_inputs_of_several_lengths(speech_corpus, tmp_path):
+    """A model whose card embeds short speech at 2 s: files of short and long speech in one
+    batch give each file's own embedding (chunks grouped by length), and the setting is
+    applied (short speech embeds differently from the same model without it)."""
+    two = make_model(tmp_path / "two.pt", "ecapa", chunk={"seconds": 1.0, "min_input_seconds": 2})
+    one = make_model(tmp_path / "one.pt", "ecapa")
+    rec, plain = Recognizer.load(two, registry=None), Recognizer.load(one, registry=None)
+    assert rec.backend.policy.min_input_seconds == 2.0
+    shorts = []
+    for i, f in enumerate(_files(speech_corpus, "alice")[:3]):  # about 1.2 s of speech each
+        wav, sr = sf.read(f, dtype="float32")
+        start = int(np.argmax(np.abs(wav) > 0.05 * np.abs(wav).max()))
+        shorts.append(tmp_path / f"short{i}.wav")
+        sf.write(shorts[-1], wav[start : start + int(1.2 * sr)], sr)
+    parts = [sf.read(f, dtype="float32")[0] for f in _files(speech_corpus, "bruno")[:4]]
+    long = tmp_path / "long.wav"
+    sf.write(long, np.concatenate(parts), 22050)
+    paths = [shorts[0], long, shorts[1], shorts[2]]
+    lengths = {rec.backend.policy.prepare(p).shape[1] for p in paths}
+    assert lengths == {16000, 32000}  # both lengths in one batch
+    batch = rec.embed_many(paths, batch_size=64)
+    np.testing.assert_allclose(batch, np.stack([rec.embed(p) for p in paths]), atol=1e-5)
+    short = shorts[0]
+    assert rec.backend.policy.prepare(short).shape == (1, 32000)
+    assert np.dot(rec.embed(short), plain.embed(short)) < 0.9999
 
 
 def test_long_file_embeds(rec, speech_corpus, tmp_path):

@@ -53,6 +53,8 @@ _TOP_KEYS = frozenset(
     }
 )  # fmt: skip
 _AUDIO_KEYS = frozenset({"sample_rate", "normalize", "vad", "chunk"})
+#: Longest `audio_config.chunk.min_input_seconds`: past it, a repeated clip is mostly echo.
+MAX_MIN_INPUT_SECONDS = 10.0
 
 
 def _is_number(value: object) -> bool:
@@ -120,6 +122,13 @@ class AudioSettings:
     def chunk_seconds(self) -> float | None:
         """The training chunk length in seconds, or None when not stored."""
         seconds = (self.chunk or {}).get("seconds")
+        return None if seconds is None else float(seconds)
+
+    @property
+    def min_input_seconds(self) -> float | None:
+        """The shortest input the model embeds (speech shorter than it is repeated to this
+        length and embedded in one pass), or None: repeated to one chunk."""
+        seconds = (self.chunk or {}).get("min_input_seconds")
         return None if seconds is None else float(seconds)
 
     def vad_config(self, source: str = "model") -> VadConfig:
@@ -373,6 +382,12 @@ def _audio_settings(audio: dict[str, Any], source: str) -> AudioSettings:
     seconds = (chunk or {}).get("seconds")
     ok = seconds is None or (_is_number(seconds) and 0 < seconds < float("inf"))
     _check(ok, source, "audio_config.chunk.seconds", seconds, "a positive number")
+    shortest = (chunk or {}).get("min_input_seconds")
+    ok = shortest is None or (
+        _is_number(shortest) and (seconds or 0) <= shortest <= MAX_MIN_INPUT_SECONDS
+    )
+    want = f"a number of seconds from the chunk length to {MAX_MIN_INPUT_SECONDS:g}"
+    _check(ok, source, "audio_config.chunk.min_input_seconds", shortest, want)
     return AudioSettings(
         normalize=normalize,
         vad=vad,

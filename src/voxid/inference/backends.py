@@ -29,6 +29,7 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
     Runner,
     audio_label,
     batched,
+    embed_by_length,
     embed_chunks,
     load_waveform,
     speech_chunks,
@@ -226,11 +227,9 @@ def embed_batched(
     def flush() -> None:
         if not pending:
             return
-        embs = backend.embed(np.concatenate([c for _, c in pending]))
-        start = 0
-        for idx, chunks in pending:
-            out[idx] = mean_embedding(embs[start : start + len(chunks)])
-            start += len(chunks)
+        embs = embed_by_length(backend.embed, [c for _, c in pending])
+        for (idx, _), e in zip(pending, embs, strict=True):
+            out[idx] = mean_embedding(e)
         pending.clear()
 
     from rich.progress import Progress

@@ -586,7 +586,13 @@ FINETUNE_NOTE = (
     "rate from the first epoch (the recipe's default) or gently (encoder frozen for the first "
     "epoch, then at a tenth of the head's rate); they ran 5-8 epochs, fewer than the "
     "from-scratch rows (`--epochs`): on P-A after 5 epochs 97.5 % against 81.4 % on the "
-    "validation clips."
+    "validation clips. The `(15 min)` rows (2026-12-02) fine-tuned stage 1 of the base "
+    "recipe, the base shipped then; the `(8 epochs, 25 min)` and `(5 epochs, 25 min)` rows "
+    "(2026-12-03) fine-tune stage 2, shipped since (P-Z EER 10.0 % against 13.2 % on P-C's "
+    "trials): a better zero-shot encoder, yet the fine-tuned figures barely move (P-A "
+    "93.8 -> 94.4 %, P-B EER 3.7 -> 4.0 %, never-seen FAR at FRR 2 % 15 % both; P-C "
+    "15.7 -> 13.9 %, AS-normed 12.7 -> 12.4 %, worse than the base zero-shot), so on these "
+    "20-30 training speakers fine-tuning is not where the protocols' targets lie."
 )
 for _name in ("pa", "pb", "pc"):
     FINDINGS[_name] += FINETUNE_NOTE

@@ -73,9 +73,8 @@ class ChunkPolicy:
 
     `min_input_seconds` (a card's `audio_config.chunk.min_input_seconds`, for a network
     that takes any input length): speech shorter than it is repeated to that length and
-    embedded in one pass, not repeated to one chunk. A short clip repeated to 2 s gives
-    the network's pooling more frames to average and the AS-norm cohort a steadier
-    score; it lowered the base model's zero-shot EER on every P-Z set (MODEL_CARD.md).
+    embedded in one pass, not repeated to one chunk. Measured on the base model: short
+    speech repeated to 2 s lowered its zero-shot EER on every P-Z set (MODEL_CARD.md).
 
     >>> card = ModelCard.from_dict({"audio_config": {"chunk": {"seconds": 2.0}}})
     >>> p = ChunkPolicy.from_card(card)

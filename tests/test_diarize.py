@@ -109,6 +109,22 @@ def test_two_voices_found_and_speech_covered(base, conversation):
     assert base.diarize(str(path), max_speakers=1).num_speakers == 1
 
 
+def test_each_enrolled_name_labels_at_most_one_cluster():
+    from voxid.diarization import centroid_namer
+
+    refs = np.eye(3, dtype=np.float32)
+    namer = centroid_namer(["ann", "bob", "cy"], refs, lambda c, r: c @ r.T, 0.5)
+    # Two clusters close to ann: the closer takes the name, the other stays anonymous and
+    # reports its best score; a cluster outbid for ann takes bob, its next passing match.
+    got = namer(np.array([[1.0, 0.0, 0.0], [0.95, 0.05, 0.0], [0.7, 0.6, 0.0]]))
+    assert [n for n, _ in got] == ["ann", None, "bob"]
+    assert got[1][1] == pytest.approx(0.95 / np.hypot(0.95, 0.05))
+    # Nobody passes: no names, every score still reported.
+    strict = centroid_namer(["ann", "bob", "cy"], refs, lambda c, r: c @ r.T, 0.6)
+    none = strict(np.array([[0.1, 0.1, 0.1]]))
+    assert none[0][0] is None and none[0][1] == pytest.approx(1 / np.sqrt(3))
+
+
 def test_registry_names_the_enrolled_speaker(conversation, registry):
     path, turns = conversation
     rec = Recognizer.load(registry=registry)

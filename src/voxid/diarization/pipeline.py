@@ -388,19 +388,33 @@ def centroid_namer(
     score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     threshold: float,
 ) -> Namer | None:
-    """A namer giving a cluster the name of the enrolled speaker its centroid scores best
-    against (`score(samples, refs)`, e.g. the recogniser's AS-normed cosine), when that
-    score passes `threshold`; None when nobody is enrolled."""
+    """A namer giving clusters the names of enrolled speakers their centroids score against
+    (`score(samples, refs)`, e.g. the recogniser's AS-normed cosine) at `threshold` or more,
+    one cluster per name: as many clusters named as the passing pairs allow, then the
+    highest total score (an optimal assignment), so two clusters never share a name and a
+    cluster outbid for its best match may take its next one. A cluster left unnamed reports
+    its best score. None when nobody is enrolled.
+
+    >>> refs = np.eye(2, dtype=np.float32)
+    >>> namer = centroid_namer(["ann", "bob"], refs, lambda c, r: c @ r.T, 0.5)
+    >>> [n for n, _ in namer(np.array([[1.0, 0.0], [0.9, 0.1], [0.6, 0.8]]))]
+    ['ann', None, 'bob']
+    """
     if not len(names):
         return None
+    from scipy.optimize import linear_sum_assignment
 
     def namer(centroids: np.ndarray) -> list[tuple[str | None, float | None]]:
-        scores = score(normalize_rows(centroids, np.float32), refs)
-        out: list[tuple[str | None, float | None]] = []
-        for row in scores:
-            j = int(np.argmax(row))
-            out.append((names[j] if row[j] >= threshold else None, float(row[j])))
-        return out
+        scores = np.asarray(score(normalize_rows(centroids, np.float32), refs), np.float64)
+        passing = scores >= threshold
+        # A passing pair outweighs any sum of scores: first the most clusters named.
+        weight = np.where(passing, scores - scores.min() + 1.0 + passing.size * np.ptp(scores), 0)
+        rows, cols = linear_sum_assignment(weight, maximize=True)
+        chosen = {int(r): int(c) for r, c in zip(rows, cols, strict=True) if passing[r, c]}
+        return [
+            (names[chosen[i]], float(row[chosen[i]])) if i in chosen else (None, float(row.max()))
+            for i, row in enumerate(scores)
+        ]
 
     return namer
 
@@ -665,7 +679,7 @@ def _named(
         if name is None:
             name = ANONYMOUS.format(anonymous)
             anonymous += 1
-        label[c] = name  # two clusters matching one name are one speaker: same label
+        label[c] = name  # a namer may give two clusters one name: then one speaker
     segments = [
         Segment(a, b, label[c], verdicts[c][1] if verdicts[c][0] is not None else None)
         for c, a, b in turns

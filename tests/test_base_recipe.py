@@ -188,3 +188,43 @@ def test_resemblyzer_teacher_embeds_every_training_clip(recipe_store, tmp_path):
     wav = audio.normalize_volume(clip.astype(np.float64), -30, increase_only=True)
     ref = VoiceEncoder("cpu", verbose=False).embed_utterance(wav.astype(np.float32))
     assert float(ref @ emb[i]) > 0.999
+
+
+def test_ship_base_ships_a_run_and_ships_the_shipped_encoder_again(
+    recipe_store, tmp_path, one_torch_thread
+):
+    """`scripts/ship_base.py` (the last step of `make base-model`): the encoder of a run,
+    its short-speech policy on the card, a threshold calibrated on the held-out speakers,
+    ONNX beside it; then the shipped file as RUN again, as a new back-end is shipped."""
+    import subprocess
+    import sys
+
+    from voxid.checkpoint import read_card
+    from voxid.inference.export import OnnxBackend
+    from voxid.training.run import train
+
+    run = train(_tiny(), recipe_store, tmp_path / "run", progress=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_base.py"
+
+    def ship(source: Path, out: Path, *flags: str) -> dict:
+        out.mkdir()
+        cmd = [sys.executable, str(script), str(source), "--data", str(recipe_store),
+               "--out", str(out), "--far", "0.2", *flags]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        summary: dict = json.loads(done.stdout[done.stdout.index("{") :])
+        return summary
+
+    first = ship(run.model_path.parent, tmp_path / "one", "--min-input-seconds", "2")
+    card = read_card(tmp_path / "one" / "base.pt")
+    assert card.labels == () and card.audio is not None and card.audio.min_input_seconds == 2.0
+    assert card.scoring.threshold == pytest.approx(first["threshold"])
+    assert card.base is not None and card.base["trained_speakers"] == 6
+    onnx = OnnxBackend(tmp_path / "one" / "base.onnx")
+    assert onnx.fingerprint == card.fingerprint and onnx.policy.min_input_seconds == 2.0
+    assert first["min_input_seconds"] == 2.0 and not first["lda"]
+    # Shipped again from the shipped file: weights, policy and training record are kept.
+    again = ship(tmp_path / "one" / "base.pt", tmp_path / "two")
+    card2 = read_card(tmp_path / "two" / "base.pt")
+    assert card2.fingerprint == card.fingerprint and card2.base == card.base
+    assert card2.audio is not None and card2.audio.min_input_seconds == 2.0
+    assert again["threshold"] == pytest.approx(first["threshold"])

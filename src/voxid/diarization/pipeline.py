@@ -399,6 +399,8 @@ def centroid_namer(
     >>> namer = centroid_namer(["ann", "bob"], refs, lambda c, r: c @ r.T, 0.5)
     >>> [n for n, _ in namer(np.array([[1.0, 0.0], [0.9, 0.1], [0.6, 0.8]]))]
     ['ann', None, 'bob']
+    >>> namer(np.zeros((0, 2)))
+    []
     """
     if not len(names):
         return None
@@ -406,6 +408,8 @@ def centroid_namer(
 
     def namer(centroids: np.ndarray) -> list[tuple[str | None, float | None]]:
         scores = np.asarray(score(normalize_rows(centroids, np.float32), refs), np.float64)
+        if not scores.size:  # no clusters: nothing to name
+            return [(None, None)] * len(scores)
         passing = scores >= threshold
         # A passing pair outweighs any sum of scores: first the most clusters named.
         weight = np.where(passing, scores - scores.min() + 1.0 + passing.size * np.ptp(scores), 0)

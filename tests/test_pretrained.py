@@ -253,3 +253,26 @@ def test_base_tells_the_demo_flite_voices_apart_and_rejects_the_stranger(tmp_pat
     assert known.name == "ursula" and known.accepted
     stranger = rec.identify(files["walter"][0])
     assert stranger.name == "unknown" and not stranger.accepted, stranger
+
+
+def test_a_card_with_another_chunk_policy_is_not_mixed_into_the_registry(tmp_path, speech_wav):
+    """The base model's weights re-shipped with another short-speech rule embed short speech
+    differently: speakers enrolled under one policy refuse the other."""
+    import torch
+
+    from voxid import Recognizer
+    from voxid.checkpoint import read_checkpoint
+    from voxid.errors import ModelMismatch
+
+    ckpt = read_checkpoint(resolve("base", "pt"))
+    ckpt["voxid"]["audio_config"]["chunk"]["min_input_seconds"] = 3.0
+    other = tmp_path / "base_3s.pt"
+    torch.save(ckpt, other)
+    db = tmp_path / "speakers.db"
+    rec = Recognizer.load("base", registry=db)
+    rec.enroll("alice", speech_wav)
+    again = Recognizer.load(other, registry=db)
+    assert again.model_fingerprint == rec.model_fingerprint  # the same weights
+    with pytest.raises(ModelMismatch, match=r"another chunk policy \(min_input_seconds 2.0 -> 3.0"):
+        again.enroll("bob", speech_wav)
+    assert Recognizer.load("base", registry=db).identify(speech_wav).name == "alice"

@@ -133,6 +133,33 @@ def test_other_model_is_refused(target):
     assert open_registry(target, "fp-b").add("bob", _vectors(1)).model_fingerprint == "fp-b"
 
 
+def test_other_chunk_policy_is_refused(target):
+    """The same weights under another chunk policy (a card re-shipped with another
+    short-speech rule) embed differently: their speakers are not mixed either."""
+    a = '{"min_input_seconds":null,"seconds":1.0}'
+    b = '{"min_input_seconds":2.0,"seconds":1.0}'
+    old = open_registry(target, "fp-a")  # a caller that records no policy
+    old.add("alice", _vectors(0))
+    # A registry written before policies were recorded adopts its next writer's.
+    open_registry(target, "fp-a", chunk_policy=a).add("bob", _vectors(1))
+    with pytest.raises(
+        ModelMismatch,
+        match=r"2 speaker\(s\) .*another chunk policy \(min_input_seconds null -> 2.0\)",
+    ):
+        open_registry(target, "fp-a", chunk_policy=b)
+    old.remove("alice")
+    old.remove("bob")
+    # Nobody left: any policy again; a writer opened before the others came is refused
+    # when it writes.
+    first, second = (open_registry(target, "fp-a", chunk_policy=p) for p in (b, a))
+    first.add("carol", _vectors(2))
+    with pytest.raises(ModelMismatch, match=r"min_input_seconds 2.0 -> null"):
+        second.add("dave", _vectors(3))
+    with pytest.raises(ModelMismatch, match=r"another chunk policy"):
+        second.add_many([Enrolment("dave", _vectors(3))])
+    assert open_registry(target, "fp-a", chunk_policy=b).names() == ["carol"]
+
+
 def test_bad_embeddings(target):
     reg = open_registry(target, "fp-a")
     with pytest.raises(RegistryError, match="NaN"):

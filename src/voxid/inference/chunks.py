@@ -21,6 +21,7 @@ evaluation measures is what the recogniser does, by construction:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,23 @@ class ChunkPolicy:
             normalize=audio.normalize,  # as the training audio was
             min_input_seconds=audio.min_input_seconds,
         )
+
+    def describe(self) -> str:
+        """The policy as one stable line of JSON: what a registry records beside the model's
+        fingerprint, which covers the weights only, so the same weights under another policy
+        (chunk length, short-speech rule, gain, VAD) cannot mix their embeddings.
+
+        >>> ChunkPolicy(min_input_seconds=2.0).describe()[:60]
+        '{"min_input_seconds":2.0,"normalize":null,"sample_rate":1600'
+        """
+        fields = {
+            "sample_rate": self.sample_rate,
+            "seconds": float(self.seconds),
+            "min_input_seconds": self.min_input_seconds,
+            "normalize": self.normalize,
+            "vad": self.vad.to_dict(),
+        }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     def chunks(self, wav: np.ndarray, label: str = "audio") -> np.ndarray:
         """`speech_chunks` of a waveform at `sample_rate` with this policy."""

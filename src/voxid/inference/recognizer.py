@@ -46,6 +46,7 @@ from voxid.inference.registry import (
     is_url,
     mean_embedding,
     open_registry,
+    policy_change,
     validate_name,
 )
 from voxid.inference.results import Candidate, Identification, SpeakerInfo, Verification
@@ -201,6 +202,12 @@ class Recognizer:
         return self.backend.fingerprint
 
     @property
+    def chunk_policy(self) -> str:
+        """How this model's audio becomes chunks (`ChunkPolicy.describe`): what the registry
+        records beside the fingerprint."""
+        return self.backend.policy.describe()
+
+    @property
     def score_bounds(self) -> tuple[float, float]:
         """Where scores usually lie, for display: cosine scores in [-1, 1]; AS-normed ones
         (a model with a cohort) are cohort standard deviations, unbounded, and shown within
@@ -254,12 +261,19 @@ class Recognizer:
         if self._registry is None:
             if self._registry_arg is None:
                 raise RegistryError(NO_REGISTRY)
-            self._registry = open_registry(self._registry_arg, self.model_fingerprint)
+            self._registry = open_registry(
+                self._registry_arg, self.model_fingerprint, chunk_policy=self.chunk_policy
+            )
         elif self._registry.model_fingerprint != self.model_fingerprint:
             raise ModelMismatch(
                 f"{self._registry.label}: opened for model "
                 f"{self._registry.model_fingerprint}, this model is "
                 f"{self.model_fingerprint}"
+            )
+        elif self._registry.chunk_policy not in (None, self.chunk_policy):
+            raise ModelMismatch(
+                f"{self._registry.label}: opened for another chunk policy than this model's "
+                f"({policy_change(self._registry.chunk_policy, self.chunk_policy)})"
             )
         return self._registry
 
@@ -273,7 +287,10 @@ class Recognizer:
         if is_url(self._registry_arg):
             try:
                 self._registry = open_registry(
-                    self._registry_arg, self.model_fingerprint, create=False
+                    self._registry_arg,
+                    self.model_fingerprint,
+                    create=False,
+                    chunk_policy=self.chunk_policy,
                 )
             except NoSuchRegistry:
                 if self.require_registry:
@@ -285,7 +302,9 @@ class Recognizer:
             if self.require_registry:
                 raise NoSuchRegistry(f"{path}: no such registry")
             return None
-        self._registry = open_registry(path, self.model_fingerprint, create=False)
+        self._registry = open_registry(
+            path, self.model_fingerprint, create=False, chunk_policy=self.chunk_policy
+        )
         return self._registry
 
     def _synced_index(self) -> SpeakerIndex | None:

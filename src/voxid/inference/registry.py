@@ -12,7 +12,11 @@ and a reader sees a speaker either whole or not at all.
 Schema (version 2; a version-1 file is upgraded in place when opened):
 - `meta(key, value)`: `schema_version`; `model_fingerprint` (the model of every enrolled
   speaker, set by the first enrolment and cleared when the last speaker goes, so an add
-  checks one row instead of scanning the speakers); `generation` (the change counter every
+  checks one row instead of scanning the speakers); `chunk_policy` (how that model's audio
+  became chunks, `ChunkPolicy.describe`, kept the same way: the fingerprint covers the
+  weights only, and the same weights under another chunk length or short-speech rule give
+  other embeddings; a registry written before it adopts the policy of its next write);
+  `generation` (the change counter every
   write bumps); `instance` (a random id, so a recreated registry is never mistaken for the
   old one).
 - `speakers(id, name UNIQUE, model_fingerprint, dim, centroid BLOB, n_utterances, created,
@@ -217,12 +221,35 @@ def open_registry(
     *,
     timeout: float = 30.0,
     create: bool = True,
+    chunk_policy: str | None = None,
 ) -> BaseRegistry:
     """The registry at `target`: a ``postgresql://user@host:port/db`` URL opens a
     `PostgresRegistry`, anything else a SQLite file (`Registry`). Arguments as `Registry`."""
+    kw: dict[str, Any] = {"timeout": timeout, "create": create, "chunk_policy": chunk_policy}
     if is_url(target):
-        return PostgresRegistry(str(target), model_fingerprint, timeout=timeout, create=create)
-    return Registry(target, model_fingerprint, timeout=timeout, create=create)
+        return PostgresRegistry(str(target), model_fingerprint, **kw)
+    return Registry(target, model_fingerprint, **kw)
+
+
+def policy_change(stored: str, current: str) -> str:
+    """What differs between two `ChunkPolicy.describe` lines, for a message.
+
+    >>> policy_change('{"min_input_seconds":null,"seconds":1.0}',
+    ...               '{"min_input_seconds":2.0,"seconds":1.0}')
+    'min_input_seconds null -> 2.0'
+    """
+    try:
+        old, new = json.loads(stored), json.loads(current)
+    except ValueError:
+        return f"{stored} -> {current}"
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"{stored} -> {current}"
+    keys = sorted(set(old) | set(new))
+    return ", ".join(
+        f"{k} {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
+        for k in keys
+        if old.get(k) != new.get(k)
+    )
 
 
 class BaseRegistry:
@@ -235,6 +262,8 @@ class BaseRegistry:
 
     label: str
     model_fingerprint: str | None
+    #: How the model's audio becomes chunks (`ChunkPolicy.describe`), or None: not checked.
+    chunk_policy: str | None = None
     #: The integer type for casts (`generation` outgrows PostgreSQL's 32-bit INTEGER).
     _INT = "INTEGER"
 
@@ -360,8 +389,20 @@ class BaseRegistry:
 
     # -- checks ------------------------------------------------------------------------
     def _stored_model(self, con: Any) -> str | None:
-        row = self._x(con, "SELECT value FROM meta WHERE key = 'model_fingerprint'").fetchone()
+        return self._meta(con, "model_fingerprint")
+
+    def _meta(self, con: Any, key: str) -> str | None:
+        row = self._x(con, "SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
+
+    def _policy_refused(self, stored: str | None, n: int) -> ModelMismatch | None:
+        if self.chunk_policy is None or stored is None or stored == self.chunk_policy:
+            return None
+        return ModelMismatch(
+            f"{self.label}: {n} speaker(s) were enrolled with this model's weights under "
+            f"another chunk policy ({policy_change(stored, self.chunk_policy)}); re-enrol "
+            "them or use another registry"
+        )
 
     def _count(self, con: Any) -> int:
         return int(self._x(con, "SELECT COUNT(*) FROM speakers").fetchone()[0])
@@ -371,7 +412,13 @@ class BaseRegistry:
             return
         with self._read() as con:
             stored = self._stored_model(con)
-            if stored is None or stored == self.model_fingerprint:
+            if stored is None:
+                return
+            if stored == self.model_fingerprint:
+                policy = self._meta(con, "chunk_policy")
+                refused = policy is not None and self._policy_refused(policy, self._count(con))
+                if refused:
+                    raise refused
                 return
             n = self._count(con)
         raise ModelMismatch(
@@ -400,6 +447,15 @@ class BaseRegistry:
                 f"{self.label}: embeddings from model {fp} refused, the registry holds "
                 f"{self._count(con)} speaker(s) of model {stored}"
             )
+        if self.chunk_policy is not None:
+            policy = self._meta(con, "chunk_policy")
+            if policy is None:
+                self._x(
+                    con, "INSERT INTO meta (key, value) VALUES ('chunk_policy', ?)",
+                    (self.chunk_policy,),
+                )  # fmt: skip
+            elif refused := self._policy_refused(policy, self._count(con)):
+                raise refused
 
     # -- writes ------------------------------------------------------------------------
     def add(
@@ -672,7 +728,7 @@ class BaseRegistry:
             )
             if self._x(con, "SELECT 1 FROM speakers LIMIT 1").fetchone() is None:
                 # Nobody left: the next enrolment may use any model, as with a new registry.
-                self._x(con, "DELETE FROM meta WHERE key = 'model_fingerprint'")
+                self._x(con, "DELETE FROM meta WHERE key IN ('model_fingerprint', 'chunk_policy')")
 
     def enrolled_sources(self, sources: Sequence[str]) -> set[str]:
         """Which of `sources` (file names given at enrolment) are already enrolled.
@@ -879,6 +935,9 @@ class Registry(BaseRegistry):
         timeout: seconds a writer waits for another writer's lock.
         create: False: the file must exist (RegistryError "no such registry" otherwise) and
             nothing is ever created; for commands that only read or remove.
+        chunk_policy: how the model's audio becomes chunks (`ChunkPolicy.describe`); speakers
+            enrolled with the same weights under another policy are refused likewise.
+            `None` does not check it.
 
     >>> import tempfile, numpy as np
     >>> reg = Registry(tempfile.mkdtemp() + "/speakers.db", "model-a")
@@ -895,10 +954,12 @@ class Registry(BaseRegistry):
         *,
         timeout: float = 30.0,
         create: bool = True,
+        chunk_policy: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.label = str(self.path)
         self.model_fingerprint = model_fingerprint
+        self.chunk_policy = chunk_policy
         self.timeout = timeout
         self.create = create
         self._local = threading.local()
@@ -1162,6 +1223,7 @@ class PostgresRegistry(BaseRegistry):
         *,
         timeout: float = 30.0,
         create: bool = True,
+        chunk_policy: str | None = None,
     ) -> None:
         try:
             import psycopg  # noqa: F401
@@ -1172,6 +1234,7 @@ class PostgresRegistry(BaseRegistry):
         self.url = url
         self.label = self.path = redact(url)
         self.model_fingerprint = model_fingerprint
+        self.chunk_policy = chunk_policy
         self.timeout = timeout
         self.create = create
         self._local = threading.local()

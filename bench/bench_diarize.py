@@ -109,6 +109,22 @@ there (p 0.08, (6, 8, 10, 12), 25 % trimmed: 5.71 % / 80.0 %) fell on the evalua
 to 7.23 % / 73.3 % (defaults 6.80 % / 78.3 %), and p 0.08 alone 6.82 % / 78.3 %: the
 tuning set's spread is noise of a few conversations, so the defaults stay.
 
+With the 2-s short-speech policy (2026-12-03: the base model's LDA, cohort and threshold
+refitted on short speech repeated to 2 s; tuning `--n 80`, seed 1018 / evaluation, DER /
+count exact): the defaults 5.94 % / 76.2 % and 7.13 % / 76.7 % (before the refit 5.81 % /
+77.5 % and 6.80 % / 78.3 %). Measured 2026-12-04 and not kept: every 1-s chunk repeated to
+2 s before it is embedded (the card's policy for short speech, applied to each chunk)
+6.01 % / 76.2 % on tuning, 6.32 % / 80.0 % on evaluation, at 0.6x the embedding speed: no
+gain where the defaults are chosen; VBx (Landini et al. 2022: a Bayesian HMM over the
+window sequence, PLDA with the within-speaker covariance of the tuning windows and the
+between-speaker covariance of the model's cohort, 64 dimensions, 20 iterations) pruning the
+eigengap partition: best on tuning (loop 0.85, Fa 0.3, Fb 3; Fb 2-30, Fa 0.1-1) 82.5 %
+(6 of the 7 over-counts fixed), on evaluation 78.3 % and DER 7.23 %: 11 of its 13 wrong
+counts are under-counts, which pruning cannot fix; started from one cluster more than the
+eigengap count it fixes under-counts on tuning (Fb 2.5-3.5: 79-83 %) and over-counts on
+evaluation (60-73 %); an isotropic within-speaker covariance from each recording's own
+clusters 76-79 % on tuning. Two voices the embeddings cannot tell apart stay one speaker.
+
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
 evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning

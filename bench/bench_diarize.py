@@ -125,6 +125,17 @@ eigengap count it fixes under-counts on tuning (Fb 2.5-3.5: 79-83 %) and over-co
 evaluation (60-73 %); an isotropic within-speaker covariance from each recording's own
 clusters 76-79 % on tuning. Two voices the embeddings cannot tell apart stay one speaker.
 
+Counting on the encoder's embeddings (2026-12-04, `count_on="encoder"`, kept): the base
+model's LDA (all 192 dimensions, fitted to separate its training speakers, whitening the
+within-speaker scatter) is a linear map followed by a renormalisation, so the encoder's unit
+embedding behind each projected chunk is recovered exactly (`voxid.numeric.unproject`: the
+one positive root of a quadratic; ONNX and torch agree to 1e-4) at no embedding cost. On
+those embeddings alone: tuning 6.24 % / 81.2 % (given the count 4.68 %, against 4.03 % with
+the LDA), evaluation 5.48 % / 83.3 %; the count from them and the clustering on the
+projected ones (kept, chosen on tuning): tuning 5.84 % / 81.2 % (wrong counts 12 under and
+7 over -> 11 and 4), evaluation as in the table. Where the LDA separates the speakers it
+was fitted on, it blurs the eigengaps of voices it never heard.
+
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
 evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning
@@ -208,7 +219,14 @@ def cfg_summary(cfg: DiarizationConfig) -> str:
         f"speaker count: the mean, {100 * cfg.count_trim:g} % trimmed at each end, of the "
         f"eigengap counts over {cfg.count_neighbours} "
         f"neighbours x centred or not x unnormalised/normalised Laplacian, on these windows "
-        f"and on {cfg.count_window_s:g}-s windows every {cfg.count_hop_s:g} s), "
+        f"and on {cfg.count_window_s:g}-s windows every {cfg.count_hop_s:g} s"
+        + (
+            "; for voxid made on the encoder's embeddings before its LDA projection, "
+            "recovered from the projected ones, which are then clustered into that count"
+            if cfg.count_on == "encoder"
+            else ""
+        )
+        + "), "
         f"Hann-weighted frame assignment (50 ms), turns under "
         f"{cfg.min_turn_s:g} s merged"
     )

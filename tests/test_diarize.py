@@ -388,3 +388,69 @@ def test_the_speech_threshold_widens_the_speech_mask(base, conversation):
     assert loose.size == strict.size
     assert loose.sum() > strict.sum()
     assert np.mean(loose[strict]) > 0.99
+
+
+def test_the_count_is_made_on_the_encoders_embeddings_before_the_lda(base, conversation):
+    """The base model's windows carry the encoder's own embeddings too, recovered from the
+    projected ones: the same as the torch model's without its projection, composed into
+    windows the same way; the count follows them, the given count overrides them."""
+    import torch
+
+    from voxid.diarization import diarize_windows, embed_windows
+    from voxid.inference.backends import TorchBackend
+    from voxid.pretrained import resolve
+    from voxid.vad import VadConfig
+
+    path, _ = conversation
+    wav, sr = sf.read(path, dtype="float32")
+    cfg = DiarizationConfig(vad=VadConfig(enabled=False))
+    windows = embed_windows(base.backend, wav, sr=sr, config=cfg)
+    raw, more = windows.encoder_embeddings, windows.encoder_count_embeddings
+    assert raw is not None and raw.shape == windows.embeddings.shape
+    assert more is not None and windows.count_embeddings is not None
+    assert more.shape == windows.count_embeddings.shape
+    bare = TorchBackend(resolve("base", "pt"))
+    with torch.no_grad():
+        bare.model.set_projection(None)
+    plain = embed_windows(bare, wav, sr=sr, config=cfg)
+    assert plain.encoder_embeddings is None  # no projection: nothing to recover
+    assert np.sum(raw * plain.embeddings, axis=1).min() > 0.999
+    assert not np.allclose(raw, windows.embeddings, atol=0.05)
+    off = embed_windows(base.backend, wav, sr=sr, config=cfg.replace(count_on="model"))
+    assert off.encoder_embeddings is None and off.encoder_count_embeddings is None
+    # Windows whose encoder view holds three clear groups are counted as three, whatever
+    # the projected embeddings say; a given count wins.
+    rng = np.random.default_rng(0)
+    n = len(raw)
+    groups = np.repeat(np.arange(3), -(-n // 3))[:n]
+    centres = np.linalg.qr(rng.standard_normal((raw.shape[1], 3)))[0].T
+    three = centres[groups] + 0.05 * rng.standard_normal(raw.shape)
+    three /= np.linalg.norm(three, axis=1, keepdims=True)
+    from dataclasses import replace
+
+    forced = replace(windows, encoder_embeddings=three.astype(np.float32),
+                     encoder_count_embeddings=None)  # fmt: skip
+    assert diarize_windows(forced, cfg).num_speakers == 3
+    assert diarize_windows(forced, cfg, num_speakers=2).num_speakers == 2
+    with pytest.raises(ConfigError, match="count_on: must be one of"):
+        DiarizationConfig(count_on="lda")
+
+
+def test_a_projection_is_recovered_exactly_from_both_backends(base):
+    """`Backend.unproject` of the ONNX and torch backends gives the encoder's embeddings."""
+    import torch
+
+    from voxid.inference.backends import TorchBackend
+    from voxid.numeric import unproject
+    from voxid.pretrained import resolve
+
+    chunks = 0.1 * np.random.default_rng(1).standard_normal((4, SR)).astype(np.float32)
+    torch_backend = TorchBackend(resolve("base", "pt"))
+    for backend in (base.backend, torch_backend):
+        assert np.abs(backend.unproject(backend.embed(chunks))).max() <= 1.0
+    got = base.backend.unproject(base.backend.embed(chunks))
+    with torch.no_grad():
+        torch_backend.model.set_projection(None)
+    assert np.abs(got - torch_backend.embed(chunks)).max() < 1e-4
+    assert torch_backend.unproject(torch_backend.embed(chunks)) is None
+    assert unproject(np.ones((2, 3)), np.zeros(4), np.ones((4, 3))) is None  # not square

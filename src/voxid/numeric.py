@@ -73,3 +73,30 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def unproject(projected: np.ndarray, mean: np.ndarray, weight: np.ndarray) -> np.ndarray | None:
+    """The unit embeddings `x` behind `normalize((x - mean) @ weight)` (an LDA projection
+    that keeps every dimension), or None when `weight` is not square and invertible.
+
+    The projection drops only the length of `(x - mean) @ weight`; `x` is a unit vector, so
+    that length is the one positive root of ``|mean + t * (p @ weight^-1)| = 1`` (a mean of
+    unit vectors lies inside the unit ball, so exactly one root is positive).
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = normalize_rows(rng.standard_normal((5, 4)))
+    >>> m, w = 0.3 * x.mean(axis=0), rng.standard_normal((4, 4))
+    >>> p = normalize_rows((x - m) @ w)
+    >>> bool(np.allclose(unproject(p, m, w), x, atol=1e-5))
+    True
+    """
+    w = np.asarray(weight, np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or np.linalg.matrix_rank(w) < w.shape[0]:
+        return None
+    m = np.asarray(mean, np.float64)
+    v = np.asarray(projected, np.float64) @ np.linalg.inv(w)
+    a = np.einsum("ij,ij->i", v, v)
+    b = 2.0 * (v @ m)
+    c = float(m @ m) - 1.0
+    t = (-b + np.sqrt(np.maximum(b * b - 4.0 * a * c, 0.0))) / np.maximum(2.0 * a, 1e-12)
+    return normalize_rows(m + t[:, None] * v, np.float32)

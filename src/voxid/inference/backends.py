@@ -36,7 +36,7 @@ from voxid.inference.chunks import (  # re-exported: the one chunking path lives
     torch_runner,
 )
 from voxid.inference.registry import mean_embedding
-from voxid.numeric import normalize_rows, softmax
+from voxid.numeric import normalize_rows, softmax, unproject
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +110,17 @@ class Backend:
         """L2-normalised embeddings `(B, D)` of equal-length chunks `(B, samples)`."""
         return embed_chunks(self._embed, chunks)
 
+    def unproject(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """The encoder's own unit embeddings `(N, D)` behind this model's projected ones
+        (`embed`), or None for a model without an LDA projection that keeps every dimension.
+        Diarization counts speakers on them (`voxid.diarization`)."""
+        lda = self._projection()
+        return None if lda is None else unproject(embeddings, *lda)
+
+    def _projection(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model's LDA projection `(mean (D,), weight (D, K))`, or None."""
+        return None
+
     def classify(self, chunks: np.ndarray) -> np.ndarray:
         """Class probabilities `(B, C)` (softmax of the head's logits)."""
         logits = self._batches(chunks, self._logits).astype(np.float64)
@@ -178,6 +189,12 @@ class TorchBackend(Backend):
 
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
         return self._run(chunks, lambda x: self.model(self.model.frontend(x)))
+
+    def _projection(self) -> tuple[np.ndarray, np.ndarray] | None:
+        proj = self.model.projection
+        if proj is None:
+            return None
+        return proj.mean.detach().cpu().numpy(), proj.weight.detach().cpu().numpy()
 
     def _mc(self, k: int, fn: Callable[[], np.ndarray]) -> list[np.ndarray]:
         self.model.set_mc_dropout(True)

@@ -400,6 +400,8 @@ class OnnxBackend(Backend):
             )
         fingerprint = _verified_fingerprint(path, card, props)
         super().__init__(str(path), card, fingerprint, is_embedding, int(dim), bank, cohort)
+        self._lda: tuple[np.ndarray, np.ndarray] | None = None
+        self._lda_read = False
 
     def _embed(self, chunks: np.ndarray) -> np.ndarray:
         embeddings: np.ndarray = self.session.run(["embedding"], {"waveform": chunks})[0]
@@ -408,6 +410,26 @@ class OnnxBackend(Backend):
     def _logits(self, chunks: np.ndarray) -> np.ndarray:
         logits: np.ndarray = self.session.run(["logits"], {"waveform": chunks})[0]
         return logits
+
+    def _projection(self) -> tuple[np.ndarray, np.ndarray] | None:
+        # The export keeps the projection's buffers as named fp32 initializers; an int8 file
+        # quantises the weight away, and then there is none to invert. Read once.
+        if not self._lda_read:
+            self._lda, self._lda_read = self._read_projection(), True
+        return self._lda
+
+    def _read_projection(self) -> tuple[np.ndarray, np.ndarray] | None:
+        import onnx
+        from onnx import numpy_helper
+
+        found = {
+            i.name: numpy_helper.to_array(i)
+            for i in onnx.load(self.source).graph.initializer
+            if i.name in ("projection.mean", "projection.weight")
+        }
+        if len(found) < 2 or found["projection.weight"].dtype != np.float32:
+            return None
+        return found["projection.mean"], found["projection.weight"]
 
 
 def _verified_fingerprint(path: Path, card: ModelCard, props: dict[str, str]) -> str:

@@ -395,13 +395,13 @@ class BaseRegistry:
         row = self._x(con, "SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def _policy_refused(self, stored: str | None, n: int) -> ModelMismatch | None:
+    def _policy_refused(self, con: Any, stored: str | None) -> ModelMismatch | None:
         if self.chunk_policy is None or stored is None or stored == self.chunk_policy:
             return None
         return ModelMismatch(
-            f"{self.label}: {n} speaker(s) were enrolled with this model's weights under "
-            f"another chunk policy ({policy_change(stored, self.chunk_policy)}); re-enrol "
-            "them or use another registry"
+            f"{self.label}: {self._count(con)} speaker(s) were enrolled with this model's "
+            f"weights under another chunk policy ({policy_change(stored, self.chunk_policy)}); "
+            "re-enrol them or use another registry"
         )
 
     def _count(self, con: Any) -> int:
@@ -415,9 +415,8 @@ class BaseRegistry:
             if stored is None:
                 return
             if stored == self.model_fingerprint:
-                policy = self._meta(con, "chunk_policy")
-                refused = policy is not None and self._policy_refused(policy, self._count(con))
-                if refused:
+                refused = self._policy_refused(con, self._meta(con, "chunk_policy"))
+                if refused is not None:
                     raise refused
                 return
             n = self._count(con)
@@ -454,7 +453,7 @@ class BaseRegistry:
                     con, "INSERT INTO meta (key, value) VALUES ('chunk_policy', ?)",
                     (self.chunk_policy,),
                 )  # fmt: skip
-            elif refused := self._policy_refused(policy, self._count(con)):
+            elif (refused := self._policy_refused(con, policy)) is not None:
                 raise refused
 
     # -- writes ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from voxid.errors import ConfigError, VoxidError, printable
+from voxid.errors import ConfigError, VoxidError, printable, require_positive
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -360,12 +360,10 @@ def load_audio(
     >>> load_audio(buf.getvalue(), sr=16000).shape
     (16000,)
     """
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ConfigError(f"sr: must be a positive integer sample rate, got {sr!r}")
+    require_positive("sr", sr, integer=True)
     if normalize not in (None, "peak", "rms"):
         raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {normalize!r}")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ConfigError(f"max_seconds: must be positive or None, got {max_seconds!r}")
+    require_positive("max_seconds", max_seconds, seconds=True, optional=True)
     label = _describe(source, name)
     data, path = _read_source(source, label)
     sink = _decode(data, path, label, int(sr), max_seconds)

@@ -199,7 +199,7 @@ class TrainConfig:
         _check(
             self.devices == "auto" or (_int(self.devices) and self.devices >= 1),
             "devices",
-            "must be a positive number or 'auto'",
+            "must be a positive integer or 'auto'",
         )
         _check(
             self.max_minutes is None or (_num(self.max_minutes) and self.max_minutes > 0),

@@ -6,6 +6,8 @@ a speaker) and the cause, so the CLI, the service and batch jobs can report it a
 
 from __future__ import annotations
 
+import math
+import numbers
 import unicodedata
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -72,26 +74,55 @@ class VoxidWarning(UserWarning):
     by the CLI as `voxid: warning: ...`)."""
 
 
-def require_positive(name: str, value: float) -> None:
-    """Raise :class:`ConfigError` naming `name` unless `value` is above zero (NaN is not).
+def require_positive(
+    name: str,
+    value: object,
+    *,
+    integer: bool = False,
+    seconds: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raise :class:`ConfigError` naming `name` unless `value` is a number above zero (not a
+    bool, not NaN), so that every bad parameter reads alike:
+    `name: must be a positive integer, got 0`.
 
     Arguments
     ---------
     name : str
         The parameter as the user knows it (an option, a config key).
-    value : int or float
+    value : object
         Its value.
+    integer : bool
+        It must be a whole number (a Python or NumPy integer).
+    seconds : bool
+        It is a duration, so also finite ("a positive number of seconds").
+    optional : bool
+        None is allowed too (the message says so).
 
     Example
     -------
-    >>> require_positive("batch_size", 8)
-    >>> require_positive("batch_size", 0)
+    >>> require_positive("batch_size", 8, integer=True)
+    >>> require_positive("batch_size", 0, integer=True)
     Traceback (most recent call last):
     ...
-    voxid.errors.ConfigError: batch_size: must be positive, got 0
+    voxid.errors.ConfigError: batch_size: must be a positive integer, got 0
+    >>> require_positive("max_seconds", None, seconds=True, optional=True)
+    >>> require_positive("max_seconds", float("nan"), seconds=True, optional=True)
+    Traceback (most recent call last):
+    ...
+    voxid.errors.ConfigError: max_seconds: must be a positive number of seconds or None, got nan
     """
-    if not value > 0:
-        raise ConfigError(f"{name}: must be positive, got {value}")
+    if optional and value is None:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+    if ok and seconds:
+        ok = math.isfinite(float(value))  # type: ignore[arg-type]
+    if not ok:
+        what = "integer" if integer else "number of seconds" if seconds else "number"
+        raise ConfigError(
+            f"{name}: must be a positive {what}{' or None' if optional else ''}, got {value!r}"
+        )
 
 
 def printable(text: object) -> str:

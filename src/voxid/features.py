@@ -65,9 +65,7 @@ class FeatureConfig:
         if self.kind not in KINDS:
             raise ConfigError(f"features.kind: must be one of {KINDS}, got {self.kind!r}")
         for key in ("sample_rate", "n_mels", "n_fft", "hop_length", "image_size", "n_mfcc"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, np.integer)) or value <= 0:
-                raise ConfigError(f"features.{key}: must be a positive integer, got {value!r}")
+            require_positive(f"features.{key}", getattr(self, key), integer=True)
         if self.win_length is not None and not 0 < self.win_length <= self.n_fft:
             raise ConfigError(f"features.win_length: must be in 1..n_fft={self.n_fft}, "
                               f"got {self.win_length!r}")  # fmt: skip

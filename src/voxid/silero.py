@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxid.errors import ConfigError, ModelError
+from voxid.errors import ConfigError, ModelError, require_positive
 
 __all__ = ["LEAD_S", "RATES", "model_path", "silero_probabilities", "silero_segments",
            "window_levels_dbfs", "window_samples"]  # fmt: skip
@@ -143,8 +143,7 @@ def silero_probabilities(wav: np.ndarray, sr: int) -> tuple[np.ndarray, float]:
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ConfigError(f"wav: expected a 1-D mono array, got shape {wav.shape}")
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ConfigError(f"sr: must be a positive integer sample rate, got {sr!r}")
+    require_positive("sr", sr, integer=True)
     if wav.size == 0:
         return np.zeros(0, np.float32), window_samples(sr)
     native = int(sr) if sr in RATES else 16000

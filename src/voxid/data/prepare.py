@@ -26,7 +26,7 @@ import numpy as np
 from voxid.data._process import FileJob, FileResult, init_worker, process_file
 from voxid.data.corpus import SpeakerSpec
 from voxid.data.store import FORMAT_VERSION
-from voxid.errors import ConfigError, DataError
+from voxid.errors import ConfigError, DataError, require_positive
 from voxid.features import FeatureConfig
 from voxid.io import atomic_write
 from voxid.vad import ChunkConfig, VadConfig
@@ -85,8 +85,7 @@ class PrepareConfig:
                 f"speaker_augment: {sorted(both)[0]!r} is also in augment; a copy is either the "
                 "same speaker or a new one"
             )
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ConfigError(f"max_seconds: must be positive or None, got {self.max_seconds!r}")
+        require_positive("max_seconds", self.max_seconds, seconds=True, optional=True)
         if self.normalize not in (None, "peak", "rms"):
             raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {self.normalize!r}")
         if self.augment or self.speaker_augment:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, require_positive
 from voxid.numeric import normalize_rows
 
 __all__ = ["METHODS", "cluster_embeddings", "estimate_speakers"]
@@ -266,10 +266,8 @@ def cluster_embeddings(
     """
     if method not in METHODS:
         raise ConfigError(f"method: must be one of {METHODS}, got {method!r}")
-    if num_speakers is not None and num_speakers < 1:
-        raise ConfigError(f"num_speakers: must be a positive integer, got {num_speakers!r}")
-    if max_speakers < 1:
-        raise ConfigError(f"max_speakers: must be a positive integer, got {max_speakers!r}")
+    require_positive("num_speakers", num_speakers, integer=True, optional=True)
+    require_positive("max_speakers", max_speakers, integer=True)
     x = normalize_rows(embeddings, np.float64)
     if center and len(x) > 2:
         x = normalize_rows(x - x.mean(axis=0), None)

@@ -41,7 +41,7 @@ import numpy as np
 from voxid.diarization.cluster import METHODS, cluster_embeddings
 from voxid.diarization.rttm import ANONYMOUS, Diarization, Segment, SpeakerSummary
 from voxid.diarization.source import blocks
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, require_positive
 from voxid.inference.backends import speech_chunks
 from voxid.inference.registry import mean_embedding
 from voxid.inference.scoring import as_norm
@@ -154,9 +154,7 @@ class DiarizationConfig:
 
     def __post_init__(self) -> None:
         for key in ("window_s", "hop_s", "frame_s", "block_s"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+            require_positive(key, getattr(self, key), seconds=True)
         if self.hop_s > self.window_s:
             raise ConfigError(
                 f"hop_s: must not exceed window_s ({self.window_s}), got {self.hop_s}"
@@ -165,9 +163,7 @@ class DiarizationConfig:
             raise ConfigError(f"block_s: must be at least twice window_s, got {self.block_s}")
         if self.count_window_s is not None:
             for key in ("count_window_s", "count_hop_s"):
-                value = getattr(self, key)
-                if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                    raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+                require_positive(key, getattr(self, key), seconds=True)
             if self.count_hop_s > self.count_window_s:
                 raise ConfigError(
                     f"count_hop_s: must not exceed count_window_s ({self.count_window_s}), "
@@ -180,10 +176,7 @@ class DiarizationConfig:
             raise ConfigError(
                 f"count_neighbours: must be positive integers, got {self.count_neighbours!r}"
             )
-        if self.grid_s is not None and not (
-            isinstance(self.grid_s, (int, float)) and np.isfinite(self.grid_s) and self.grid_s > 0
-        ):
-            raise ConfigError(f"grid_s: must be a positive number of seconds, got {self.grid_s!r}")
+        require_positive("grid_s", self.grid_s, seconds=True, optional=True)
         if self.count_on not in COUNT_ON:
             raise ConfigError(f"count_on: must be one of {COUNT_ON}, got {self.count_on!r}")
         if not 0 <= self.count_trim < 0.5:
@@ -198,10 +191,7 @@ class DiarizationConfig:
             raise ConfigError(f"min_speech: must be in [0, 1], got {self.min_speech!r}")
         if self.method not in METHODS:
             raise ConfigError(f"method: must be one of {METHODS}, got {self.method!r}")
-        if not isinstance(self.max_speakers, int) or self.max_speakers < 1:
-            raise ConfigError(
-                f"max_speakers: must be a positive integer, got {self.max_speakers!r}"
-            )
+        require_positive("max_speakers", self.max_speakers, integer=True)
 
     def replace(self, **changes: Any) -> DiarizationConfig:
         """A copy with some fields changed."""
@@ -466,10 +456,8 @@ def diarize(
     cfg = config or DiarizationConfig()
     if num_speakers is not None and max_speakers is not None:
         raise ConfigError("num_speakers and max_speakers: give one or the other, not both")
-    for key, value in (("num_speakers", num_speakers), ("max_speakers", max_speakers)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):  # fmt: skip
-            raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
+    require_positive("num_speakers", num_speakers, integer=True, optional=True)
+    require_positive("max_speakers", max_speakers, integer=True, optional=True)
     windows = embed_windows(embedder, audio, sr=sr, config=cfg, on_progress=on_progress)
     return diarize_windows(
         windows, cfg, num_speakers=num_speakers, max_speakers=max_speakers, namer=namer,

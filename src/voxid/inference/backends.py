@@ -18,7 +18,7 @@ import numpy as np
 
 from voxid.audio import AudioError
 from voxid.card import ModelCard
-from voxid.errors import ConfigError, ModelError
+from voxid.errors import ConfigError, ModelError, require_positive
 from voxid.inference.chunks import (  # re-exported: the one chunking path lives in chunks
     DEFAULT_CHUNK_SECONDS,
     LONG_CHUNKS,
@@ -236,8 +236,7 @@ def embed_batched(
     errors: list[tuple[str, str]] | None = None,
 ) -> np.ndarray:
     """Embeddings `(N, D)` of many inputs, with chunks of several inputs in one batch."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    require_positive("batch_size", batch_size, integer=True)
     out = np.full((len(items), backend.embedding_dim), np.nan, dtype=np.float32)
     pending: list[tuple[int, np.ndarray]] = []
 

@@ -35,6 +35,7 @@ from voxid.errors import (
     RegistryError,
     UnknownSpeaker,
     VoxidWarning,
+    require_positive,
 )
 from voxid.inference.backends import Backend, prepare_chunks
 from voxid.inference.export import load_backend
@@ -735,8 +736,7 @@ class Recognizer:
         >>> Recognizer.load(registry="speakers.db").identify("test.wav").name  # doctest: +SKIP
         'ruth'
         """
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k: must be a positive integer, got {top_k!r}")
+        require_positive("top_k", top_k, integer=True)
         if self.backend.is_embedding_model:
             return self._identify_enrolled(audio, top_k, sr, include_training)
         else:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from voxid.errors import ConfigError, DataError
+from voxid.errors import DataError, require_positive
 from voxid.metrics._checks import labels_1d, same_length, score_matrix
 
 
@@ -41,8 +41,7 @@ def reliability_curve(
     p = _probs(probs)
     yi = labels_1d(y, "y")
     same_length(p, yi, "probs/y")
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ConfigError(f"n_bins: must be a positive integer, got {n_bins!r}")
+    require_positive("n_bins", n_bins, integer=True)
     if not np.issubdtype(yi.dtype, np.integer) or yi.min() < 0 or yi.max() >= p.shape[1]:
         raise DataError(f"y: expected class indices in [0, {p.shape[1]})")
     conf = p.max(axis=1)

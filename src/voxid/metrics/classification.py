@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import ConfigError, DataError
+from voxid.errors import ConfigError, DataError, require_positive
 from voxid.metrics._checks import labels_1d, same_length, score_matrix
 
 
@@ -157,8 +157,7 @@ def topk_accuracy(scores: np.ndarray, y: Sequence | np.ndarray, k: int = 1) -> f
     s = score_matrix(scores, "scores")
     yi = labels_1d(y, "y")
     same_length(s, yi, "scores/y")
-    if int(k) != k or k < 1:
-        raise ConfigError(f"k: must be a positive integer, got {k!r}")
+    require_positive("k", k, integer=True)
     if not np.issubdtype(yi.dtype, np.integer) or yi.min() < 0 or yi.max() >= s.shape[1]:
         raise DataError(f"y: expected class indices in [0, {s.shape[1]})")
     true = s[np.arange(s.shape[0]), yi][:, None]

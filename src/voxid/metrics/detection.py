@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxid.errors import ConfigError
+from voxid.errors import ConfigError, require_positive
 from voxid.metrics._checks import probability, scores_1d
 
 
@@ -182,8 +182,8 @@ def _dcf_points(
     t = scores_1d(tar, "target scores")
     n = scores_1d(non, "non-target scores")
     p = probability(p_target, "p_target", open_interval=True)
-    if c_miss <= 0 or c_fa <= 0:
-        raise ConfigError(f"c_miss, c_fa: must be positive, got {c_miss!r}, {c_fa!r}")
+    require_positive("c_miss", c_miss)
+    require_positive("c_fa", c_fa)
     raw, p_fa, p_miss = _sweep(t, n)
     dcf = c_miss * p * p_miss + c_fa * (1 - p) * p_fa
     # Normalised by the best trivial system (accept all or reject all): 1 = useless.

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voxid.errors import ConfigError
+from voxid.errors import require_positive
 
 
 class Service:
@@ -35,8 +35,7 @@ class Service:
         allowed_origins: set[str] | None = None,
         workers: int = 1,
     ) -> None:
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers: must be a positive integer, got {workers!r}")
+        require_positive("workers", workers, integer=True)
         if getattr(recognizer, "mc_samples", 0):
             workers = 1  # MC dropout switches the torch model's dropout on and off per call
         self.recognizer = recognizer

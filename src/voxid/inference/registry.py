@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +281,29 @@ class BaseRegistry:
     def _read(self) -> Iterator[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
         yield
+
+    def _schema_version(
+        self, con: Any, tables: Mapping[str, set[str]], required: Mapping[str, set[str]]
+    ) -> int:
+        """The schema version of the registry whose tables hold `tables`' columns;
+        RegistryError naming the first table or column of `required` that is missing
+        (another program's database), or a schema newer than this voxid."""
+        for table, needed in required.items():
+            if table not in tables:
+                raise RegistryError(f"{self.label}: not a voxid registry (no {table} table)")
+            missing = sorted(needed - tables[table])
+            if missing:
+                raise RegistryError(
+                    f"{self.label}: not a voxid registry (table {table} has no {missing[0]} column)"
+                )
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise RegistryError(f"{self.label}: not a voxid registry (no schema version)") from None
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"{self.label}: registry schema {version} is newer than this voxid")
+        return version
 
     def _x(self, con: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return con.execute(self._q(sql), params)
@@ -1029,26 +1052,16 @@ class Registry(BaseRegistry):
             con.execute("COMMIT")
 
     def _verify_tables(self, con: sqlite3.Connection) -> int:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if not names:
             return 0
-        for table, needed in _REQUIRED_COLUMNS.items():
-            if table not in tables:
-                raise RegistryError(f"{self.path}: not a voxid registry (no {table} table)")
-            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
-            missing = sorted(needed - have)
-            if missing:
-                raise RegistryError(
-                    f"{self.path}: not a voxid registry (table {table} has no {missing[0]} column)"
-                )
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        try:
-            version = int(row[0])
-        except (TypeError, ValueError):
-            raise RegistryError(f"{self.path}: not a voxid registry (no schema version)") from None
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"{self.path}: registry schema {version} is newer than this voxid")
-        return version
+        # Only voxid's own tables are looked into (another program's may have any name).
+        tables = {
+            t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")}
+            for t in names
+            if t in _REQUIRED_COLUMNS
+        }
+        return self._schema_version(con, tables, _REQUIRED_COLUMNS)
 
     def _init_schema(self, con: sqlite3.Connection) -> None:
         # One IMMEDIATE transaction: when several processes create or upgrade the file at
@@ -1291,22 +1304,7 @@ class PostgresRegistry(BaseRegistry):
             tables.setdefault(table, set()).add(column)
         if not set(tables) & set(_PG_REQUIRED):
             return 0  # a database of other tables may hold a registry beside them
-        for table, needed in _PG_REQUIRED.items():
-            if table not in tables:
-                raise RegistryError(f"{self.label}: not a voxid registry (no {table} table)")
-            missing = sorted(needed - tables[table])
-            if missing:
-                raise RegistryError(
-                    f"{self.label}: not a voxid registry (table {table} has no {missing[0]} column)"
-                )
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        try:
-            version = int(row[0])
-        except (TypeError, ValueError):
-            raise RegistryError(f"{self.label}: not a voxid registry (no schema version)") from None
-        if version > SCHEMA_VERSION:
-            raise RegistryError(f"{self.label}: registry schema {version} is newer than this voxid")
-        return version
+        return self._schema_version(con, tables, _PG_REQUIRED)
 
     def _init_schema(self, con: Any) -> None:
         con.execute("BEGIN")

@@ -2,6 +2,7 @@
 
     python bench/bench_diarize.py [--data ../shared/data] [--n 120] [--seed 18]
     python bench/bench_diarize.py --tune            # the calibration grid, printed
+    python bench/bench_diarize.py --model FILE --label NAME --no-write   # another model
 
 Conversations (`voxid.diarization.synth`): 2-5 speakers of one corpus, turns of 1-8 s,
 pauses, 15 % of the turn changes overlapped, a noise bed (../shared/data/noise) at 10-30
@@ -273,16 +274,17 @@ def run(windows, convs, cfg, **kw):
     return evaluate.summarize(rows), rows, times
 
 
-def _voxid():
+def _voxid(model: str | None = None):
+    """The backend of voxid's shipped base model, or of the model file `model`."""
     from voxid.inference.recognizer import Recognizer
 
-    return Recognizer.load(registry=None).backend
+    return Recognizer.load(model, registry=None).backend
 
 
 LONG_FILE = """
 import json, sys, time
 from voxid.inference.recognizer import Recognizer
-rec = Recognizer.load(registry=None)
+rec = Recognizer.load(sys.argv[2] if len(sys.argv) > 2 else None, registry=None)
 start = time.perf_counter()
 result = rec.diarize(sys.argv[1])
 wall = time.perf_counter() - start
@@ -292,7 +294,7 @@ print(json.dumps({"wall": wall, "peak_mb": peak, "speakers": result.num_speakers
 """
 
 
-def long_file_row(convs) -> dict:
+def long_file_row(convs, model: str | None = None, label: str = "voxid base") -> dict:
     """One hour-long FLAC (the conversations end to end, cut at 60 min) diarized by a fresh
     process: wall time and peak memory (VmHWM), the audio streamed in 60-s blocks."""
     import json
@@ -313,12 +315,12 @@ def long_file_row(convs) -> dict:
                 if left <= 0:
                     break
         out = subprocess.run(
-            [sys.executable, "-c", LONG_FILE, str(path)], capture_output=True, text=True,
-            check=True,
+            [sys.executable, "-c", LONG_FILE, str(path), *([model] if model else [])],
+            capture_output=True, text=True, check=True,
         )  # fmt: skip
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return {
-        "model": "voxid base",
+        "model": label,
         "conversations": f"one {got['duration'] / 60:.0f}-min FLAC file (streamed)",
         "speaker count": "estimated",
         "x real time": round(got["duration"] / got["wall"], 1),
@@ -330,7 +332,7 @@ def long_file_row(convs) -> dict:
 def tune(args) -> None:
     """Print the calibration grid on the tuning conversations."""
     convs = conversations("tune", args.n, args.seed + 1000)
-    embedders = {"voxid": _voxid()}
+    embedders = {"voxid": _voxid(args.model)}
     if args.peer:
         embedders["resemblyzer"] = ResemblyzerEmbedder()
     windows_grid = [
@@ -361,6 +363,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--tune", action="store_true", help="print the calibration grid")
     ap.add_argument("--no-peer", dest="peer", action="store_false")
+    ap.add_argument("--model", help="a voxid model file instead of the shipped base model")
+    ap.add_argument("--label", default="voxid base", help="its name in the table")
+    ap.add_argument(
+        "--no-write",
+        dest="write",
+        action="store_false",
+        help="print the rows only (BENCHMARKS.md untouched)",
+    )
     args = ap.parse_args()
     if not (DATA / "README.md").exists():
         print(f"bench_diarize: {DATA} not present", file=sys.stderr)
@@ -371,7 +381,7 @@ def main() -> int:
     convs = conversations("eval", args.n, args.seed)
     audio_s = sum(c.duration for c in convs)
     cfg = DiarizationConfig()
-    embedders = [("voxid base", _voxid())]
+    embedders = [(args.label, _voxid(args.model))]
     if args.peer:
         embedders.append(("resemblyzer (same pipeline)", ResemblyzerEmbedder()))
     rows = []
@@ -415,7 +425,9 @@ def main() -> int:
                 row["x real time (median conv)"] = round(statistics.median(speeds), 1)
             print(row, flush=True)
             rows.append(row)
-    rows.append(long_file_row(convs))
+    if not args.write:
+        return 0
+    rows.append(long_file_row(convs, args.model, args.label))
     print(rows[-1], flush=True)
     notes = NOTES.format(
         minutes=audio_s / 60, n=len(convs), load=load, cfg=cfg_summary(cfg)

@@ -142,7 +142,13 @@ first 60, the set of earlier runs: encoder count 5.70 % / 83.3 % against 7.13 % 
 with the projected one; the next draw of 60, seed 19: 10.63 % / 65.0 % against 8.27 % /
 75.0 %, pooled counts 9.51 % / 70.0 %). On the 120 of the table, the count made on the
 projected embeddings (`count_on="model"`, the previous default) gives 8.03 % / 71.7 %,
-against the table's 7.54 % / 75.8 %.
+against 7.54 % / 75.8 % with the encoder count (stage 2).
+
+Stage 3 of the base recipe (2026-12-04 evening: nine warps; P-Z EER 10.0 -> 9.8 % on P-C's
+trials, better on all four sets), the defaults unchanged, the same 120 conversations: DER
+7.54 -> 7.27 %, count exact 75.8 -> 75.0 % (one conversation), given the count 5.35 ->
+5.44 %: no change beyond a conversation or two. Its better verification did not separate
+the close voices the count merges.
 
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the

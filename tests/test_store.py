@@ -350,7 +350,9 @@ print(json.dumps([report.files_used, [r for _, r in report.skipped], peak_rss_mb
     info = StoreInfo.open(tmp_path / "big.h5")
     lecture = [s.endswith("lecture.wav") for s in info.items["source"]]
     assert sum(lecture) >= 2  # the 2 s of voice, in 1 s chunks
-    with pytest.raises(ConfigError, match="max_seconds: must be a positive number of seconds or None"):
+    with pytest.raises(
+        ConfigError, match="max_seconds: must be a positive number of seconds or None"
+    ):
         PrepareConfig(max_seconds=0)
 
 

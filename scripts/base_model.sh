@@ -63,54 +63,45 @@ if [ ! -f "$RUN/metrics.json" ]; then
   $VOXID train base --data "$STORE" -o "$RUN" -q "${resume[@]}" "${overrides[@]}"
 fi
 
-# 4. Stage 2: a store of the same voices at five warps, each a new
-#    speaker (speed 0.9/1.1 change pitch and tempo, VTLP 0.9/1.1 the vocal tract alone),
-#    Resemblyzer's embeddings of every clip as a second target, 30 % of the clips
-#    low-passed at 3.4-4 kHz, from stage 1's weights at half its learning rate.
+# Stages 2 and 3: a store of the same voices at more warps (each warped copy a new
+# speaker), Resemblyzer's embeddings of every clip as a second target, 30 % of the clips
+# low-passed at 3.4-4 kHz, trained on from the previous stage's weights.
+#   warp_stage STORE RUN INIT WARPS EPOCHS LR
+warp_stage() {
+  local store=$1 run=$2 init=$3 warps=$4 epochs=$5 lr=$6
+  if [ ! -f "$store" ]; then
+    $VOXID prepare "$SHARED/librispeech-100" "$SHARED/speechcommands" "$SHARED/cv-fa" \
+      -o "$store" --features waveform --chunk 1.0 --tail keep --min-tail 0.3 \
+      --split 0.95,0.05,0 --heldout-speakers 40 --speaker-augment "$warps" --workers 2
+  fi
+  teacher "$store"
+  if [ ! -f "$run/metrics.json" ]; then
+    resume=()
+    [ -f "$run/last.ckpt" ] && resume=(--resume)
+    $VOXID train base --data "$store" -o "$run" -q "${resume[@]}" "init=$init" \
+      "distill_targets=$store.resemblyzer.npz" distill_weight=10 "epochs=$epochs" "lr=$lr" \
+      "augment.real_noise_dir=$SHARED/noise" augment.narrowband_prob=0.3
+  fi
+}
+
+# 4. Stage 2: five warps (speed 0.9/1.1 change pitch and tempo, VTLP 0.9/1.1 the vocal
+#    tract alone), from stage 1 at half its learning rate, 7 epochs.
 SHIP=$RUN
 if [ "$STAGES" -ge 2 ]; then
-  STORE2=$BASE_DIR/store-warps.h5
-  RUN2=$BASE_DIR/run2
-  if [ ! -f "$STORE2" ]; then
-    $VOXID prepare "$SHARED/librispeech-100" "$SHARED/speechcommands" "$SHARED/cv-fa" \
-      -o "$STORE2" --features waveform --chunk 1.0 --tail keep --min-tail 0.3 \
-      --split 0.95,0.05,0 --heldout-speakers 40 \
-      --speaker-augment speed_0.9,speed_1.1,vtlp_0.9,vtlp_1.1 --workers 2
-  fi
-  teacher "$STORE2"
-  if [ ! -f "$RUN2/metrics.json" ]; then
-    resume=()
-    [ -f "$RUN2/last.ckpt" ] && resume=(--resume)
-    $VOXID train base --data "$STORE2" -o "$RUN2" -q "${resume[@]}" "init=$RUN" \
-      "distill_targets=$STORE2.resemblyzer.npz" distill_weight=10 epochs=7 lr=1.0e-3 \
-      "augment.real_noise_dir=$SHARED/noise" augment.narrowband_prob=0.3
-  fi
-  SHIP=$RUN2
-  STORE=$STORE2
+  warp_stage "$BASE_DIR/store-warps.h5" "$BASE_DIR/run2" "$RUN" \
+    speed_0.9,speed_1.1,vtlp_0.9,vtlp_1.1 7 1.0e-3
+  SHIP=$BASE_DIR/run2
+  STORE=$BASE_DIR/store-warps.h5
 fi
 
-# 5. Stage 3 (the shipped model): the same voices at nine warps (speed and VTLP 0.85, 0.9,
-#    1.1, 1.15: the outer four are voices stage 2 never heard), distilled and narrowband as
-#    in stage 2, from stage 2's weights at a lower learning rate, 5 epochs.
+# 5. Stage 3 (the shipped model): nine warps (0.85 and 1.15 added: voices stage 2 never
+#    heard; 0.95 and 1.05 would be too near the natural voice to be other speakers), from
+#    stage 2 at a lower learning rate, 5 epochs.
 if [ "$STAGES" -ge 3 ]; then
-  STORE3=$BASE_DIR/store-warps9.h5
-  RUN3=$BASE_DIR/run3
-  if [ ! -f "$STORE3" ]; then
-    $VOXID prepare "$SHARED/librispeech-100" "$SHARED/speechcommands" "$SHARED/cv-fa" \
-      -o "$STORE3" --features waveform --chunk 1.0 --tail keep --min-tail 0.3 \
-      --split 0.95,0.05,0 --heldout-speakers 40 --workers 2 \
-      --speaker-augment speed_0.85,speed_0.9,speed_1.1,speed_1.15,vtlp_0.85,vtlp_0.9,vtlp_1.1,vtlp_1.15
-  fi
-  teacher "$STORE3"
-  if [ ! -f "$RUN3/metrics.json" ]; then
-    resume=()
-    [ -f "$RUN3/last.ckpt" ] && resume=(--resume)
-    $VOXID train base --data "$STORE3" -o "$RUN3" -q "${resume[@]}" "init=$RUN2" \
-      "distill_targets=$STORE3.resemblyzer.npz" distill_weight=10 epochs=5 lr=7.0e-4 \
-      "augment.real_noise_dir=$SHARED/noise" augment.narrowband_prob=0.3
-  fi
-  SHIP=$RUN3
-  STORE=$STORE3
+  warp_stage "$BASE_DIR/store-warps9.h5" "$BASE_DIR/run3" "$BASE_DIR/run2" \
+    speed_0.85,speed_0.9,speed_1.1,speed_1.15,vtlp_0.85,vtlp_0.9,vtlp_1.1,vtlp_1.15 5 7.0e-4
+  SHIP=$BASE_DIR/run3
+  STORE=$BASE_DIR/store-warps9.h5
 fi
 
 # 6. Ship: the encoder alone (float16 weights), short speech embedded repeated to 2 s in

@@ -222,3 +222,36 @@ def test_evaluation_reports_get_the_permissions_of_metrics_json(tmp_path):
     for path in (metrics, report, data):
         assert stat.S_IMODE(path.stat().st_mode) == want, path
     assert json.loads(data.read_text()) == {"eer": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "expected"),
+    [
+        (0, dict(integer=True), "n: must be a positive integer, got 0"),
+        (True, dict(integer=True), "n: must be a positive integer, got True"),
+        (2.5, dict(integer=True), "n: must be a positive integer, got 2.5"),
+        (-(10**400), dict(integer=True), "n: must be a positive integer, got -1000"),
+        ("3", dict(), "n: must be a positive number, got '3'"),
+        (float("nan"), dict(), "n: must be a positive number, got nan"),
+        (float("inf"), dict(seconds=True), "n: must be a positive number of seconds, got inf"),
+        (None, dict(seconds=True), "n: must be a positive number of seconds, got None"),
+    ],
+)
+def test_every_positive_parameter_is_refused_in_one_wording(value, kind, expected):
+    from voxid.errors import require_positive
+
+    with pytest.raises(ConfigError) as err:
+        require_positive("n", value, **kind)
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+
+
+def test_positive_parameters_pass_as_numbers_of_any_kind():
+    import numpy as np
+
+    from voxid.errors import require_positive
+
+    for value, kind in [(1, dict(integer=True)), (np.int64(3), dict(integer=True)),
+                        (10**400, dict(integer=True)), (0.5, dict(seconds=True)),
+                        (np.float32(2.0), dict()), (None, dict(optional=True))]:  # fmt: skip
+        require_positive("n", value, **kind)

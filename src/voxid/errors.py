@@ -115,9 +115,13 @@ def require_positive(
     if optional and value is None:
         return
     kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
-    if ok and seconds:
-        ok = math.isfinite(float(value))  # type: ignore[arg-type]
+    number: float | None = None
+    if isinstance(value, kind) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float's range is still positive or not
+            number = math.inf if value > 0 else -math.inf  # type: ignore[operator]
+    ok = number is not None and number > 0 and (math.isfinite(number) or not seconds)
     if not ok:
         what = "integer" if integer else "number of seconds" if seconds else "number"
         raise ConfigError(

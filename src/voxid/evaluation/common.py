@@ -64,9 +64,8 @@ class EvalOptions:
         if self.trial_mode not in ("speakers", "pairs"):
             raise ConfigError(f"trial_mode: 'speakers' or 'pairs', got {self.trial_mode!r}")
         for name in ("max_trials", "asnorm_top", "batch_size"):
-            require_positive(name, getattr(self, name))
-        if self.n_enroll is not None:
-            require_positive("n_enroll", self.n_enroll)
+            require_positive(name, getattr(self, name), integer=True)
+        require_positive("n_enroll", self.n_enroll, integer=True, optional=True)
         if self.mc_samples < 0 or self.mc_samples == 1:
             raise ConfigError(f"mc_samples: 0 (off) or at least 2, got {self.mc_samples}")
         if self.trials is not None and not self.verify:

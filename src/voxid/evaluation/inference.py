@@ -103,7 +103,7 @@ def run_torch(
     """
     import torch
 
-    require_positive("batch_size", batch_size)
+    require_positive("batch_size", batch_size, integer=True)
     if mc_samples < 0:
         raise ConfigError(f"mc_samples: must be >= 0, got {mc_samples}")
     if len(dataset) == 0:

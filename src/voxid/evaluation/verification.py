@@ -75,7 +75,7 @@ def split_enrol_test(
     >>> e.tolist(), t.tolist()
     ([True, False, False, True], [False, True, True, False])
     """
-    require_positive("n_enroll", n_enroll)
+    require_positive("n_enroll", n_enroll, integer=True)
     enrol = np.zeros(len(names), dtype=bool)
     for spk in np.unique(names):
         spk_files = np.unique(sources[names == spk])[:n_enroll]

@@ -83,7 +83,7 @@ def enroll_manifest(
     registry; returns a `BulkReport`. Resumable: files already enrolled are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    require_positive("batch size", batch_files)
+    require_positive("batch size", batch_files, integer=True)
     recognizer._require_embeddings("enrol")
     rows = read_manifest(manifest)
     report = BulkReport()

@@ -27,7 +27,7 @@ def cohort_stats(emb: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.nd
     >>> mu.tolist(), sd.tolist()
     ([1.0, 1.0], [0.0, 0.0])
     """
-    require_positive("asnorm top_n", top_n)
+    require_positive("asnorm top_n", top_n, integer=True)
     s = normalize_rows(emb, np.float64) @ normalize_rows(cohort, np.float64).T
     n = min(int(top_n), s.shape[1])
     top = -np.partition(-s, n - 1, axis=1)[:, :n]

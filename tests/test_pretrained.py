@@ -130,7 +130,7 @@ def test_shipped_files_are_never_written(waveform_store, tmp_path, one_torch_thr
 def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thread):
     import torch
 
-    from voxid.checkpoint import load_checkpoint
+    from voxid.checkpoint import load_checkpoint, read_card
     from voxid.config import load_config
     from voxid.training.run import train
 
@@ -153,6 +153,27 @@ def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thr
 
     rec = Recognizer.load(result.model_path, registry=tmp_path / "r.db")
     assert rec.embed(speech_wav).shape == (192,)  # speech: white noise is refused as none
+    # Same network, same input length: short speech is embedded as the base embeds it.
+    base_card = read_card("base")
+    assert base_card.audio.min_input_seconds == 2.0
+    assert card.audio.min_input_seconds == base_card.audio.min_input_seconds
+    assert rec.backend.policy.min_input_seconds == 2.0
+
+
+def test_fine_tune_keeps_a_store_rule_of_its_own():
+    from voxid.training.run import inherited_audio_config
+
+    store = {"chunk": {"seconds": 1.0}, "normalize": None}
+    assert inherited_audio_config(store, None) == store
+    assert inherited_audio_config(store, "base")["chunk"] == {
+        "seconds": 1.0,
+        "min_input_seconds": 2.0,
+    }
+    own = {"chunk": {"seconds": 1.0, "min_input_seconds": 1.5}}
+    assert inherited_audio_config(own, "base") == own
+    # 3-s chunks are longer than the rule: a card with it would be invalid, so none is set.
+    longer = {"chunk": {"seconds": 3.0}}
+    assert inherited_audio_config(longer, "base") == longer
 
 
 def test_fine_tune_refuses_another_architecture(waveform_store, tmp_path):

@@ -89,7 +89,9 @@ class TrainConfig:
     store's speakers; the recipe's architecture must be the same (`voxid train base` or
     `ecapa_small` fit the base model). `freeze_encoder_epochs` trains only the head for
     that many epochs first; `encoder_lr_scale` multiplies the encoder's learning rate
-    (0.1: move the pretrained weights ten times more gently than the new head).
+    (0.1: move the pretrained weights ten times more gently than the new head). The run's
+    card keeps the starting model's short-speech rule (`min_input_seconds`) unless its
+    store sets one (`voxid.training.run.inherited_audio_config`).
 
     >>> cfg = TrainConfig(model="crnn", mode="authenticate", members=["alice"])
     >>> apply_overrides(cfg, ["batch_size=8", "model.dropout=0.1"]).hparams

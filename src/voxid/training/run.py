@@ -254,7 +254,7 @@ def train(
         "members": cfg.members,
         "auth_scoring": cfg.auth_scoring if cfg.mode == "authenticate" else None,
         "data_fingerprint": task.info.fingerprint,
-        "audio_config": task.info.audio_config,
+        "audio_config": inherited_audio_config(task.info.audio_config, cfg.init),
         "train_speakers": task.train_speakers,
         "init": cfg.init,
     }
@@ -370,6 +370,27 @@ def init_from(model: Any, source: str) -> None:
             f"{first}"
         ) from None
     model.frontend.load_state_dict(pretrained.frontend.state_dict())
+
+
+def inherited_audio_config(audio_config: dict | None, init: str | None) -> dict | None:
+    """The store's audio settings, with the short-speech rule of the model a run starts from.
+
+    The base model embeds speech under 2 s repeated to 2 s (its card's
+    `audio_config.chunk.min_input_seconds`, measured better on every P-Z set), and a model
+    fine-tuned from it has the same network and input length, so it keeps that rule unless
+    its store sets one, or its chunks are longer than the rule's length (the card would be
+    invalid). Read on resume too, so a resumed run writes the same card.
+    """
+    if not init or audio_config is None:
+        return audio_config
+    source = read_card(init).audio
+    shortest = source.min_input_seconds if source is not None else None
+    chunk = dict(audio_config.get("chunk") or {})
+    if shortest is None or chunk.get("min_input_seconds") is not None:
+        return audio_config
+    if float(chunk.get("seconds") or 0) > shortest:
+        return audio_config
+    return {**audio_config, "chunk": {**chunk, "min_input_seconds": shortest}}
 
 
 def check_auth_scoring(cfg: TrainConfig, model: Any) -> None:

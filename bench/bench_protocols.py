@@ -592,7 +592,14 @@ FINETUNE_NOTE = (
     "trials): a better zero-shot encoder, yet the fine-tuned figures barely move (P-A "
     "93.8 -> 94.4 %, P-B EER 3.7 -> 4.0 %, never-seen FAR at FRR 2 % 15 % both; P-C "
     "15.7 -> 13.9 %, AS-normed 12.7 -> 12.4 %, worse than the base zero-shot), so on these "
-    "20-30 training speakers fine-tuning is not where the protocols' targets lie."
+    "20-30 training speakers fine-tuning is not where the protocols' targets lie. The P-A "
+    "and P-B `(8 epochs, 25 min)` rows were measured again on 2026-12-05 from stage 3 (nine "
+    "warps, shipped since 2026-12-04; P-Z 9.8 % on P-C's trials): P-A 94.4 -> 96.4 % in 4.3 "
+    "min, P-B EER 4.0 -> 3.1 %, never-seen FAR at FRR 2 % 15 -> 13.3 % in 3.0 min; the P-C "
+    "`(5 epochs, 25 min)` row is still stage 2's. With more epochs on P-A (same day, stage "
+    "3): 16 epochs 97.75 % (8.5 min), 24 (early-stopped after 18) 96.9 % (9.9 min): a "
+    "spread of 1.3 points (16 clips of 1,200) with the budget, the 98 % target inside it "
+    "and not reached."
 )
 for _name in ("pa", "pb", "pc"):
     FINDINGS[_name] += FINETUNE_NOTE

@@ -132,7 +132,11 @@ export class Microphone {
     await this.ctx.resume();
     const source = this.ctx.createMediaStreamSource(this.stream);
     const resampler = new Resampler(this.ctx.sampleRate);
+    this.active = true;
     const handle = (block) => {
+      // A block still queued in the port when Stop is pressed must not reach the caller:
+      // it would land after the recording was finished (and overwrite its label).
+      if (!this.active) return;
       let sum = 0;
       for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
       onPcm(toInt16(resampler.process(block)), Math.sqrt(sum / Math.max(1, block.length)));
@@ -154,6 +158,8 @@ export class Microphone {
   }
 
   async stop() {
+    this.active = false;
+    if (this.node?.port) this.node.port.onmessage = null;
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
     if (this.node) this.node.disconnect();
     if (this.ctx && this.ctx.state !== "closed") await this.ctx.close();

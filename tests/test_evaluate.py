@@ -160,6 +160,36 @@ def test_authentication_report_by_speaker_cosine(speakers, store, tmp_path):
     assert at["frr"] <= 0.02 and at["target_frr"] == 0.02
     assert at["far_unseen"] == pytest.approx(np.mean(cos[names == speakers[3]] >= at["threshold"]))
     assert rep["summary"]["far_unseen_at_frr_0.02"] == at["far_unseen"]
+    assert "authentication_asnorm" not in rep  # no cohort named, none in the model
+
+    # With a cohort (the train split's files), each cosine to a member is AS-normed.
+    from voxid import metrics
+    from voxid.inference.scoring import as_norm
+
+    opts = EvalOptions(split="test", cohort_split="train", asnorm_top=5)
+    normed_rep = evaluate(ckpt, store, tmp_path / "asnorm", opts)
+    train = StoreDataset(store, "train", include_augmented=False)
+    with torch.inference_mode():
+        temb = torch.cat([model.encoder(train[i][0][None]) for i in range(len(train))])
+    sources = train.items["source"].astype(str)
+    cohort = np.stack([temb[sources == f].mean(0).numpy() for f in dict.fromkeys(sources)])
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    unit = torch.nn.functional.normalize(emb, dim=1).numpy()
+    w = torch.nn.functional.normalize(model.head.weight[:1], dim=1).detach().numpy()
+    normed = as_norm(unit @ w.T, unit, w, cohort, 5)[:, 0]
+    assert not np.allclose(normed, cos)
+    section = normed_rep["authentication_asnorm"]
+    assert section["score"].startswith("highest AS-normed cosine")
+    # The checkpoint's threshold was set for plain cosines: not applied to normed scores.
+    assert section["threshold_source"].startswith("eer of this test set")
+    expected = metrics.eer(normed[member], normed[~member])[0]
+    assert normed_rep["summary"]["asnorm_eer"] == pytest.approx(expected, abs=1e-6)
+    at = section["chunk"]["at_frr"]
+    unseen = normed[names == speakers[3]]
+    assert normed_rep["summary"]["asnorm_far_unseen_at_frr_0.02"] == pytest.approx(
+        np.mean(unseen >= at["threshold"])
+    )
+    assert normed_rep["authentication"] == rep["authentication"]  # the plain scores stay
 
 
 def test_verification_from_store_with_asnorm(crnn_ckpt, store, tmp_path):

@@ -41,8 +41,12 @@ def member_scores(
     embeddings: np.ndarray | None,
     card: ModelCard,
     class_weights: np.ndarray | None = None,
+    cohort: np.ndarray | None = None,
+    top_n: int = 100,
 ) -> np.ndarray:
-    """Each item's member score, as the checkpoint's `auth_scoring` defines it.
+    """Each item's member score, as the checkpoint's `auth_scoring` defines it; with a
+    `cohort` (unit embeddings of other speakers, `auth_scoring: speakers` only) each cosine
+    to a member is AS-normed against it before the highest is taken.
 
     >>> from voxid.card import ModelCard
     >>> card = ModelCard(auth_scoring="speakers", labels=("a", "b", "c"), members=("a", "c"))
@@ -63,7 +67,14 @@ def member_scores(
         raise ModelError("none of the checkpoint's members is one of its classes")
     w = class_weights[rows] / np.linalg.norm(class_weights[rows], axis=1, keepdims=True)
     e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    return (e @ w.T).max(axis=1)
+    raw = e @ w.T
+    if cohort is not None:
+        from voxid.inference.scoring import as_norm
+
+        # A stranger close to a member is usually close to many cohort voices too: the
+        # normalised score falls for them, not for the member's own clips.
+        raw = as_norm(raw, e, w, cohort, top_n)
+    return raw.max(axis=1)
 
 
 def _rate(mask: np.ndarray, accepted: np.ndarray) -> float | None:
@@ -132,6 +143,7 @@ def authentication_report(
     sources: np.ndarray,
     scores: np.ndarray,
     card: ModelCard,
+    score: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Member/outsider metrics at chunk and file level.
 
@@ -141,6 +153,8 @@ def authentication_report(
     sources : (N,) source file of each item (file score = mean of its chunks' scores).
     scores : (N,) member score of each item (`member_scores`).
     card : the checkpoint's card (`members`, `scoring.threshold`, `train_speakers`).
+    score : what the scores are, when they are not the checkpoint's own (AS-normed ones):
+        then its stored threshold, set for its own scores, is not used.
 
     Returns the JSON-ready report and, per level, the (target, non-target) scores.
     """
@@ -152,10 +166,11 @@ def authentication_report(
     kind = np.array(
         ["member" if n in members else "seen" if n in seen else "unseen" for n in names]
     )
-    stored = card.scoring.threshold
+    stored = card.scoring.threshold if score is None else None
     if stored is None:
         threshold = metrics.threshold_at_eer(scores[kind == "member"], scores[kind != "member"])
-        source = "eer of this test set (no threshold stored in the checkpoint)"
+        why = "the checkpoint's is for its plain scores" if score else "none in the checkpoint"
+        source = f"eer of this test set ({why})"
     else:
         threshold, source = float(stored), f"checkpoint ({card.scoring.threshold_kind or 'stored'})"
     chunk = _level(scores, kind, threshold, names)
@@ -164,7 +179,8 @@ def authentication_report(
     file_kind = first_by_group(kind, inverse, len(files))
     file = _level(file_scores, file_kind, threshold, first_by_group(names, inverse, len(files)))
     report = {
-        "score": (
+        "score": score
+        or (
             "highest cosine to a member's class weight"
             if card.auth_scoring == "speakers"
             else "probability of the member class"

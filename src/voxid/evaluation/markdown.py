@@ -102,8 +102,26 @@ def _identification(r: dict[str, Any], figures: dict[str, str]) -> list[str]:
 
 
 def _authentication(r: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    out = _auth_table(r, "## Authentication (members vs outsiders)")
+    cm = r["chunk"]["confusion"]["counts"]
+    out += ["### Decisions at the threshold (chunk level)", ""]
+    out += _table(
+        ["true \\ decision", "accepted", "rejected"], [["member", *cm[0]], ["outsider", *cm[1]]]
+    )
+    for level in ("chunk", "file"):
+        out += _figure(figures, f"det_roc_{level}", f"DET and ROC, {level} level")
+        out += _figure(figures, f"scores_{level}", f"score histograms, {level} level")
+    return out
+
+
+def _authentication_asnorm(r: dict[str, Any], figures: dict[str, str]) -> list[str]:
+    return _auth_table(r, "## Authentication, AS-normed scores")
+
+
+def _auth_table(r: dict[str, Any], title: str) -> list[str]:
+    """A heading, what the scores are, and the figures of each level."""
     out = [
-        "## Authentication (members vs outsiders)",
+        title,
         "",
         f"Score: {r['score']}; threshold from {r['threshold_source']}; "
         f"members: {', '.join(r['members'])}.",
@@ -139,14 +157,6 @@ def _authentication(r: dict[str, Any], figures: dict[str, str]) -> list[str]:
         ],
         rows,
     )
-    cm = r["chunk"]["confusion"]["counts"]
-    out += ["### Decisions at the threshold (chunk level)", ""]
-    out += _table(
-        ["true \\ decision", "accepted", "rejected"], [["member", *cm[0]], ["outsider", *cm[1]]]
-    )
-    for level in ("chunk", "file"):
-        out += _figure(figures, f"det_roc_{level}", f"DET and ROC, {level} level")
-        out += _figure(figures, f"scores_{level}", f"score histograms, {level} level")
     return out
 
 
@@ -263,6 +273,7 @@ def markdown(report: dict[str, Any], figures: dict[str, str]) -> str:
     for key, render in (
         ("identification", _identification),
         ("authentication", _authentication),
+        ("authentication_asnorm", _authentication_asnorm),
         ("verification", _verification),
         ("uncertainty", _uncertainty),
     ):

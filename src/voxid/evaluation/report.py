@@ -37,6 +37,7 @@ SUMMARY_KEYS = (
     "chunk_eer",
     "asnorm_eer",
     "asnorm_min_dcf_0.01",
+    "asnorm_far_unseen_at_frr_0.02",
     "ece",
     "ece_mc",
     "samples_per_second",
@@ -71,6 +72,12 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         at = c.get("at_frr") or {}
         if at:
             s[f"far_unseen_at_frr_{at['target_frr']}"] = at["far_unseen"]
+        if "authentication_asnorm" in report:
+            n = report["authentication_asnorm"]["chunk"]
+            s.update(asnorm_eer=n["eer"], **{"asnorm_min_dcf_0.01": n["min_dcf"]["0.01"]})
+            at = n.get("at_frr") or {}
+            if at:
+                s[f"asnorm_far_unseen_at_frr_{at['target_frr']}"] = at["far_unseen"]
     if "verification" in report:
         v = report["verification"]
         main = v.get("file") or v.get("chunk")

@@ -123,12 +123,20 @@ def _closed_set(
             member_index,
             member_scores,
         )
+        from voxid.evaluation.verify_run import cohort_embeddings
 
         by_speaker = card.auth_scoring == "speakers"
         weights = model.head.weight.detach().double().numpy() if by_speaker else None
         scores = member_scores(outputs.probs, outputs.embeddings, card, weights)
         auth, curves = authentication_report(names, sources, scores, card)
         section["authentication"] = auth
+        cohort = cohort_embeddings(model, data, opts) if by_speaker else None
+        if cohort is not None:
+            normed = member_scores(None, outputs.embeddings, card, weights, cohort, opts.asnorm_top)
+            score = f"highest AS-normed cosine to a member's class weight ({len(cohort)} cohort)"
+            section["authentication_asnorm"] = authentication_report(
+                names, sources, normed, card, score=score
+            )[0]
         for level, (tar, non) in curves.items():
             figures[f"det_roc_{level}"] = plots.det_roc_png(
                 tar, non, out / f"det_roc_{level}.png", title=f"authentication, {level} level"

@@ -32,7 +32,7 @@ def _embeddings(
     return ds, outputs, names, ds.items["source"].astype(str)
 
 
-def _cohort(model: Any, data: Path | None, opts: EvalOptions) -> np.ndarray | None:
+def cohort_embeddings(model: Any, data: Path | str | None, opts: EvalOptions) -> np.ndarray | None:
     """The AS-norm cohort: one named by the options, else the model's own (`voxid fit-lda`),
     so the asnorm figures are the recogniser's scores."""
     if opts.cohort is None and opts.cohort_split is None:
@@ -61,7 +61,7 @@ def run_verification(
 ) -> dict[str, Any]:
     """Score verification trials and draw their figures; returns the report sections."""
     data = None if data is None else Path(data)
-    cohort = _cohort(model, data, opts)
+    cohort = cohort_embeddings(model, data, opts)
     section: dict[str, Any] = {}
     if opts.trials is not None:
         from voxid.evaluation.trials import list_trials, read_trial_list

@@ -1,38 +1,49 @@
-"""P-C with the base encoder fine-tuned by rehearsal: its own voices plus P-C's allowed ones.
+"""P-A, P-B and P-C with the base encoder fine-tuned by rehearsal: its own voices plus the
+protocol's training voices.
 
-    python bench/bench_rehearsal.py --data ../shared/data [--work bench/work/rehearsal]
-                                    [--epochs 2] [--lr 5e-4]
+    python bench/bench_rehearsal.py --data ../shared/data [--protocols pc,pa,pb]
+                                    [--work bench/work] [--epochs 2] [--lr 5e-4]
 
-P-C lets a model train on every speaker but asc30 00000021-00000030. Fine-tuning the base
-encoder on those speakers alone (`voxid train finetune`, BENCHMARKS.md P-C) forgets what
-532 voices taught it: 13.9 % against 9.8 % zero-shot. Here the base recipe's last stage is
-run once more with asc30 00000001-00000020 added to its voices (rehearsal: the new voices
-are learnt beside the old ones, not instead of them), through the project's own commands:
+Fine-tuning the base encoder on a protocol's 20-30 speakers alone (`voxid train finetune`,
+BENCHMARKS.md) forgets what 532 voices taught it (P-C: 13.9 % against 9.8 % zero-shot).
+Here the base recipe's last stage is run once more with the protocol's training voices
+added to its own (rehearsal: the new voices are learnt beside the old ones, not instead of
+them), through the project's own commands. What each protocol may train on
+(../shared/data/README.md):
+- pc: every asc30 file of 00000001-00000020 (P-C keeps 00000021-00000030 unseen);
+- pa: takes 01-03 of all 30 asc30 speakers (take 04 is P-A's test);
+- pb: takes 01-03 of 00000001-00000020, the members and the seen outsiders.
 
-1. `voxid prepare` of librispeech-100, speechcommands, cv-fa and asc30 without P-C's test
-   speakers, at the nine warps of the base recipe's stage 3 (each warp a new speaker),
-   40 random speakers held out for choosing the epoch by EER;
+1. `voxid prepare` of librispeech-100, speechcommands, cv-fa and those asc30 files (pa and
+   pb through a manifest of them, WORK/asc30/manifest.csv), at the nine warps of the base
+   recipe's stage 3 (each warp a new speaker), 40 random speakers held out for choosing the
+   epoch by EER;
 2. `voxid teacher`: Resemblyzer's embedding of every clip (distillation, as the base);
-3. `voxid train base ... init=runs/base/run3`: from stage 3 (or any `--init`), distilled,
+3. `voxid train base ... init=base`: the shipped encoder (stage 3), a new head, distilled,
    real noise and narrowband clips as the base recipe, `--epochs` at `--lr`;
 4. `scripts/ship_base.py --out WORK/ship`: the encoder with an LDA and AS-norm cohort fitted
-   on its training speakers (asc30 00000001-00000020 among them, as P-C allows), short
-   speech at 2 s, a threshold calibrated on the held-out speakers;
-5. P-C's 4,000 trials scored through the recogniser exactly as P-Z scores them
-   (`bench_zeroshot`), beside the shipped base model in the same run.
+   on its training speakers (the protocol's among them), short speech at 2 s, a threshold
+   calibrated on the held-out speakers;
+5. the protocol scored through the recogniser (its VAD, chunks, LDA and AS-norm cohort),
+   beside the shipped base model in the same run: pc on P-C's 4,000 trials as P-Z scores
+   them (`bench_zeroshot`); pa by nearest centroid (each speaker enrolled with takes 01-03,
+   its 1,200 take-04 clips identified) and pb by a clip's best score to a member's
+   enrolment (takes 01-03 of 00000001-00000005), both as `peers.py` scores Resemblyzer.
 
-Every step is kept in WORK and skipped when its output exists, so an interrupted run resumes
-(training from last.ckpt). Takes about 40 minutes on the 2-core CPU; a smoke run
-(BENCH_QUICK=1) skips it.
+Every step is kept in WORK/rehearsal[_pa|_pb] and skipped when its output exists, so an
+interrupted run resumes (training from last.ckpt). About 40 minutes a protocol on the
+2-core CPU; a smoke run (BENCH_QUICK=1) skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -47,6 +58,47 @@ PC_TEST = "00000021-00000030"
 SET = "asc30 21-30 (P-C trials)"
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """What one protocol lets the rehearsal train on, and where its figures go."""
+
+    name: str
+    title: str
+    speakers: range  # asc30 speakers trained on
+    takes: tuple[str, ...] | None  # their takes trained on (None: all)
+
+    @property
+    def result(self) -> str:
+        return f"{self.name}_rehearsal"
+
+    @property
+    def work(self) -> str:
+        return "rehearsal" if self.name == "pc" else f"rehearsal_{self.name}"
+
+
+PROTOCOLS = {
+    "pc": Protocol(
+        "pc",
+        "P-C: the base encoder fine-tuned with rehearsal (its voices plus asc30 00000001-20)",
+        range(1, 21),
+        None,
+    ),
+    "pa": Protocol(
+        "pa",
+        "P-A: the base encoder fine-tuned with rehearsal (its voices plus asc30 takes 01-03)",
+        range(1, 31),
+        ("01", "02", "03"),
+    ),
+    "pb": Protocol(
+        "pb",
+        "P-B: the base encoder fine-tuned with rehearsal (its voices plus asc30 00000001-20, "
+        "takes 01-03)",
+        range(1, 21),
+        ("01", "02", "03"),
+    ),
+}
+
+
 def _run(cmd: list[str], log: Path) -> None:
     """Run one step, its output in `log`; stop with the log's tail when it fails."""
     print("+", " ".join(cmd), flush=True)
@@ -57,15 +109,44 @@ def _run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"bench_rehearsal: step failed (rc {rc}), {log}:\n" + "\n".join(tail))
 
 
-def build(data: Path, work: Path, init: str, epochs: int, lr: float) -> Path:
+def asc30_source(data: Path, protocol: Protocol, work: Path) -> tuple[Path, list[str]]:
+    """The asc30 corpus argument of `voxid prepare` and its extra options: P-C's as it was
+    measured (the whole corpus less its test speakers); pa and pb a manifest of the allowed
+    files (absolute paths), in a folder named asc30 so that speaker ids stay asc30/<id>."""
+    if protocol.takes is None:
+        return data / "asc30", ["--exclude-speakers", PC_TEST]
+    with open(data / "asc30" / "manifest.csv", newline="") as fh:
+        rows = [
+            r
+            for r in csv.DictReader(fh)
+            if int(r["speaker"]) in protocol.speakers and r["take"] in protocol.takes
+        ]
+    folder = work / "asc30"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "manifest.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        out = csv.DictWriter(fh, ["path", "speaker", "keyword", "take"])
+        out.writeheader()
+        for r in rows:
+            out.writerow({**r, "path": str((data / "asc30" / r["path"]).resolve())})
+    tmp.replace(folder / "manifest.csv")
+    return folder, []
+
+
+def build(data: Path, protocol: Protocol, work: Path, init: str, epochs: int, lr: float) -> Path:
     """Steps 1-4 (each skipped when done); the shipped-style model file."""
     work.mkdir(parents=True, exist_ok=True)
     store, run, ship = work / "store.h5", work / "run", work / "ship"
     if not store.is_file():
-        corpora = [str(data / c) for c in ("librispeech-100", "speechcommands", "cv-fa", "asc30")]
-        _run([VOXID, "prepare", *corpora, "-o", str(store), "--features", "waveform",
-              "--chunk", "1.0", "--tail", "keep", "--min-tail", "0.3", "--split", "0.95,0.05,0",
-              "--heldout-speakers", "40", "--exclude-speakers", PC_TEST,
+        asc30, extra = asc30_source(data, protocol, work)
+        if protocol.takes is not None:
+            # The 40 held-out speakers are drawn at random; seed 5 is the first whose draw
+            # takes none of asc30's (a protocol's training speaker must be trained on).
+            extra += ["--seed", "5"]
+        corpora = [str(data / c) for c in ("librispeech-100", "speechcommands", "cv-fa")]
+        _run([VOXID, "prepare", *corpora, str(asc30), "-o", str(store), "--features",
+              "waveform", "--chunk", "1.0", "--tail", "keep", "--min-tail", "0.3", "--split",
+              "0.95,0.05,0", "--heldout-speakers", "40", *extra,
               "--speaker-augment", WARPS, "--workers", "2"], work / "prepare.log")  # fmt: skip
     targets = Path(f"{store}.resemblyzer.npz")
     if not targets.is_file():
@@ -84,64 +165,112 @@ def build(data: Path, work: Path, init: str, epochs: int, lr: float) -> Path:
     return ship / "base.pt"
 
 
+PC_NOTES = (
+    "P-C's 4,000 trials (asc30 00000021-00000030: enrol takes 01-03, test take 04), "
+    "scored through the recogniser as P-Z scores them (its VAD, chunks, LDA and AS-norm "
+    "cohort). The fine-tuned model: the base recipe's stage 3 run once more from stage 3 "
+    "with asc30 00000001-00000020 added to its 532 voices, all at nine warps (96,099 clips "
+    "in the store, 94,992 trained on; 512 voices before warping), distilled from "
+    "Resemblyzer, its LDA and cohort refitted on its training speakers (steps in the "
+    "script's docstring). heldout_eer: the 40 random speakers held out of this store (not "
+    "the base store's 40: some of those were trained on here, so it is not comparable with "
+    "the base model's 8.4 %). Fine-tuning on P-C's training speakers alone (`voxid train "
+    "finetune`, the P-C table) reaches 13.9 %."
+)
+
+ASC30_NOTES = (
+    "Both models embed every asc30 clip through the recogniser (its VAD, chunks, LDA and "
+    "AS-norm cohort: the scores are AS-normed against the model's own cohort) and are scored "
+    "as bench/peers.py scores Resemblyzer: P-A by nearest centroid (each speaker enrolled "
+    "with the mean of its takes 01-03, the 1,200 take-04 clips identified), P-B by a clip's "
+    "best score to a member's enrolment (takes 01-03 of 00000001-00000005), the threshold "
+    "letting 1 % of the seen outsiders' takes 01-03 through, far_unseen_at_frr_0.02 read "
+    "where 98 % of the members' take-04 clips pass. The fine-tuned model: the base recipe's "
+    "stage 3 run once more from the shipped encoder with the protocol's training files "
+    "added to its 532 voices (P-A: takes 01-03 of all 30 speakers; P-B: takes 01-03 of "
+    "00000001-00000020), all at nine warps, distilled from Resemblyzer, its LDA and cohort "
+    "refitted on its training speakers (steps in the script's docstring); heldout_eer: its "
+    "store's 40 random held-out speakers. The shipped base row trained on no asc30 speaker. "
+    "216 of the 4,800 clips have under 0.5 s of speech after the recogniser's VAD and are "
+    "embedded whole (files_embedded_whole). Compare the finetune_all rows of the P-A and "
+    "P-B tables: a model fine-tuned on the protocol's speakers alone, scored by its head on "
+    "whole clips, silences included."
+)
+
+
+def score(protocol: Protocol, data: Path, models: list[tuple[str, str]]) -> list[dict]:
+    """One row per (label, model spec): the protocol's figures through the recogniser."""
+    import numpy as np
+
+    from peers import pa_row, pb_row
+
+    if protocol.name == "pc":
+        rows = zero_shot_sets(data)[SET]
+    else:
+        with open(data / "asc30" / "manifest.csv", newline="") as fh:
+            rows = [{**r, "path": data / "asc30" / r["path"]} for r in csv.DictReader(fh)]
+    paths = [r["path"] for r in rows]
+    out = []
+    for label, spec in models:
+        start = time.perf_counter()
+        emb, cohort, whole = embed_voxid(spec, paths)
+        if protocol.name == "pc":
+            row = {"model": label, **score_set(emb, rows, cohort)}
+        else:
+            speaker = np.array([r["speaker"] for r in rows])
+            take = np.array([r["take"] for r in rows])
+            pick = pa_row if protocol.name == "pa" else pb_row
+            row = pick(emb, speaker, take, label=label, cohort=cohort)
+        row.update(files_embedded_whole=whole,
+                   embed_seconds=round(time.perf_counter() - start, 1))  # fmt: skip
+        figure = "top1" if protocol.name == "pa" else "eer"
+        print(protocol.name, label, f"{figure} {row[figure]:.4f}", flush=True)
+        out.append(row)
+    return out
+
+
 def main() -> int:
-    """Build the rehearsal model (resumably) and score P-C's trials; write pc_rehearsal.json."""
+    """Build each protocol's rehearsal model (resumably) and score it; write
+    <protocol>_rehearsal.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=BENCH / "work" / "rehearsal")
-    parser.add_argument("--init", default="runs/base/run3", help="the run to start from")
+    parser.add_argument("--protocols", default="pc,pa,pb", help="comma-separated: pc, pa, pb")
+    parser.add_argument("--work", type=Path, default=BENCH / "work")
+    parser.add_argument("--init", default="base", help="the model or run to start from")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5.0e-4)
     args = parser.parse_args()
+    names = [n.strip() for n in args.protocols.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(PROTOCOLS))
+    if unknown:
+        parser.error(f"--protocols: unknown {', '.join(unknown)} (choose from pc, pa, pb)")
     if quick():
-        print("bench_rehearsal: about 40 minutes of training; skipped in a smoke run")
+        print("bench_rehearsal: about 40 minutes of training a protocol; skipped in a smoke run")
         return 0
     missing = [c for c in ("librispeech-100", "speechcommands", "cv-fa", "asc30", "noise")
                if not (args.data / c).is_dir()]  # fmt: skip
     if missing:
         print(f"bench_rehearsal: {args.data} lacks {', '.join(missing)}; skipped")
         return 0
-    model = build(args.data, args.work, args.init, args.epochs, args.lr)
-    metrics = json.loads((args.work / "run" / "metrics.json").read_text())
-    rows = zero_shot_sets(args.data)[SET]
-    paths = [r["path"] for r in rows]
-    out = []
-    models = [
-        ("voxid base, zero-shot (shipped)", "base"),
-        ("voxid base + rehearsal on P-C's training voices", str(model)),
-    ]
-    for label, spec in models:
-        start = time.perf_counter()
-        emb, cohort, whole = embed_voxid(spec, paths)
-        row = {"model": label, **score_set(emb, rows, cohort), "files_embedded_whole": whole,
-               "embed_seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
-        print(label, f"EER {row['eer']:.3f}", flush=True)
-        out.append(row)
-    out[-1].update(
-        epochs=metrics.get("epochs_run"),
-        best_epoch=metrics.get("best_epoch"),
-        train_minutes=round(metrics.get("train_seconds", 0) / 60, 1),
-        train_items_per_epoch=metrics.get("train_items_per_epoch"),
-        heldout_eer=round(metrics.get("heldout", {}).get("eer", float("nan")), 4),
-    )
-    write_result(
-        "pc_rehearsal",
-        "P-C: the base encoder fine-tuned with rehearsal (its voices plus asc30 00000001-20)",
-        out,
-        notes=(
-            "P-C's 4,000 trials (asc30 00000021-00000030: enrol takes 01-03, test take 04), "
-            "scored through the recogniser as P-Z scores them (its VAD, chunks, LDA and "
-            "AS-norm cohort). The fine-tuned model: the base recipe's stage 3 run once more "
-            "from stage 3 with asc30 00000001-00000020 added to its 532 voices, all at nine "
-            "warps (96,099 clips in the store, 94,992 trained on; 512 voices before warping), "
-            "distilled from Resemblyzer, its "
-            "LDA and cohort refitted on its training speakers (steps in the script's "
-            "docstring). heldout_eer: the 40 random speakers held out of this store (not the "
-            "base store's 40: some of those were trained on here, so it is not comparable "
-            "with the base model's 8.4 %). Fine-tuning on P-C's training speakers alone "
-            "(`voxid train finetune`, the P-C table) reaches 13.9 %."
-        ),
-    )
+    for name in names:
+        protocol = PROTOCOLS[name]
+        work = args.work / protocol.work
+        model = build(args.data, protocol, work, args.init, args.epochs, args.lr)
+        metrics = json.loads((work / "run" / "metrics.json").read_text())
+        models = [
+            ("voxid base, zero-shot (shipped)", "base"),
+            (f"voxid base + rehearsal on {name.upper()}'s training voices", str(model)),
+        ]
+        out = score(protocol, args.data, models)
+        out[-1].update(
+            epochs=metrics.get("epochs_run"),
+            best_epoch=metrics.get("best_epoch"),
+            train_minutes=round(metrics.get("train_seconds", 0) / 60, 1),
+            train_items_per_epoch=metrics.get("train_items_per_epoch"),
+            heldout_eer=round(metrics.get("heldout", {}).get("eer", float("nan")), 4),
+        )
+        notes = PC_NOTES if name == "pc" else ASC30_NOTES
+        write_result(protocol.result, protocol.title, out, notes=notes)
     return 0
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from voxid import metrics
 from voxid.evaluation.common import l2_normalize
 from voxid.inference.registry import mean_embedding
+from voxid.inference.scoring import as_norm
 
 PEER = "resemblyzer"
 MEMBERS = {f"{i:08d}" for i in range(1, 6)}
@@ -74,28 +75,46 @@ def _centroids(emb: np.ndarray, speaker: np.ndarray, names: list[str], mask: np.
     return np.stack([mean_embedding(emb[mask & (speaker == s)]) for s in names])
 
 
-def pa_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
+def _scores(emb: np.ndarray, cents: np.ndarray, cohort: np.ndarray | None) -> np.ndarray:
+    """Cosine of every clip against every centroid, AS-normed against `cohort` if given
+    (as the recogniser scores a model fitted with `voxid fit-lda --cohort`)."""
+    scores = l2_normalize(emb) @ cents.T
+    return scores if cohort is None else as_norm(scores, l2_normalize(emb), cents, cohort)
+
+
+def pa_row(
+    emb: np.ndarray,
+    speaker: np.ndarray,
+    take: np.ndarray,
+    label: str = f"{PEER} (pretrained, nearest centroid)",
+    cohort: np.ndarray | None = None,
+) -> dict:
     """P-A: nearest centroid of takes 01-03, tested on take 04."""
     names = sorted(set(speaker))
     cents = _centroids(emb, speaker, names, take != "04")
     test = take == "04"
-    scores = l2_normalize(emb[test]) @ cents.T
+    scores = _scores(emb[test], cents, cohort)
     y = np.array([names.index(s) for s in speaker[test]])
     report = metrics.classification_report(y, scores.argmax(1), labels=range(len(names)))
     return {
-        "model": f"{PEER} (pretrained, nearest centroid)",
+        "model": label,
         "top1": report["accuracy"],
         "top5": metrics.topk_accuracy(scores, y, 5),
         "macro_f1": report["macro"]["f1"],
     }
 
 
-def pb_row(emb: np.ndarray, speaker: np.ndarray, take: np.ndarray) -> dict:
-    """P-B: best cosine to a member centroid (takes 01-03 of the members)."""
+def pb_row(
+    emb: np.ndarray,
+    speaker: np.ndarray,
+    take: np.ndarray,
+    label: str = f"{PEER} (pretrained, cosine to members)",
+    cohort: np.ndarray | None = None,
+) -> dict:
+    """P-B: best score to a member centroid (takes 01-03 of the members)."""
     members = sorted(MEMBERS)
     cents = _centroids(emb, speaker, members, take != "04")
-    score = (l2_normalize(emb) @ cents.T).max(1)
-    label = f"{PEER} (pretrained, cosine to members)"
+    score = _scores(emb, cents, cohort).max(1)
     return {"model": label, **_auth_row(score, speaker, take)}
 
 

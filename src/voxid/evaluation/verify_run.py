@@ -32,7 +32,7 @@ def _embeddings(
     return ds, outputs, names, ds.items["source"].astype(str)
 
 
-def cohort_embeddings(model: Any, data: Path | str | None, opts: EvalOptions) -> np.ndarray | None:
+def cohort_embeddings(model: Any, data: Path | None, opts: EvalOptions) -> np.ndarray | None:
     """The AS-norm cohort: one named by the options, else the model's own (`voxid fit-lda`),
     so the asnorm figures are the recogniser's scores."""
     if opts.cohort is None and opts.cohort_split is None:

@@ -353,7 +353,17 @@ def protocol_pb(
             *noise_overrides(model, data),
             epochs=EPOCHS.get(model),
         )
-        summ = evaluate(run, store, "--split", "test")["summary"]
+        # A report with a cohort holds the plain figures too: one evaluation per cohort.
+        cohorts = auth_cohorts(data) if scoring == "speakers" else {}
+        normed = {
+            name: evaluate(run, store, "--split", "test", "--cohort", str(path))["summary"]
+            for name, path in cohorts.items()
+        }
+        summ = (
+            next(iter(normed.values()))
+            if normed
+            else evaluate(run, store, "--split", "test")["summary"]
+        )
         keys = ("eer", "far", "far_seen", "far_unseen", "frr", "accuracy",
                 "far_unseen_at_frr_0.02")  # fmt: skip
         rows.append(
@@ -364,13 +374,12 @@ def protocol_pb(
                 **_speed(metrics),
             }
         )
-        for name, cohort in auth_cohorts(data).items() if scoring == "speakers" else ():
-            normed = evaluate(run, store, "--split", "test", "--cohort", str(cohort))["summary"]
+        for name, figures in normed.items():
             rows.append(
                 {
                     "model": f"{label(model)} ({scoring}, AS-norm{name})",
-                    "eer": normed["asnorm_eer"],
-                    "far_unseen_at_frr_0.02": normed["asnorm_far_unseen_at_frr_0.02"],
+                    "eer": figures["asnorm_eer"],
+                    "far_unseen_at_frr_0.02": figures["asnorm_far_unseen_at_frr_0.02"],
                     **_speed(metrics),
                 }
             )

@@ -49,7 +49,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from bench_zeroshot import embed_voxid, score_set, zero_shot_sets  # noqa: E402
+from bench_zeroshot import _manifest, embed_voxid, score_set, zero_shot_sets  # noqa: E402
 from common import quick, write_result  # noqa: E402
 
 VOXID = str(Path(sys.executable).with_name("voxid"))
@@ -115,12 +115,11 @@ def asc30_source(data: Path, protocol: Protocol, work: Path) -> tuple[Path, list
     files (absolute paths), in a folder named asc30 so that speaker ids stay asc30/<id>."""
     if protocol.takes is None:
         return data / "asc30", ["--exclude-speakers", PC_TEST]
-    with open(data / "asc30" / "manifest.csv", newline="") as fh:
-        rows = [
-            r
-            for r in csv.DictReader(fh)
-            if int(r["speaker"]) in protocol.speakers and r["take"] in protocol.takes
-        ]
+    rows = [
+        r
+        for r in _manifest(data / "asc30")
+        if int(r["speaker"]) in protocol.speakers and r["take"] in protocol.takes
+    ]
     folder = work / "asc30"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "manifest.csv.tmp"
@@ -207,8 +206,7 @@ def score(protocol: Protocol, data: Path, models: list[tuple[str, str]]) -> list
     if protocol.name == "pc":
         rows = zero_shot_sets(data)[SET]
     else:
-        with open(data / "asc30" / "manifest.csv", newline="") as fh:
-            rows = [{**r, "path": data / "asc30" / r["path"]} for r in csv.DictReader(fh)]
+        rows = [{**r, "path": data / "asc30" / r["path"]} for r in _manifest(data / "asc30")]
     paths = [r["path"] for r in rows]
     out = []
     for label, spec in models:

@@ -119,7 +119,7 @@ def _authentication_asnorm(r: dict[str, Any], figures: dict[str, str]) -> list[s
 
 
 def _auth_table(r: dict[str, Any], title: str) -> list[str]:
-    """A heading, what the scores are, and the figures of each level."""
+    """A heading, what the scores are, and a table of the figures at each level."""
     out = [
         title,
         "",

@@ -114,6 +114,7 @@ def main() -> int:
     from voxid.inference.export import export_onnx
     from voxid.lda import fit_run_lda
 
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ship-", dir=args.out) as tmp:
         staging = Path(tmp)
         pt = encoder_only(args.run, staging, args.min_input_seconds)

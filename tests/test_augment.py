@@ -115,7 +115,7 @@ def test_vtlp_identity_at_one():
 
 def test_offline_augmentations(noise_dir):
     warps = {f"{kind}_{f}" for kind in ("speed", "vtlp")
-             for f in ("0.85", "0.9", "0.95", "1.05", "1.1", "1.15")}  # fmt: skip
+             for f in ("0.8", "0.85", "0.9", "0.95", "1.05", "1.1", "1.15", "1.2")}  # fmt: skip
     assert set(OFFLINE_AUGMENTATIONS) == {"noise_low", "noise_high", "noise_real", "vtlp"} | warps
     clean = tone(1.0, SR)
     for name, fn in OFFLINE_AUGMENTATIONS.items():

@@ -86,6 +86,42 @@ def ident(crnn_ckpt, store, tmp_path_factory) -> tuple[dict, Path]:
     return evaluate(crnn_ckpt, store, out, EvalOptions(split="test", mc_samples=4)), out
 
 
+def test_pseudo_voices_are_out_of_the_closed_set(crnn_ckpt, store, speakers, tmp_path):
+    """Classes of speaker-augmented copies (`<speaker>@speed_0.9`) are never an answer."""
+    from voxid.data.loader import StoreDataset
+    from voxid.evaluation.identification import pseudo_voices
+
+    labels = [*speakers[:3], *(f"{s}@speed_0.9" for s in speakers[:3])]
+    assert pseudo_voices([*labels, "a@b", "x@speed_0.9"]).tolist() == [False] * 3 + [True] * 3 + [
+        False,
+        False,
+    ]
+    from voxid.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("crnn", n_classes=len(labels), **TINY_CRNN).eval()
+    ds = StoreDataset(store, "test", include_augmented=False)
+    with torch.inference_mode():
+        emb = torch.cat([model.embed(ds[i][0][None]) for i in range(len(ds))])
+        # Every pseudo-voice at the test clips' mean direction: unmasked, they would win.
+        model.head.weight[3:] = emb.mean(0)
+        scores = model.head(emb).numpy()
+    assert (scores.argmax(1) >= 3).mean() > 0.5
+    ckpt = _save(model.eval(), tmp_path / "model.pt", labels)
+    rep = evaluate(ckpt, store, tmp_path / "ev", EvalOptions(split="test", mc_samples=2))
+    ident = rep["identification"]
+    assert ident["pseudo_voices_excluded"] == 3
+    names = np.array(ds.info.speakers)[ds.labels]
+    known = names != speakers[3]
+    y = np.array([speakers.index(n) for n in names[known]])
+    pred = scores[known, :3].argmax(axis=1)
+    assert ident["chunk"]["top1_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-9)
+    predicted = {r["name"] for r in ident["chunk"]["per_speaker"] if r["predicted"]}
+    assert predicted <= set(speakers[:3])
+    assert all("@" not in u for u in ident["unseen_speakers"][0]["predicted_as"])
+    assert rep["uncertainty"]["n"] == ident["chunk"]["n"]
+
+
 def test_identification_report(ident, crnn_ckpt, store, speakers):
     rep, tmp_path = ident
     scores, names = _direct_predictions(crnn_ckpt, store, "test")

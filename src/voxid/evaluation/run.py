@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import asdict
 from pathlib import Path
@@ -159,12 +160,18 @@ def _closed_set(
             )
             known = np.ones(len(names), dtype=bool)
     else:
-        from voxid.evaluation.identification import identification_report
+        from voxid.evaluation.identification import identification_report, pseudo_voices
 
+        pseudo = pseudo_voices(labels)
+        if pseudo.any():
+            outputs = _without_classes(outputs, pseudo)
+            labels = [label for label, drop in zip(labels, pseudo, strict=True) if not drop]
         ident, confusions = identification_report(
             names, sources, outputs.scores, outputs.probs, labels
         )
         section["identification"] = ident
+        if pseudo.any():
+            ident["pseudo_voices_excluded"] = int(pseudo.sum())
         for level, conf in confusions.items():
             write_csv(
                 out / f"confusion_{level}.csv",
@@ -183,6 +190,23 @@ def _closed_set(
     if outputs.mc_probs is not None:
         section["uncertainty"] = _uncertainty(outputs, y, known, labels, ds, out, opts, figures)
     return section
+
+
+def _without_classes(outputs: Outputs, drop: np.ndarray) -> Outputs:
+    """`outputs` with the classes in `drop` taken out: their score columns removed and the
+    probabilities renormalised over the rest (every MC sample too)."""
+    keep = ~drop
+
+    def renorm(p: np.ndarray) -> np.ndarray:
+        p = p[..., keep]
+        return p / np.maximum(p.sum(axis=-1, keepdims=True), 1e-30)
+
+    return dataclasses.replace(
+        outputs,
+        scores=outputs.scores[:, keep],
+        probs=renorm(outputs.probs),
+        mc_probs=None if outputs.mc_probs is None else renorm(outputs.mc_probs),
+    )
 
 
 def _uncertainty(

@@ -159,6 +159,11 @@ another draw of 60 conversations of the same speakers (`--seed 19 --n 60`), the 
 encoders in the same pipeline: stage 3 8.71 % / 71.7 %, stage 4 6.61 % / 81.7 % (given
 the count 3.89 / 3.60 %): the gain is not this draw's.
 
+Stage 5 of the base recipe (2026-12-07 morning: 13 warps, speed and VTLP 0.75 and 1.25
+added beside stage 4's, 3 epochs from stage 4; P-Z 9.5 / 12.0 / 10.3 / 0.0 %), the
+defaults unchanged, the same 120 conversations: DER 6.07 -> 5.75 %, count exact 80.8 ->
+81.7 % (97 -> 98 conversations), given the count 4.82 -> 4.42 %.
+
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
 evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning

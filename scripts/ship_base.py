@@ -31,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTION = (
-    "ECAPA-TDNN (256 channels, 192-d) trained on 532 CC BY / CC0 voices x 9 warps, "
+    "ECAPA-TDNN (256 channels, 192-d) trained on 532 CC BY / CC0 voices x 13 warps, "
     "distilled from Resemblyzer; "
     "zero-shot enrolment and verification"
 )

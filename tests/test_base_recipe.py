@@ -115,6 +115,34 @@ def test_val_eer_picks_epochs_on_speakers_never_trained_on(recipe_store, tmp_pat
     assert len(labels) == 6 and "david" not in labels and "chloe" not in labels
 
 
+def test_training_metrics_rank_people_only():
+    """A pseudo-voice column that wins every person's item would hide them; it is left out,
+    as are the pseudo-voice's own items, as `voxid evaluate` does."""
+    import torch
+
+    from voxid.augment import pseudo_voices
+    from voxid.training.final import Predictions, _people_only, classification_metrics
+
+    labels = ["alice", "alice@speed_0.9", "bruno", "bruno@vtlp_1.1"]
+    people = ~pseudo_voices(labels)
+    assert people.tolist() == [True, False, True, False]
+    # items: alice, alice, bruno, alice@speed_0.9 (its own item is no person's)
+    probs = np.array([[0.3, 0.6, 0.1, 0.0], [0.2, 0.7, 0.05, 0.05],
+                      [0.1, 0.1, 0.2, 0.6], [0.1, 0.8, 0.05, 0.05]])  # fmt: skip
+    y = np.array([0, 0, 2, 1])
+    mc = np.array([[0], [2], [2], [0]])
+    pred = Predictions(probs, y, ["alice", "alice", "bruno", "alice@speed_0.9"], 0.5, mc)
+    assert classification_metrics(pred)["top1"] == 0.25  # only the pseudo-voice item is right
+    pred.people = people
+    m = classification_metrics(pred)
+    assert m["n"] == 3 and m["top1"] == 1.0
+    assert m["mc_recall_mean"] == pytest.approx(0.75)  # alice 1 of 2, bruno 1 of 1
+    logits = torch.tensor([[0.0, 5.0, 1.0, 9.0]])
+    masked = _people_only(logits, torch.from_numpy(~people))
+    assert masked.argmax(1).item() == 2
+    assert _people_only(logits, None).argmax(1).item() == 3
+
+
 def test_val_eer_needs_a_heldout_split(speech_corpus, tmp_path):
     from voxid.training.run import train
 

@@ -20,7 +20,8 @@ from torch import nn
 from voxid.errors import ConfigError, DataError
 
 __all__ = ["NOISE_INTENSITIES", "OFFLINE_AUGMENTATIONS", "SPEAKER_WARPS", "NoiseBank",
-           "SpecAugment", "add_gaussian_noise", "speed_perturb", "vtlp"]  # fmt: skip
+           "SpecAugment", "add_gaussian_noise", "pseudo_voices", "speed_perturb",
+           "vtlp"]  # fmt: skip
 
 #: Named Gaussian-noise intensities and their SNR in dB ("low" noise = high SNR).
 NOISE_INTENSITIES = {"low": 20.0, "high": 5.0}
@@ -277,7 +278,7 @@ def _fixed_vtlp(alpha: float) -> Augmentation:
 #: Fixed warps for speaker augmentation (`voxid prepare --speaker-augment`): one factor per
 #: copy, so every copy of a speaker is the same pseudo-voice. `speed_*` moves pitch and
 #: formants together, `vtlp_*` the formants (vocal-tract length) alone.
-SPEAKER_WARPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25)
+SPEAKER_WARPS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
 
 
 #: Offline augmentations for `voxid prepare --augment`: name -> fn(wav, sr, rng,
@@ -290,3 +291,19 @@ OFFLINE_AUGMENTATIONS: dict[str, Augmentation] = {
     **{f"speed_{f:g}": _speed(f) for f in SPEAKER_WARPS},
     **{f"vtlp_{f:g}": _fixed_vtlp(f) for f in SPEAKER_WARPS},
 }
+
+
+def pseudo_voices(labels: list[str]) -> np.ndarray:
+    """Which of a model's classes are speaker-augmentation pseudo-voices, not people.
+
+    `voxid prepare --speaker-augment` names each warped copy of a training speaker
+    ``<speaker>@<augmentation>``: a class that only shapes the embedding space. Nobody
+    can be one, so a closed set of the people enrolled leaves them out.
+    """
+    real = set(labels)
+
+    def pseudo(label: str) -> bool:
+        speaker, _, tag = label.rpartition("@")
+        return bool(speaker) and speaker in real and tag in OFFLINE_AUGMENTATIONS
+
+    return np.array([pseudo(str(label)) for label in labels], dtype=bool)

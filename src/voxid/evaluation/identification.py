@@ -18,26 +18,11 @@ from typing import Any
 import numpy as np
 
 from voxid import metrics
+from voxid.augment import pseudo_voices
 from voxid.errors import DataError
 from voxid.evaluation.common import first_by_group, group_sources, mean_by_group
 
-
-def pseudo_voices(labels: list[str]) -> np.ndarray:
-    """Which of a model's classes are speaker-augmentation pseudo-voices, not people.
-
-    `voxid prepare --speaker-augment` names each warped copy of a training speaker
-    ``<speaker>@<augmentation>``: a class that only shapes the embedding space. Nobody
-    can be one, so a closed set of the people enrolled leaves them out.
-    """
-    from voxid.augment import OFFLINE_AUGMENTATIONS
-
-    real = set(labels)
-
-    def pseudo(label: str) -> bool:
-        speaker, _, tag = label.rpartition("@")
-        return bool(speaker) and speaker in real and tag in OFFLINE_AUGMENTATIONS
-
-    return np.array([pseudo(str(label)) for label in labels], dtype=bool)
+__all__ = ["Confusion", "identification_report", "pseudo_voices"]
 
 
 @dataclass

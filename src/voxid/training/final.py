@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from voxid.augment import pseudo_voices
 from voxid.config import TrainConfig
 from voxid.training.batch import InputPipeline
 from voxid.training.data import TaskData
@@ -46,7 +47,9 @@ class Predictions:
     """Scores of one split: `probs (N, C)`, class labels `y` (-1: a speaker who is no class),
     per-item speaker names, the mean cross-entropy `loss` (over items with a class), and
     MC-dropout predictions `mc (N, S)` (S may be 0). Authentication runs also give
-    `member_score (N,)` and `member (N,)`, True for the members' items."""
+    `member_score (N,)` and `member (N,)`, True for the members' items. `people (C,)` is
+    False for a class that is a speaker-augmentation pseudo-voice (None: every class is
+    a person); `mc` already ranks people only."""
 
     probs: np.ndarray
     y: np.ndarray
@@ -55,11 +58,25 @@ class Predictions:
     mc: np.ndarray
     member_score: np.ndarray | None = None
     member: np.ndarray | None = None
+    people: np.ndarray | None = None
 
     @property
     def known(self) -> np.ndarray:
         """Items whose speaker is one of the run's classes."""
         return self.y >= 0
+
+    def closed_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(y, predicted)` of the items whose class is a person, ranked among people only.
+
+        A pseudo-voice (`<speaker>@speed_0.9`) shapes the embedding space in training, but
+        nobody is one: as in `voxid evaluate`, its items and its score column are left out.
+        """
+        keep = self.known.copy()
+        probs = self.probs
+        if self.people is not None and not self.people.all():
+            keep &= self.people[np.maximum(self.y, 0)]
+            probs = np.where(self.people[None, :], probs, -np.inf)
+        return keep, probs[keep].argmax(1)
 
     def member_view(self) -> tuple[np.ndarray, np.ndarray]:
         """`(member_score, member)` of an authentication run (ValueError otherwise)."""
@@ -80,6 +97,8 @@ def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: st
     loader = task.loader(split, cfg)
     by_speaker = cfg.mode == "authenticate" and cfg.auth_scoring == "speakers"
     member_rows = [i for i, name in enumerate(task.labels) if name in set(cfg.members)]
+    people = ~pseudo_voices(task.labels) if cfg.mode == "identify" else None
+    pseudo_cols = torch.from_numpy(~people).to(device) if people is not None else None
     probs, mc, losses, member_scores = [], [], [], []
     for x, lengths, y in loader:
         x, lengths, y = x.to(device), lengths.to(device), y.to(device)
@@ -94,7 +113,10 @@ def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: st
         if cfg.mc_samples:
             model.set_mc_dropout(True)
             try:
-                passes = [model(feats, None, flen).argmax(1).cpu() for _ in range(cfg.mc_samples)]
+                passes = [
+                    _people_only(model(feats, None, flen), pseudo_cols).argmax(1).cpu()
+                    for _ in range(cfg.mc_samples)
+                ]
             finally:
                 model.set_mc_dropout(False)
             mc.append(torch.stack(passes, 1))
@@ -102,21 +124,26 @@ def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: st
     mc_arr = torch.cat(mc).numpy() if mc else np.zeros((n, 0), dtype=np.int64)
     probs_arr = torch.cat(probs).numpy()
     pred = Predictions(probs_arr, data.labels.copy(), data.speakers,
-                       sum(losses) / max(int((data.labels >= 0).sum()), 1), mc_arr)  # fmt: skip
+                       sum(losses) / max(int((data.labels >= 0).sum()), 1), mc_arr,
+                       people=people)  # fmt: skip
     if cfg.mode == "authenticate":
         pred.member = np.array([s in set(cfg.members) for s in data.speakers])
         pred.member_score = torch.cat(member_scores).numpy() if by_speaker else probs_arr[:, 1]
     return pred
 
 
+def _people_only(logits: torch.Tensor, pseudo: torch.Tensor | None) -> torch.Tensor:
+    return logits if pseudo is None else logits.masked_fill(pseudo, float("-inf"))
+
+
 def classification_metrics(pred: Predictions) -> dict[str, Any]:
     """Loss, top-1 accuracy and macro P/R/F1 (with MC-dropout mean and spread when sampled),
-    over the items whose speaker is a class."""
-    known = pred.known
+    over the items whose speaker is a class and a person (`Predictions.closed_set`)."""
+    known, predicted = pred.closed_set()
     if not known.any():
         return {"n": 0}
     y = pred.y[known]
-    values = summarize(y, pred.probs[known].argmax(1))
+    values = summarize(y, predicted)
     out = {"n": int(known.sum()), "loss": float(pred.loss), "top1": values["accuracy"],
            "precision": values["precision"], "recall": values["recall"],
            "macro_f1": values["f1"]}  # fmt: skip

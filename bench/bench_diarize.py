@@ -164,6 +164,12 @@ added beside stage 4's, 3 epochs from stage 4; P-Z 9.5 / 12.0 / 10.3 / 0.0 %), t
 defaults unchanged, the same 120 conversations: DER 6.07 -> 5.75 %, count exact 80.8 ->
 81.7 % (97 -> 98 conversations), given the count 4.82 -> 4.42 %.
 
+Stage 6 of the base recipe (2026-12-07 afternoon: 13 outer warps, speed and VTLP 0.7 and
+1.3 added, 0.85 and 1.15 dropped, 3 epochs from stage 5; P-Z 8.8 / 10.9 / 9.6 / 0.0 %), the
+defaults unchanged, the same 120 conversations: DER 5.75 -> 4.90 %, count exact 81.7 ->
+85.0 % (98 -> 102 conversations), given the count 4.42 -> 3.89 %; asc30's conversations
+5.91 %, VoxForge's 3.78 % (Resemblyzer in the same run 13.51 / 3.65 %).
+
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
 evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning

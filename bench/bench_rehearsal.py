@@ -176,9 +176,9 @@ PC_NOTES = (
     "Resemblyzer, its LDA and cohort refitted on its training speakers (steps in the "
     "script's docstring). heldout_eer: the 40 random speakers held out of this store (not "
     "the base store's 40: some of those were trained on here, so it is not comparable with "
-    "the base model's 7.75 %). Both rows are from stage 4; stage 5 (13 warps, shipped since "
-    "2026-12-07 morning) scores these trials at 9.46 % zero-shot (P-Z) and was not "
-    "rehearsed. Fine-tuning on P-C's training speakers alone (`voxid train "
+    "the base model's 7.75 %). Both rows are from stage 4; stages 5 and 6 (13 warps; stage 6 "
+    "shipped since 2026-12-07 afternoon) score these trials at 9.46 and 8.79 % zero-shot "
+    "(P-Z) and were not rehearsed. Fine-tuning on P-C's training speakers alone (`voxid train "
     "finetune`, the P-C table) reaches 13.9 %."
 )
 

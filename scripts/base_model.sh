@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make base-model`: rebuild voxid's shipped base encoder from ../shared/data, through the
-# project's own commands, in five stages (MODEL_CARD.md, Recipe):
+# project's own commands, in six stages (MODEL_CARD.md, Recipe):
 #   1. the base recipe from scratch: 10 epochs on the voices at three speeds;
 #   2. from stage 1: 7 epochs on the voices at five warps (speed and VTLP 0.9, 1.1),
 #      distilled from Resemblyzer's encoder, a share of the clips narrowband;
@@ -9,13 +9,15 @@
 #   4. from stage 3: 4 epochs on the voices at nine outer warps (speed and VTLP 0.8, 0.85,
 #      1.15, 1.2), distilled and narrowband as before;
 #   5. from stage 4: 3 epochs on the voices at 13 warps (speed and VTLP 0.75, 0.8, 0.85,
-#      1.15, 1.2, 1.25), distilled and narrowband as before.
+#      1.15, 1.2, 1.25), distilled and narrowband as before;
+#   6. from stage 5: 3 epochs on the voices at 13 outer warps (speed and VTLP 0.7, 0.75,
+#      0.8, 1.2, 1.25, 1.3), distilled and narrowband as before.
 # Resumable: run it again after an interruption and it continues (stores and teacher
 # targets are kept, training resumes from last.ckpt, a finished stage is kept).
 #
 #   SHARED=../shared/data  corpora folder       BASE_DIR=runs/base  work folder
 #   DISTILL=0              stage 1 also distils (measured: no better, see MODEL_CARD.md)
-#   STAGES=5               1, 2, 3 or 4: ship that stage (models shipped before)
+#   STAGES=6               1 to 5: ship that stage (models shipped before)
 #   EXTRA="epochs=12"      more stage-1 recipe overrides
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
 BASE_DIR=${BASE_DIR:-runs/base}
 DISTILL=${DISTILL:-0}
-STAGES=${STAGES:-5}
+STAGES=${STAGES:-6}
 EXTRA=${EXTRA:-}
 VOXID=.venv/bin/voxid
 PY=.venv/bin/python
@@ -67,7 +69,7 @@ if [ ! -f "$RUN/metrics.json" ]; then
   $VOXID train base --data "$STORE" -o "$RUN" -q "${resume[@]}" "${overrides[@]}"
 fi
 
-# Stages 2 to 5: a store of the same voices at more warps (each warped copy a new
+# Stages 2 to 6: a store of the same voices at more warps (each warped copy a new
 # speaker), Resemblyzer's embeddings of every clip as a second target, 30 % of the clips
 # low-passed at 3.4-4 kHz, trained on from the previous stage's weights.
 #   warp_stage STORE RUN INIT WARPS EPOCHS LR
@@ -118,7 +120,7 @@ if [ "$STAGES" -ge 4 ]; then
   STORE=$BASE_DIR/store-warps4.h5
 fi
 
-# 7. Stage 5 (the shipped model): 13 warps, 0.75 and 1.25 added (pseudo-voices no stage
+# 7. Stage 5: 13 warps, 0.75 and 1.25 added (pseudo-voices no stage
 #    heard) beside stage 4's, from stage 4, 3 epochs.
 if [ "$STAGES" -ge 5 ]; then
   warp_stage "$BASE_DIR/store-warps5.h5" "$BASE_DIR/run5" "$BASE_DIR/run4" \
@@ -128,7 +130,17 @@ if [ "$STAGES" -ge 5 ]; then
   STORE=$BASE_DIR/store-warps5.h5
 fi
 
-# 8. Ship: the encoder alone (float16 weights), short speech embedded repeated to 2 s in
+# 8. Stage 6 (the shipped model): the natural voices and the outermost warps, 0.7 and 1.3 added (pseudo-voices
+#    no stage heard) and 0.85/1.15 dropped (heard since stage 3), from stage 5, 3 epochs.
+if [ "$STAGES" -ge 6 ]; then
+  warp_stage "$BASE_DIR/store-warps6.h5" "$BASE_DIR/run6" "$BASE_DIR/run5" \
+    speed_0.7,speed_0.75,speed_0.8,speed_1.2,speed_1.25,speed_1.3,vtlp_0.7,vtlp_0.75,vtlp_0.8,vtlp_1.2,vtlp_1.25,vtlp_1.3 \
+    3 7.0e-4
+  SHIP=$BASE_DIR/run6
+  STORE=$BASE_DIR/store-warps6.h5
+fi
+
+# 9. Ship: the encoder alone (float16 weights), short speech embedded repeated to 2 s in
 #    one pass, an LDA projection fitted on the training speakers with their means as an
 #    AS-norm cohort, the threshold calibrated on the held-out speakers at FAR 1 % (both on
 #    recordings embedded that way), exported to ONNX, copied into src/voxid/pretrained/.

@@ -120,8 +120,8 @@ if [ "$STAGES" -ge 4 ]; then
   STORE=$BASE_DIR/store-warps4.h5
 fi
 
-# 7. Stage 5: 13 warps, 0.75 and 1.25 added (pseudo-voices no stage
-#    heard) beside stage 4's, from stage 4, 3 epochs.
+# 7. Stage 5: 13 warps, 0.75 and 1.25 added (pseudo-voices no stage heard) beside stage
+#    4's, from stage 4, 3 epochs.
 if [ "$STAGES" -ge 5 ]; then
   warp_stage "$BASE_DIR/store-warps5.h5" "$BASE_DIR/run5" "$BASE_DIR/run4" \
     speed_0.75,speed_0.8,speed_0.85,speed_1.15,speed_1.2,speed_1.25,vtlp_0.75,vtlp_0.8,vtlp_0.85,vtlp_1.15,vtlp_1.2,vtlp_1.25 \
@@ -130,8 +130,9 @@ if [ "$STAGES" -ge 5 ]; then
   STORE=$BASE_DIR/store-warps5.h5
 fi
 
-# 8. Stage 6 (the shipped model): the natural voices and the outermost warps, 0.7 and 1.3 added (pseudo-voices
-#    no stage heard) and 0.85/1.15 dropped (heard since stage 3), from stage 5, 3 epochs.
+# 8. Stage 6 (the shipped model): the natural voices and the outermost warps, 0.7 and 1.3
+#    added (pseudo-voices no stage heard) and 0.85/1.15 dropped (heard since stage 3), from
+#    stage 5, 3 epochs.
 if [ "$STAGES" -ge 6 ]; then
   warp_stage "$BASE_DIR/store-warps6.h5" "$BASE_DIR/run6" "$BASE_DIR/run5" \
     speed_0.7,speed_0.75,speed_0.8,speed_1.2,speed_1.25,speed_1.3,vtlp_0.7,vtlp_0.75,vtlp_0.8,vtlp_1.2,vtlp_1.25,vtlp_1.3 \

@@ -66,7 +66,8 @@ class Predictions:
         return self.y >= 0
 
     def closed_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """`(y, predicted)` of the items whose class is a person, ranked among people only.
+        """`(keep, predicted)`: which items have a person's class, and each kept item's
+        predicted class, ranked among people only.
 
         A pseudo-voice (`<speaker>@speed_0.9`) shapes the embedding space in training, but
         nobody is one: as in `voxid evaluate`, its items and its score column are left out.
@@ -98,7 +99,8 @@ def predict(model: Any, task: TaskData, split: str, cfg: TrainConfig, device: st
     by_speaker = cfg.mode == "authenticate" and cfg.auth_scoring == "speakers"
     member_rows = [i for i, name in enumerate(task.labels) if name in set(cfg.members)]
     people = ~pseudo_voices(task.labels) if cfg.mode == "identify" else None
-    pseudo_cols = torch.from_numpy(~people).to(device) if people is not None else None
+    # no mask at all where every class is a person (most runs)
+    pseudo_cols = None if people is None or people.all() else torch.from_numpy(~people).to(device)
     probs, mc, losses, member_scores = [], [], [], []
     for x, lengths, y in loader:
         x, lengths, y = x.to(device), lengths.to(device), y.to(device)

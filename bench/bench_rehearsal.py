@@ -3,6 +3,7 @@ protocol's training voices.
 
     python bench/bench_rehearsal.py --data ../shared/data [--protocols pc,pa,pb]
                                     [--work bench/work] [--epochs 2] [--lr 5e-4]
+                                    [--warps speed_0.85,...] [--init base]
 
 Fine-tuning the base encoder on a protocol's 20-30 speakers alone (`voxid train finetune`,
 BENCHMARKS.md) forgets what 532 voices taught it (P-C: 13.9 % against 9.8 % zero-shot).
@@ -16,10 +17,10 @@ them), through the project's own commands. What each protocol may train on
 
 1. `voxid prepare` of librispeech-100, speechcommands, cv-fa and those asc30 files (pa and
    pb through a manifest of them, WORK/asc30/manifest.csv), at the nine warps of the base
-   recipe's stage 3 (each warp a new speaker), 40 random speakers held out for choosing the
-   epoch by EER;
+   recipe's stage 3 or at `--warps` (each warp a new speaker), 40 random speakers held out
+   for choosing the epoch by EER;
 2. `voxid teacher`: Resemblyzer's embedding of every clip (distillation, as the base);
-3. `voxid train base ... init=base`: the shipped encoder (stage 3), a new head, distilled,
+3. `voxid train base ... init=base`: the shipped encoder (or `--init`), a new head, distilled,
    real noise and narrowband clips as the base recipe, `--epochs` at `--lr`;
 4. `scripts/ship_base.py --out WORK/ship`: the encoder with an LDA and AS-norm cohort fitted
    on its training speakers (the protocol's among them), short speech at 2 s, a threshold
@@ -132,7 +133,9 @@ def asc30_source(data: Path, protocol: Protocol, work: Path) -> tuple[Path, list
     return folder, []
 
 
-def build(data: Path, protocol: Protocol, work: Path, init: str, epochs: int, lr: float) -> Path:
+def build(
+    data: Path, protocol: Protocol, work: Path, init: str, epochs: int, lr: float, warps: str
+) -> Path:
     """Steps 1-4 (each skipped when done); the shipped-style model file."""
     work.mkdir(parents=True, exist_ok=True)
     store, run, ship = work / "store.h5", work / "run", work / "ship"
@@ -146,7 +149,7 @@ def build(data: Path, protocol: Protocol, work: Path, init: str, epochs: int, lr
         _run([VOXID, "prepare", *corpora, str(asc30), "-o", str(store), "--features",
               "waveform", "--chunk", "1.0", "--tail", "keep", "--min-tail", "0.3", "--split",
               "0.95,0.05,0", "--heldout-speakers", "40", *extra,
-              "--speaker-augment", WARPS, "--workers", "2"], work / "prepare.log")  # fmt: skip
+              "--speaker-augment", warps, "--workers", "2"], work / "prepare.log")  # fmt: skip
     targets = Path(f"{store}.resemblyzer.npz")
     if not targets.is_file():
         _run([VOXID, "teacher", str(store)], work / "teacher.log")
@@ -242,6 +245,9 @@ def main() -> int:
     parser.add_argument("--init", default="base", help="the model or run to start from")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5.0e-4)
+    parser.add_argument(
+        "--warps", default=WARPS, help="voxid prepare --speaker-augment (default: stage 3's nine)"
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.protocols.split(",") if n.strip()]
     unknown = sorted(set(names) - set(PROTOCOLS))
@@ -258,7 +264,7 @@ def main() -> int:
     for name in names:
         protocol = PROTOCOLS[name]
         work = args.work / protocol.work
-        model = build(args.data, protocol, work, args.init, args.epochs, args.lr)
+        model = build(args.data, protocol, work, args.init, args.epochs, args.lr, args.warps)
         metrics = json.loads((work / "run" / "metrics.json").read_text())
         models = [
             ("voxid base, zero-shot (shipped)", "base"),

@@ -114,7 +114,7 @@ def test_vtlp_identity_at_one():
 
 
 def test_offline_augmentations(noise_dir):
-    factors = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
+    factors = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4)
     warps = {f"{kind}_{f:g}" for kind in ("speed", "vtlp") for f in factors}
     assert set(OFFLINE_AUGMENTATIONS) == {"noise_low", "noise_high", "noise_real", "vtlp"} | warps
     clean = tone(1.0, SR)

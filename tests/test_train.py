@@ -110,6 +110,58 @@ def test_resume_continues_epoch_and_optimizer(stores, tmp_path):
     assert load_config(out / "config.yaml").epochs == 2
 
 
+def test_weight_average_is_the_mean_of_the_window_and_resumes():
+    from types import SimpleNamespace
+
+    from voxid.training.average import WeightAverage
+
+    net = torch.nn.BatchNorm1d(2)
+    seen = WeightAverage(2, epochs=4)  # epochs 2 and 3 (0-based)
+    for epoch in range(4):
+        with torch.no_grad():
+            net.weight.fill_(float(epoch))
+        net.num_batches_tracked.fill_(10 * epoch)
+        seen.on_train_epoch_end(SimpleNamespace(current_epoch=epoch), net)
+        if epoch == 2:  # an interruption: a new callback restored from last.ckpt's state
+            resumed = WeightAverage(2, epochs=4)
+            resumed.load_state_dict(seen.state_dict())
+            seen = resumed
+    seen.on_train_epoch_end(SimpleNamespace(current_epoch=3), net)  # counted once
+    mean = seen.average(net.state_dict())
+    assert seen.epochs == [2, 3]
+    assert torch.equal(mean["weight"], torch.full((2,), 2.5))
+    assert mean["weight"].dtype == torch.float32
+    assert int(mean["num_batches_tracked"]) == 30  # a count keeps its latest value
+
+
+def test_average_epochs_make_the_run_model(stores, tmp_path):
+    from typer.testing import CliRunner
+
+    from voxid.cli import app
+
+    out = tmp_path / "avg"
+    args = ["train", "crnn", *TINY, "epochs=3", "average_epochs=2", "patience=0",
+            "limit_train_batches=2", "--data", str(stores["logmel"]), "-o", str(out),
+            "-q"]  # fmt: skip
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "model: the mean of epochs 2-3\n" in outcome.stdout, outcome.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["averaged_epochs"] == [1, 2]
+    best, last = read_checkpoint(out / "best.ckpt"), read_checkpoint(out / "last.ckpt")
+    assert best["averaged_epochs"] == [1, 2] and "optimizer_states" not in best
+    key = "model.head.weight"
+    assert not torch.equal(best["state_dict"][key], last["state_dict"][key])
+    _, model = load_checkpoint(out / "model.pt")
+    assert torch.equal(model.head.weight, best["state_dict"][key])
+    # a window of one epoch is that epoch's weights, bit for bit
+    one = _train(stores, tmp_path / "one", "epochs=2", "average_epochs=1", "patience=0",
+                 "limit_train_batches=2")  # fmt: skip
+    w1 = read_checkpoint(one.out_dir / "best.ckpt")["state_dict"]
+    wl = read_checkpoint(one.out_dir / "last.ckpt")["state_dict"]
+    assert all(torch.equal(w1[k], wl[k]) for k in wl)
+
+
 def test_existing_run_and_missing_resume_are_refused(quick_run, stores, tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         _train(stores, quick_run.out_dir, "epochs=1")
@@ -314,6 +366,8 @@ def test_overrides_reach_nested_sections_with_yaml_types():
         ("augment.noise_snr=[30,10]", "augment.noise_snr: must be"),
         ("lr", "overrides look like key=value"),
         ("epochs.x=1", "'epochs' is not a section"),
+        ("average_epochs=3", "average_epochs: .*set patience=0"),
+        ("average_epochs=-1", "average_epochs: must be an integer from 0 to epochs"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -278,7 +278,7 @@ def _fixed_vtlp(alpha: float) -> Augmentation:
 #: Fixed warps for speaker augmentation (`voxid prepare --speaker-augment`): one factor per
 #: copy, so every copy of a speaker is the same pseudo-voice. `speed_*` moves pitch and
 #: formants together, `vtlp_*` the formants (vocal-tract length) alone.
-SPEAKER_WARPS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
+SPEAKER_WARPS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4)
 
 
 #: Offline augmentations for `voxid prepare --augment`: name -> fn(wav, sr, rng,

@@ -93,6 +93,10 @@ class TrainConfig:
     card keeps the starting model's short-speech rule (`min_input_seconds`) unless its
     store sets one (`voxid.training.run.inherited_audio_config`).
 
+    `average_epochs: N` makes the run's model the mean of its weights at the ends of the
+    schedule's last N epochs (`voxid.training.average`, WeSpeaker's model averaging), in
+    place of the one epoch the monitor picks; it needs `patience: 0`.
+
     >>> cfg = TrainConfig(model="crnn", mode="authenticate", members=["alice"])
     >>> apply_overrides(cfg, ["batch_size=8", "model.dropout=0.1"]).hparams
     {'dropout': 0.1}
@@ -139,6 +143,7 @@ class TrainConfig:
     init: str | None = None
     encoder_lr_scale: float = 1.0
     freeze_encoder_epochs: int = 0
+    average_epochs: int = 0
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first bad key; return self when all is well."""
@@ -188,6 +193,16 @@ class TrainConfig:
             _int(self.freeze_encoder_epochs) and self.freeze_encoder_epochs >= 0,
             "freeze_encoder_epochs",
             "must be an integer >= 0",
+        )
+        _check(
+            _int(self.average_epochs) and 0 <= self.average_epochs <= self.epochs,
+            "average_epochs",
+            "must be an integer from 0 to epochs",
+        )
+        _check(
+            not self.average_epochs or self.patience == 0,
+            "average_epochs",
+            "averages the schedule's last epochs, which early stopping would cut: set patience=0",
         )
         _check(self.monitor in MONITORS, "monitor", f"must be one of {', '.join(MONITORS)}")
         _check(

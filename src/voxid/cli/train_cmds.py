@@ -81,6 +81,8 @@ def register(app: typer.Typer) -> None:
             _print_result(console, result)
             if line := early_stop_line(result.metrics, cfg.patience):
                 console.print(line, soft_wrap=True)  # one line, easy to grep
+            if averaged := result.metrics.get("averaged_epochs"):
+                console.print(f"model: the mean of epochs {epoch_span(averaged)}")
 
     @app.command()
     def sweep(
@@ -168,6 +170,16 @@ def early_stop_line(metrics: dict, patience: int) -> str | None:
         f"stopped early at epoch {metrics['epochs_run']} (no better {metrics['monitor']} "
         f"for {patience} epochs); best epoch {metrics['best_epoch'] + 1}"
     )
+
+
+def epoch_span(epochs: list[int]) -> str:
+    """0-based epochs as people count them.
+
+    >>> epoch_span([11, 12, 13]), epoch_span([4])
+    ('12-14', '5')
+    """
+    first, last = min(epochs) + 1, max(epochs) + 1
+    return f"{first}-{last}" if last > first else str(first)
 
 
 def _print_result(console, result) -> None:

@@ -271,11 +271,21 @@ def train(
         save_config(cfg, out / "config.yaml")
 
     mode = MONITORS[cfg.monitor]
+    averaging = None
+    if cfg.average_epochs:
+        from voxid.training.average import WeightAverage
+
+        # The run's model is the mean of the last epochs, written to best.ckpt after fit:
+        # no epoch is chosen by the monitor, so Lightning keeps last.ckpt only.
+        averaging = WeightAverage(cfg.average_epochs, cfg.epochs)
     checkpoints = ModelCheckpoint(
-        dirpath=out, filename="best", monitor=cfg.monitor, mode=mode, save_top_k=1,
-        save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+        dirpath=out, filename="best", monitor=None if averaging else cfg.monitor, mode=mode,
+        save_top_k=0 if averaging else 1, save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False,
     )  # fmt: skip
     callbacks: list[Any] = [checkpoints]
+    if averaging is not None:
+        callbacks.append(averaging)
     early = None
     if cfg.patience > 0:
         early = EarlyStopping(cfg.monitor, cfg.min_delta, cfg.patience, mode=mode)
@@ -321,6 +331,11 @@ def train(
     best = out / "best.ckpt"
     if not trainer.is_global_zero:
         return RunResult(out, out / "model.pt", best, out / "last.ckpt")
+    averaged = None
+    if averaging is not None and (out / "last.ckpt").is_file():
+        from voxid.training.average import write_average
+
+        averaged = write_average(out / "last.ckpt", averaging, best)
     if not best.is_file():
         raise ModelError(
             f"{out}: training stopped before its first validation (max_minutes="
@@ -328,9 +343,13 @@ def train(
         )
     device = trainer.strategy.root_device.type
     epochs = int(trainer.current_epoch) - first_epoch
-    fit = {"epochs_run": int(trainer.current_epoch), "epochs_this_run": epochs,
-           "train_seconds": round(seconds, 3),
-           "stopped_early": bool(early is not None and early.stopped_epoch > 0)}  # fmt: skip
+    fit: dict[str, Any] = {
+        "epochs_run": int(trainer.current_epoch), "epochs_this_run": epochs,
+        "train_seconds": round(seconds, 3),
+        "stopped_early": bool(early is not None and early.stopped_epoch > 0),
+    }  # fmt: skip
+    if averaged is not None:
+        fit["averaged_epochs"] = averaged
     items = task.train.base.items
     n_items = len(task.train)
     fit["train_items_per_epoch"] = n_items

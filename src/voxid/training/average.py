@@ -61,13 +61,11 @@ class WeightAverage(L.Callback):
         self.sum = state_dict["sum"]
 
 
-def write_average(last: Path, average: WeightAverage, out: Path) -> list[int]:
-    """Write `out`: the checkpoint `last` with its weights replaced by the average, and no
-    optimizer or callback state (a result, not a point to resume from); return the epochs
-    averaged (0-based). A run cut short before the window (max_minutes) keeps its last
-    epoch's weights, the one epoch averaged."""
-    from voxid.training.run import save_checkpoint_atomically
-
+def averaged_checkpoint(last: Path, average: WeightAverage) -> dict[str, Any]:
+    """The checkpoint `last` with its weights replaced by the average and no optimizer or
+    callback state (a result, not a point to resume from); `averaged_epochs` names the
+    epochs averaged (0-based). A run cut short before the window (max_minutes) keeps its
+    last epoch's weights, the one epoch averaged."""
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     epochs = list(average.epochs)
     if epochs:
@@ -77,5 +75,4 @@ def write_average(last: Path, average: WeightAverage, out: Path) -> list[int]:
     for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
         ckpt.pop(key, None)
     ckpt["averaged_epochs"] = epochs
-    save_checkpoint_atomically(ckpt, out)
-    return epochs
+    return ckpt

@@ -333,9 +333,11 @@ def train(
         return RunResult(out, out / "model.pt", best, out / "last.ckpt")
     averaged = None
     if averaging is not None and (out / "last.ckpt").is_file():
-        from voxid.training.average import write_average
+        from voxid.training.average import averaged_checkpoint
 
-        averaged = write_average(out / "last.ckpt", averaging, best)
+        ckpt = averaged_checkpoint(out / "last.ckpt", averaging)
+        save_checkpoint_atomically(ckpt, best)
+        averaged = ckpt["averaged_epochs"]
     if not best.is_file():
         raise ModelError(
             f"{out}: training stopped before its first validation (max_minutes="

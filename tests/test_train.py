@@ -134,17 +134,22 @@ def test_weight_average_is_the_mean_of_the_window_and_resumes():
     assert int(mean["num_batches_tracked"]) == 30  # a count keeps its latest value
 
 
-def test_average_epochs_make_the_run_model(stores, tmp_path):
+def _train_cli(stores, out, *overrides):
+    """`voxid train crnn` (tiny, 2 batches an epoch) on the logmel store; its CliRunner result."""
     from typer.testing import CliRunner
 
     from voxid.cli import app
 
-    out = tmp_path / "avg"
-    args = ["train", "crnn", *TINY, "epochs=3", "average_epochs=2", "patience=0",
-            "limit_train_batches=2", "--data", str(stores["logmel"]), "-o", str(out),
-            "-q"]  # fmt: skip
+    args = ["train", "crnn", *TINY, *overrides, "limit_train_batches=2",
+            "--data", str(stores["logmel"]), "-o", str(out), "-q"]  # fmt: skip
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
+    return outcome
+
+
+def test_average_epochs_make_the_run_model(stores, tmp_path):
+    out = tmp_path / "avg"
+    outcome = _train_cli(stores, out, "epochs=3", "average_epochs=2", "patience=0")
     assert "model: the mean of epochs 2-3\n" in outcome.stdout, outcome.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["averaged_epochs"] == [1, 2]
@@ -170,17 +175,9 @@ def test_existing_run_and_missing_resume_are_refused(quick_run, stores, tmp_path
 
 
 def test_early_stopping(stores, tmp_path):
-    from typer.testing import CliRunner
-
-    from voxid.cli import app
-
     # No later epoch can beat the first by min_delta, so patience 1 stops after epoch 2.
     out = tmp_path / "es"
-    args = ["train", "crnn", *TINY, "epochs=6", "patience=1", "min_delta=1000",
-            "limit_train_batches=2", "--data", str(stores["logmel"]), "-o", str(out),
-            "-q"]  # fmt: skip
-    outcome = CliRunner().invoke(app, args)
-    assert outcome.exit_code == 0, outcome.output
+    outcome = _train_cli(stores, out, "epochs=6", "patience=1", "min_delta=1000")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stopped_early"] is True
     assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (0, 1)

@@ -33,13 +33,11 @@ class WeightAverage(L.Callback):
         epoch = int(trainer.current_epoch)
         if epoch < self.first or epoch in self.epochs:
             return
-        state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-        if self.sum is None:
-            self.sum = {k: v.double() if v.is_floating_point() else v.clone()
-                        for k, v in state.items()}  # fmt: skip
-        else:
-            for k, v in state.items():
-                self.sum[k] = self.sum[k] + v.double() if v.is_floating_point() else v.clone()
+        previous = self.sum or {}
+        self.sum = {
+            k: v.double() + previous.get(k, 0) if v.is_floating_point() else v.clone()
+            for k, v in ((k, v.detach().cpu()) for k, v in pl_module.state_dict().items())
+        }
         self.epochs.append(epoch)
 
     def average(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

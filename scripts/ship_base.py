@@ -30,11 +30,18 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DESCRIPTION = (
-    "ECAPA-TDNN (256 channels, 192-d) trained on 532 CC BY / CC0 voices x 13 warps, "
-    "distilled from Resemblyzer; "
-    "zero-shot enrolment and verification"
-)
+
+
+def description(store: Path) -> str:
+    """models.json's line for the base model, with the store's count of warps."""
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        warps = 1 + len(json.loads(f.attrs["prepare_config"]).get("speaker_augment") or [])
+    return (
+        f"ECAPA-TDNN (256 channels, 192-d) trained on 532 CC BY / CC0 voices x {warps} warps, "
+        "distilled from Resemblyzer; zero-shot enrolment and verification"
+    )
 
 
 def encoder_only(run: Path, staging: Path, min_input_seconds: float | None = None) -> Path:
@@ -126,7 +133,7 @@ def main() -> int:
         exported = export_onnx(pt, onnx)
         if exported.min_cosine < 0.9999:
             raise SystemExit(f"ship_base: ONNX differs from torch (cosine {exported.min_cosine})")
-        index = {"base": {"description": DESCRIPTION, "card": "MODEL_CARD.md"}}
+        index = {"base": {"description": description(args.data), "card": "MODEL_CARD.md"}}
         (staging / "models.json").write_text(json.dumps(index, indent=2) + "\n")
         for name in ("base.pt", "base.onnx", "models.json"):
             shutil.move(str(staging / name), args.out / name)

@@ -250,6 +250,8 @@ def test_ship_base_ships_a_run_and_ships_the_shipped_encoder_again(
     onnx = OnnxBackend(tmp_path / "one" / "base.onnx")
     assert onnx.fingerprint == card.fingerprint and onnx.policy.min_input_seconds == 2.0
     assert first["min_input_seconds"] == 2.0 and not first["lda"]
+    index = json.loads((tmp_path / "one" / "models.json").read_text())
+    assert "x 3 warps" in index["base"]["description"]  # natural, speed 0.9 and 1.1
     # Shipped again from the shipped file: weights, policy and training record are kept.
     again = ship(tmp_path / "one" / "base.pt", tmp_path / "two")
     card2 = read_card(tmp_path / "two" / "base.pt")

@@ -170,6 +170,12 @@ defaults unchanged, the same 120 conversations: DER 5.75 -> 4.90 %, count exact 
 85.0 % (98 -> 102 conversations), given the count 4.42 -> 3.89 %; asc30's conversations
 5.91 %, VoxForge's 3.78 % (Resemblyzer in the same run 13.51 / 3.65 %).
 
+Stage 7 of the base recipe (17 warps, speed and VTLP 1.35 and 1.4 added beside stage 6's,
+3 epochs from stage 6; P-Z 7.9 / 10.8 / 9.0 / 0.3 %), the defaults unchanged, the same 120
+conversations: DER 4.90 -> 4.62 %, count exact 85.0 % both (102 conversations), given the
+count 3.89 -> 3.38 %; asc30's conversations 5.31 %, VoxForge's 3.85 % (Resemblyzer in the
+same run 13.51 / 3.65 %).
+
 Speech threshold (added 2026-12-02): the recogniser's Silero threshold of 0.5 missed the
 quiet onsets and ends of turns (missed speech 3.5 % of the tuning set, 3.6 % of the
 evaluation set, half of it overlap); diarization's own 0.3 (`speech_threshold`): tuning

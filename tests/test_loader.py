@@ -46,6 +46,24 @@ def test_items_match_the_store(stores):
     assert all(torch.equal(cached[i][0], ds[i][0]) for i in range(len(ds)))
 
 
+@pytest.mark.parametrize("window", [1, 50, 1 << 22])
+def test_cache_of_a_scattered_split_holds_its_own_rows(stores, window):
+    """A split spread over the store (val, test: a few items per speaker) is cached in a
+    buffer of its own rows, not the span from its first item to its last, and reads the
+    same as item-by-item reads, whatever the grouping of the reads."""
+    for path in stores:
+        plain = StoreDataset(path, ["val", "test"])
+        cached = StoreDataset(path, ["val", "test"])
+        cached._cache = cached._read_all(window=window)
+        assert all(torch.equal(cached[i][0], plain[i][0]) for i in range(len(plain)))
+        (buffer,) = {id(x.base): x.base for x in cached._cache}.values()
+        rows = int(plain.items["length"].sum())
+        assert buffer.shape[0] == rows
+        first, last = plain.items["offset"].argmin(), plain.items["offset"].argmax()
+        span = plain.items["offset"][last] + plain.items["length"][last]
+        assert rows < span - plain.items["offset"][first]  # scattered: a span read wastes RAM
+
+
 def test_filters(stores):
     path = stores[0]
     both = StoreDataset(path, ["val", "test"])

@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def description(store: Path) -> str:
-    """models.json's line for the base model, with the store's count of warps."""
-    import h5py
+    """models.json's line for the base model, with the store's count of warps (the natural
+    voice and each `<speaker>@<warp>` suffix)."""
+    from voxid.data.store import StoreInfo
 
-    with h5py.File(store, "r") as f:
-        warps = 1 + len(json.loads(f.attrs["prepare_config"]).get("speaker_augment") or [])
+    warps = 1 + len({s.split("@", 1)[1] for s in StoreInfo.open(store).speakers if "@" in s})
     return (
         f"ECAPA-TDNN (256 channels, 192-d) trained on 532 CC BY / CC0 voices x {warps} warps, "
         "distilled from Resemblyzer; zero-shot enrolment and verification"

@@ -67,6 +67,32 @@ def test_a_copy_is_either_the_same_speaker_or_a_new_one():
         PrepareConfig(speaker_augment=("speed_2.0",))
 
 
+def test_chained_warps_are_one_pseudo_voice_off_both_axes():
+    """`speed_0.8+vtlp_1.25` lowers the pitch and leaves the formants where they were; a
+    chain of unknown or repeated parts is no augmentation."""
+    from voxid.augment import offline_augmentation, pseudo_voices, speed_perturb, vtlp
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 200 * t) + 0.3 * np.sin(2 * np.pi * 1500 * t)).astype(
+        np.float32
+    )
+    chained = offline_augmentation("speed_0.8+vtlp_1.25")(wav, sr, np.random.default_rng(0))
+    np.testing.assert_allclose(chained, vtlp(speed_perturb(wav, sr, 0.8), sr, 1.25), atol=1e-6)
+    spectrum = np.abs(np.fft.rfft(chained))
+    freqs = np.fft.rfftfreq(chained.size, 1 / sr)
+    peaks = sorted(freqs[np.argsort(spectrum)[-2:]].round())
+    assert peaks[0] == 200 and 1490 <= peaks[1] <= 1510  # speed x vtlp = 0.8 x 1.25 = 1
+    for bad in ("speed_0.8+echo", "speed_0.8+speed_0.8", "+", "speed_0.8+"):
+        assert offline_augmentation(bad) is None, bad
+    with pytest.raises(ConfigError, match="join several with"):
+        PrepareConfig(speaker_augment=("speed_0.8+echo",))
+    PrepareConfig(speaker_augment=("speed_0.8+vtlp_1.25", "speed_0.8"))  # both are fine
+    assert pseudo_voices(["a", "a@speed_0.8+vtlp_1.25", "b@speed_0.8+echo"]).tolist() == [
+        False, True, False
+    ]  # fmt: skip
+
+
 def test_hold_out_for_verification_moves_whole_speakers(speech_corpus):
     corpus = assign_splits(load_corpus(speech_corpus), seed=0)
     held = hold_out_for_verification(corpus, 2, seed=1)

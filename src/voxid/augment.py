@@ -20,8 +20,8 @@ from torch import nn
 from voxid.errors import ConfigError, DataError
 
 __all__ = ["NOISE_INTENSITIES", "OFFLINE_AUGMENTATIONS", "SPEAKER_WARPS", "NoiseBank",
-           "SpecAugment", "add_gaussian_noise", "pseudo_voices", "speed_perturb",
-           "vtlp"]  # fmt: skip
+           "SpecAugment", "add_gaussian_noise", "offline_augmentation", "pseudo_voices",
+           "speed_perturb", "vtlp"]  # fmt: skip
 
 #: Named Gaussian-noise intensities and their SNR in dB ("low" noise = high SNR).
 NOISE_INTENSITIES = {"low": 20.0, "high": 5.0}
@@ -293,6 +293,36 @@ OFFLINE_AUGMENTATIONS: dict[str, Augmentation] = {
 }
 
 
+def offline_augmentation(name: str) -> Augmentation | None:
+    """The offline augmentation `name` names, or None when it names none.
+
+    Besides the names of `OFFLINE_AUGMENTATIONS`, a chain of them joined by ``+`` is one
+    augmentation that applies each in turn: ``speed_0.8+vtlp_1.25`` lowers the pitch by 20 %
+    and puts the formants back where they were, a pseudo-voice off the line that
+    speed (pitch and formants together) and VTLP (formants alone) each walk along.
+
+    >>> wav = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000).astype("float32")
+    >>> out = offline_augmentation("speed_0.8+vtlp_1.25")(wav, 16000, None)
+    >>> int(np.fft.rfftfreq(out.size, 1 / 16000)[np.abs(np.fft.rfft(out)).argmax()])
+    1000
+    >>> offline_augmentation("speed_0.8+louder") is None
+    True
+    """
+    parts = name.split("+")
+    if any(part not in OFFLINE_AUGMENTATIONS for part in parts) or len(set(parts)) < len(parts):
+        return None
+    fns = [OFFLINE_AUGMENTATIONS[part] for part in parts]
+    if len(fns) == 1:
+        return fns[0]
+
+    def chain(wav, sr, rng, noise_bank=None):
+        for fn in fns:
+            wav = fn(wav, sr, rng, noise_bank=noise_bank)
+        return wav
+
+    return chain
+
+
 def pseudo_voices(labels: list[str]) -> np.ndarray:
     """Which of a model's classes are speaker-augmentation pseudo-voices, not people.
 
@@ -304,6 +334,6 @@ def pseudo_voices(labels: list[str]) -> np.ndarray:
 
     def pseudo(label: str) -> bool:
         speaker, _, tag = label.rpartition("@")
-        return bool(speaker) and speaker in real and tag in OFFLINE_AUGMENTATIONS
+        return bool(speaker) and speaker in real and offline_augmentation(tag) is not None
 
     return np.array([pseudo(str(label)) for label in labels], dtype=bool)

@@ -222,8 +222,9 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 help="Offline augmentations whose copies count as new speakers "
-                "(<speaker>@<augmentation>), e.g. speed_0.9,speed_1.1 (train files only; "
-                "evaluate leaves these pseudo-voices out of the closed set)."
+                "(<speaker>@<augmentation>), e.g. speed_0.9,speed_1.1; '+' chains them into "
+                "one, e.g. speed_0.8+vtlp_1.25 (train files only; evaluate leaves these "
+                "pseudo-voices out of the closed set)."
             ),
         ] = "",
         noise_dir: Annotated[

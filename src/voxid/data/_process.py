@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from voxid.errors import VoxidError, reason
+from voxid.errors import ConfigError, VoxidError, reason
 
 # One entry per worker process: settings, the feature frontend and the noise bank.
 _STATE: dict[str, Any] = {}
@@ -89,9 +89,11 @@ def _features(chunks: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _augment(name: str, wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
-    from voxid.augment import OFFLINE_AUGMENTATIONS
+    from voxid.augment import offline_augmentation
 
-    fn = OFFLINE_AUGMENTATIONS[name]
+    fn = offline_augmentation(name)
+    if fn is None:  # PrepareConfig rejects these before any worker starts
+        raise ConfigError(f"augment: unknown augmentation {name!r}")
     return np.asarray(fn(wav, sr, rng, noise_bank=_STATE.get("noise_bank")), dtype=np.float32)
 
 

@@ -43,7 +43,8 @@ class PrepareConfig:
     feature: a `voxid.features.FeatureConfig` (its sample rate is the store's).
     vad: a `voxid.vad.VadConfig` (`enabled=False` keeps silences).
     chunk: a `voxid.vad.ChunkConfig`, or None to store whole files (image recipe).
-    augment: names from `voxid.augment.OFFLINE_AUGMENTATIONS`, applied to training files.
+    augment: names from `voxid.augment.OFFLINE_AUGMENTATIONS` (or chains of them joined
+        by ``+``, `voxid.augment.offline_augmentation`), applied to training files.
     speaker_augment: augmentations whose copies become new speakers, ``<speaker>@<name>``
         (speed perturbation changes the voice: WeSpeaker's and 3D-Speaker's speaker
         augmentation), applied to training files.
@@ -89,14 +90,14 @@ class PrepareConfig:
         if self.normalize not in (None, "peak", "rms"):
             raise ConfigError(f"normalize: must be None, 'peak' or 'rms', got {self.normalize!r}")
         if self.augment or self.speaker_augment:
-            from voxid.augment import OFFLINE_AUGMENTATIONS
+            from voxid.augment import OFFLINE_AUGMENTATIONS, offline_augmentation
 
             asked = (*self.augment, *self.speaker_augment)
-            unknown = [a for a in asked if a not in OFFLINE_AUGMENTATIONS]
+            unknown = [a for a in asked if offline_augmentation(a) is None]
             if unknown:
                 raise ConfigError(
                     f"augment: unknown augmentation {unknown[0]!r}; choose from "
-                    f"{', '.join(sorted(OFFLINE_AUGMENTATIONS))}"
+                    f"{', '.join(sorted(OFFLINE_AUGMENTATIONS))}, or join several with '+'"
                 )
             if "noise_real" in asked and not self.noise_dir:
                 raise ConfigError("augment: 'noise_real' needs --noise-dir")

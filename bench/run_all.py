@@ -76,6 +76,7 @@ def render(results_dir: Path = RESULTS, out: Path = PAGE) -> Path:
             [
                 "prepare",
                 "pz",
+                "pz_centring",
                 "base",
                 "pa",
                 "pa_rehearsal",

@@ -389,3 +389,49 @@ def test_foreign_sqlite_registry_is_one_line_error(model, tmp_path, speech_wav):
         )
         assert proc.returncode == 1, args
         assert proc.stderr.strip() == f"error: {foreign}: not a voxid registry (no meta table)"
+
+
+def test_fit_lda_adapt_bends_a_fitted_projection_to_new_speakers(trained_run, speech_wav, tmp_path):
+    """--adapt needs an LDA, keeps its size, grows the cohort by the store's speakers,
+    records what it adapted to, clears the threshold; weight 0 changes no embedding, and an
+    adapted model exports to ONNX like any other."""
+    import shutil
+
+    from voxid.checkpoint import load_checkpoint, save_threshold
+    from voxid.errors import ModelError
+    from voxid.inference.recognizer import Recognizer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    store = trained_run.parent / "store.h5"
+    with pytest.raises(ModelError, match="no LDA projection to adapt; fit one first"):
+        run("fit-lda", str(run_dir), "--data", str(store), "--adapt", "0.2")
+    refused = CliRunner().invoke(
+        app, ["fit-lda", str(run_dir), "--data", str(store), "--adapt", "0.2", "--cohort"]
+    )
+    assert refused.exit_code == 2 and "no --dim or --cohort" in refused.output
+    assert CliRunner().invoke(
+        app, ["fit-lda", str(run_dir), "--data", str(store), "--adapt", "1.5"]
+    ).exit_code == 2  # fmt: skip
+
+    run("fit-lda", str(run_dir), "--data", str(store), "--cohort")
+    before = Recognizer.load(run_dir, None).embed(speech_wav)
+    save_threshold(run_dir, 2.5, "asnorm:far=0.01")
+    rep = json.loads(run("fit-lda", str(run_dir), "--data", str(store), "--adapt", "0", "--json"))
+    assert rep["dim"] == 3 and rep["cohort_size"] == 8 and rep["n_speakers"] == 4
+    assert rep["cleared_threshold"] == pytest.approx(2.5)
+    np.testing.assert_allclose(Recognizer.load(run_dir, None).embed(speech_wav), before, atol=1e-5)
+
+    rep = json.loads(run("fit-lda", str(run_dir), "--data", str(store), "--adapt", "0.5", "--json"))
+    assert rep["cohort_size"] == 12  # each adaptation adds the store's speakers again
+    card, _ = load_checkpoint(run_dir / "best.ckpt")
+    projection = card.scoring.projection or {}
+    assert projection["cohort"] and projection["adapted"]["weight"] == 0.5
+    assert projection["adapted"]["speakers"] == 4 and projection["split"] == "train"
+    rec = Recognizer.load(run_dir, None)
+    adapted = rec.embed(speech_wav)
+    assert adapted.shape == (3,) and not np.allclose(adapted, before, atol=1e-3)
+    assert rec.backend.cohort.shape == (12, 3)
+    onnx = tmp_path / "m.onnx"
+    run("export", str(run_dir), "--onnx", str(onnx))
+    np.testing.assert_allclose(Recognizer.load(onnx, None).embed(speech_wav), adapted, atol=1e-4)

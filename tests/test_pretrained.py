@@ -115,6 +115,10 @@ def test_shipped_files_are_never_written(waveform_store, tmp_path, one_torch_thr
         from voxid.lda import fit_run_lda
 
         fit_run_lda("base", waveform_store)
+    with pytest.raises(ModelError, match="read-only; to adapt its LDA projection"):
+        from voxid.lda import adapt_run_lda
+
+        adapt_run_lda("base", waveform_store)
     copy = tmp_path / "my_base.pt"
     # --force: 2 val files of 4 speakers give 48 non-target trials, too few for FAR 1 %.
     args = ["--data", str(waveform_store), "--out", str(copy), "--n-enroll", "1", "--force"]

@@ -24,7 +24,7 @@ from torch import nn
 
 from voxid.errors import DataError
 
-__all__ = ["LdaProjection", "fit_lda"]
+__all__ = ["LdaProjection", "adapt_lda", "fit_lda"]
 
 
 class LdaProjection(nn.Module):
@@ -97,3 +97,57 @@ def fit_lda(
         assert proj.cohort is not None  # cohort_size > 0 above
         proj.cohort.copy_(F.normalize(sums, dim=1))
     return proj
+
+
+def adapt_lda(
+    projection: LdaProjection, embeddings: np.ndarray, labels: np.ndarray, weight: float = 0.2
+) -> LdaProjection:
+    """`projection` bent towards a new domain: ``embeddings (N, K)``, its own unit outputs
+    for labelled recordings of that domain, give their within-speaker covariance S
+    (scaled to a mean variance of 1, as the LDA leaves its training speakers'); the
+    adapted projection whitens ``weight * S + (1 - weight) * I`` on top, and the domain's
+    speakers' means join the cohort when there is one. Unit-length outputs make it one
+    linear map: the result is an `LdaProjection` of the same size.
+
+    >>> p = LdaProjection(3, 3)
+    >>> x = np.array([[1.0, 0.1, 0], [1.0, -0.1, 0], [0, 0.1, 1], [0, -0.1, 1]])
+    >>> a = adapt_lda(p, x / np.linalg.norm(x, axis=1, keepdims=True), np.array([0, 0, 1, 1]), 0.5)
+    >>> [round(float(v), 2) for v in a.weight.diagonal()]  # damped: the axis speakers vary on
+    [1.41, 0.71, 1.41]
+    """
+    if not 0.0 <= float(weight) <= 1.0:
+        raise DataError(f"LDA adapt: weight must be in 0..1, got {weight}")
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels)
+    speakers, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if x.ndim != 2 or len(x) != len(y) or x.shape[1] != projection.out_dim:
+        raise DataError(
+            f"LDA adapt: need (N, {projection.out_dim}) embeddings and N labels, got "
+            f"{x.shape} and {y.shape}"
+        )
+    if len(speakers) < 2 or int((counts >= 2).sum()) < 2:
+        raise DataError(
+            f"LDA adapt: needs 2 or more speakers with 2 or more recordings each; got "
+            f"{len(speakers)} speakers and {len(x)} recordings"
+        )
+    means = np.zeros((len(speakers), x.shape[1]))
+    np.add.at(means, inverse, x)
+    means /= counts[:, None]
+    within = x - means[inverse]
+    scatter = within.T @ within / len(x)
+    scatter *= scatter.shape[0] / max(float(np.trace(scatter)), 1e-12)
+    blend = weight * scatter + (1.0 - weight) * np.eye(len(scatter))
+    values, vectors = np.linalg.eigh(blend)
+    whiten = vectors @ np.diag(np.maximum(values, 1e-6) ** -0.5) @ vectors.T
+    old = projection.cohort
+    size = 0 if old is None else int(old.shape[0]) + len(speakers)
+    adapted = LdaProjection(int(projection.mean.shape[0]), projection.out_dim, size)
+    w = torch.from_numpy(whiten).float()
+    adapted.mean.copy_(projection.mean)
+    # (x - m) W is normalised after the old projection and again after the whitening; a
+    # direction is all that survives, so the two maps compose into one.
+    adapted.weight.copy_(projection.weight @ w)
+    if old is not None and adapted.cohort is not None:
+        domain = torch.from_numpy(means).float()
+        adapted.cohort.copy_(F.normalize(torch.cat([old, domain]) @ w, dim=1))
+    return adapted

@@ -101,6 +101,30 @@ def _store_projection(targets: list[Path], model: Any, projection: dict[str, Any
     return cleared
 
 
+def _save(
+    targets: list[Path],
+    model: Any,
+    projection: dict[str, Any],
+    store: str | os.PathLike,
+    split: str,
+    labels: np.ndarray,
+) -> LdaReport:
+    """Store `model`'s projection in `targets` (`_store_projection`) and report it."""
+    cleared = _store_projection(targets, model, projection)
+    cohort = model.projection.cohort
+    return LdaReport(
+        model.embedding_dim,
+        int(model.projection.mean.shape[0]),
+        int(np.unique(labels).size),
+        int(labels.size),
+        str(store),
+        split,
+        cleared,
+        [str(t) for t in targets],
+        0 if cohort is None else int(cohort.shape[0]),
+    )
+
+
 def fit_run_lda(
     run: str | os.PathLike,
     store: str | os.PathLike,
@@ -148,18 +172,7 @@ def fit_run_lda(
     projection = {"kind": "lda", "store": Path(store).name, "split": split,
                   "speakers": n_speakers, "items": int(labels.size),
                   "cohort": bool(cohort)}  # fmt: skip
-    cleared = _store_projection(targets if save else [], model, projection)
-    return LdaReport(
-        model.embedding_dim,
-        int(fitted.mean.shape[0]),
-        n_speakers,
-        int(labels.size),
-        str(store),
-        split,
-        cleared,
-        [str(t) for t in targets] if save else [],
-        n_speakers if cohort else 0,
-    )
+    return _save(targets if save else [], model, projection, store, split, labels)
 
 
 def adapt_run_lda(
@@ -198,20 +211,7 @@ def adapt_run_lda(
     embeddings, labels, _, _ = store_utterances(model, card, store, split, str(targets[0]))
     n_speakers = int(np.unique(labels).size)
     model.set_projection(adapt_lda(model.projection, embeddings, labels, weight))
-    assert model.projection is not None
-    cohort = model.projection.cohort
     adapted = {"store": Path(store).name, "split": split, "speakers": n_speakers,
                "items": int(labels.size), "weight": float(weight)}  # fmt: skip
     projection = {**before, "adapted": adapted}
-    cleared = _store_projection(targets if save else [], model, projection)
-    return LdaReport(
-        model.embedding_dim,
-        int(model.projection.mean.shape[0]),
-        n_speakers,
-        int(labels.size),
-        str(store),
-        split,
-        cleared,
-        [str(t) for t in targets] if save else [],
-        0 if cohort is None else int(cohort.shape[0]),
-    )
+    return _save(targets if save else [], model, projection, store, split, labels)

@@ -217,9 +217,9 @@ PC_NOTES = (
     "asc30 file of 00000001-00000020, one embedding each: the within-speaker scatter of "
     "these one-second takes whitened in part on top of the LDA, their 20 means added to the "
     "AS-norm cohort), in about a minute: as good as the 38-minute rehearsal. Of the two "
-    "parts, measured apart on the same embeddings (offline): the whitening alone 7.6 %, the cohort "
-    "alone 7.1 %, both 6.8 %. The last row adapts the rehearsed model the same way (its LDA "
-    "was fitted with these voices among its 512 already)."
+    "parts, measured apart on the same embeddings (offline): the whitening alone 7.6 %, "
+    "the cohort alone 7.1 %, both 6.8 %. The last row adapts the rehearsed model the same "
+    "way (its LDA was fitted with these voices among its 512 already)."
 )
 
 ASC30_NOTES = (

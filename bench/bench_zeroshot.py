@@ -104,16 +104,25 @@ def _scores(test: np.ndarray, cents: np.ndarray, cohort: np.ndarray | None) -> n
     return scores if cohort is None else as_norm(scores, l2_normalize(test), cents, cohort)
 
 
+def _trials(
+    emb: np.ndarray, rows: list[dict], cohort: np.ndarray | None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The set's enrolled names and means, and every test clip's scores against them with
+    the speaker each test clip is (`names`, `cents`, `scores (T, S)`, `target (T, S)`,
+    `speaker (T,)`)."""
+    names, cents, test = _enrolled(emb, rows)
+    speaker = np.array([r["speaker"] for r in rows])[test]
+    scores = _scores(emb[test], cents, cohort)
+    return names, cents, scores, speaker[:, None] == np.array(names)[None, :], speaker
+
+
 def score_set(emb: np.ndarray, rows: list[dict], cohort: np.ndarray | None = None) -> dict:
     """EER, minDCF and top-1 of every test clip against every enrolled speaker's mean;
     with a `cohort` (a model fitted with `voxid fit-lda --cohort`), the scores are AS-normed
     against it, as the recogniser scores them."""
-    names, cents, test = _enrolled(emb, rows)
-    speaker = np.array([r["speaker"] for r in rows])
-    scores = _scores(emb[test], cents, cohort)
-    target = speaker[test][:, None] == np.array(names)[None, :]
+    names, _, scores, target, speaker = _trials(emb, rows, cohort)
     tar, non = scores[target], scores[~target]
-    top1 = float(np.mean(np.array(names)[scores.argmax(1)] == speaker[test]))
+    top1 = float(np.mean(np.array(names)[scores.argmax(1)] == speaker))
     return {
         "speakers": len(names),
         "eer": metrics.eer(tar, non)[0],
@@ -146,10 +155,8 @@ def stranger_scores(
     strangers, not enrolled impostors) scored against every enrolled speaker: the EER, and
     the share of strangers whose best score passes where 98 % of target trials do (an
     identification that should answer "unknown")."""
-    names, cents, test = _enrolled(emb, rows)
-    speaker = np.array([r["speaker"] for r in rows])
-    scores = _scores(emb[test], cents, cohort)
-    tar = scores[speaker[test][:, None] == np.array(names)[None, :]]
+    _, cents, scores, target, _ = _trials(emb, rows, cohort)
+    tar = scores[target]
     ok = np.isfinite(outsiders).all(axis=1)
     strangers = _scores(outsiders[ok], cents, cohort)
     threshold = metrics.threshold_at_frr(tar, 0.02)

@@ -164,6 +164,88 @@ def test_fine_tune_from_base(waveform_store, speech_wav, tmp_path, one_torch_thr
     assert rec.backend.policy.min_input_seconds == 2.0
 
 
+def test_fine_tune_imprints_its_head_from_the_base_encoder(
+    waveform_store, tmp_path, one_torch_thread
+):
+    import numpy as np
+    import torch
+
+    from voxid.checkpoint import load_checkpoint
+    from voxid.config import load_config
+    from voxid.data.loader import StoreDataset
+    from voxid.training.run import train
+
+    # lr=0: nothing trains, so the head is the imprint itself.
+    overrides = ["epochs=1", "lr=0", "head_init=imprint", "augment.spec_augment=false",
+                 "augment.noise_prob=0", "batch_size=16"]  # fmt: skip
+    result = train(load_config("finetune", overrides), waveform_store, tmp_path / "run",
+                   progress=False)  # fmt: skip
+    card, tuned = load_checkpoint(result.model_path)
+    _, base = load_checkpoint("base")
+    base.eval()
+    train_items = StoreDataset(waveform_store, split="train", include_augmented=True)
+    names = list(card.labels)
+    sums = np.zeros((len(names), 192))
+    with torch.no_grad():
+        for i in range(len(train_items)):
+            wav, label = train_items[i]
+            encoded = base.encoder(base.frontend(wav.unsqueeze(0)), None)
+            sums[label] += torch.nn.functional.normalize(encoded, dim=1)[0].double().numpy()
+    assert [train_items.info.speakers[i] for i in range(len(names))] == names
+    means = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    head = torch.nn.functional.normalize(tuned.head.weight.detach(), dim=1).double().numpy()
+    # Each class's row is that speaker's mean base embedding (batches pad, so not exactly).
+    assert np.diag(head @ means.T).min() > 0.99
+    # A random head has rows nowhere near the voices.
+    overrides.remove("head_init=imprint")
+    other = train(load_config("finetune", overrides),
+                  waveform_store, tmp_path / "random", progress=False)  # fmt: skip
+    _, untouched = load_checkpoint(other.model_path)
+    rand = torch.nn.functional.normalize(untouched.head.weight.detach(), dim=1).double().numpy()
+    assert np.diag(rand @ means.T).max() < 0.5
+
+
+def test_soup_is_the_mean_of_its_seeds_and_resumes(waveform_store, tmp_path, one_torch_thread):
+    import torch
+
+    from voxid import Recognizer
+    from voxid.checkpoint import load_checkpoint, read_checkpoint
+    from voxid.config import load_config
+    from voxid.errors import ConfigError
+    from voxid.training.run import train
+
+    cfg = load_config("finetune", ["epochs=1", "soup=2", "head_init=imprint", "batch_size=16",
+                                   "mode=authenticate", "members=[alice]",
+                                   "auth_scoring=speakers"])  # fmt: skip
+    out = tmp_path / "soup"
+    result = train(cfg, waveform_store, out, progress=False)
+    assert result.metrics["souped_seeds"] == [0, 1]
+    assert set(result.metrics["members"]) == {"seed0", "seed1"}
+    assert result.threshold is not None  # chosen for the soup on validation, stored with it
+    members = [read_checkpoint(out / f"seed{k}" / "best.ckpt")["state_dict"] for k in (0, 1)]
+    soup = read_checkpoint(out / "best.ckpt")["state_dict"]
+    key = "model.head.weight"
+    assert not torch.equal(members[0][key], members[1][key])  # two seeds, two runs
+    assert torch.allclose(soup[key], (members[0][key] + members[1][key]) / 2, atol=1e-6)
+    card, model = load_checkpoint(result.model_path)
+    assert card.scoring.threshold == pytest.approx(result.threshold)
+    assert torch.equal(model.head.weight, soup[key])
+    rec = Recognizer.load(result.model_path, registry=tmp_path / "r.db")
+    assert rec.card.scoring.threshold == pytest.approx(result.threshold)
+    # A second start in the same folder is refused; a resume keeps finished members and
+    # trains the one that is missing.
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg, waveform_store, out, progress=False)
+    kept = (out / "seed0" / "model.pt").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(out / "seed1")
+    again = train(cfg, waveform_store, out, resume=True, progress=False)
+    assert (out / "seed0" / "model.pt").stat().st_mtime_ns == kept
+    assert (out / "seed1" / "model.pt").is_file()
+    assert again.threshold == pytest.approx(result.threshold)  # seeded: the same soup
+
+
 def test_fine_tune_keeps_a_store_rule_of_its_own():
     from voxid.training.run import inherited_audio_config
 

@@ -365,6 +365,10 @@ def test_overrides_reach_nested_sections_with_yaml_types():
         ("epochs.x=1", "'epochs' is not a section"),
         ("average_epochs=3", "average_epochs: .*set patience=0"),
         ("average_epochs=-1", "average_epochs: must be an integer from 0 to epochs"),
+        ("head_init=zeros", "head_init: must be one of random, imprint"),
+        ("head_init=imprint", "head_init: imprint needs a pretrained encoder"),
+        ("soup=0", "soup: must be an integer >= 1"),
+        ("soup=2", "soup: averages runs that start alike"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -29,6 +29,7 @@ PACKAGED = Path(__file__).resolve().parent / "configs"
 MODES = ("identify", "authenticate")
 AUTH_SCORINGS = ("binary", "speakers")
 MONITORS = {"val_loss": "min", "val_acc": "max", "val_f1": "max", "val_eer": "min"}
+HEAD_INITS = ("random", "imprint")
 PRECISIONS = ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -91,7 +92,15 @@ class TrainConfig:
     that many epochs first; `encoder_lr_scale` multiplies the encoder's learning rate
     (0.1: move the pretrained weights ten times more gently than the new head). The run's
     card keeps the starting model's short-speech rule (`min_input_seconds`) unless its
-    store sets one (`voxid.training.run.inherited_audio_config`).
+    store sets one (`voxid.training.run.inherited_audio_config`). `head_init: imprint`
+    starts that new head from the starting encoder's mean embedding of each class's
+    training items instead of random directions (`voxid.training.imprint`): training begins
+    at a cosine classifier that already fits, so the first steps' large gradients do not
+    bend the pretrained embedding space towards arbitrary class directions.
+    `soup: N` (with `init` and `head_init: imprint`) trains the recipe N times, seeds
+    `seed` to `seed + N - 1`, into `seed<K>` folders of the run, and makes the run's model
+    the mean of their weights (`voxid.training.soup`): one model's cost at inference, less
+    of one seed's luck in its scores.
 
     `average_epochs: N` makes the run's model the mean of its weights at the ends of the
     schedule's last N epochs (`voxid.training.average`, WeSpeaker's model averaging), in
@@ -143,6 +152,8 @@ class TrainConfig:
     init: str | None = None
     encoder_lr_scale: float = 1.0
     freeze_encoder_epochs: int = 0
+    head_init: str = "random"
+    soup: int = 1
     average_epochs: int = 0
 
     def validate(self) -> TrainConfig:
@@ -193,6 +204,18 @@ class TrainConfig:
             _int(self.freeze_encoder_epochs) and self.freeze_encoder_epochs >= 0,
             "freeze_encoder_epochs",
             "must be an integer >= 0",
+        )
+        _check(self.head_init in HEAD_INITS, "head_init", f"must be one of {', '.join(HEAD_INITS)}")
+        _check(
+            self.head_init == "random" or self.init is not None,
+            "head_init",
+            "imprint needs a pretrained encoder to embed with (set init, e.g. init=base)",
+        )
+        _check(_int(self.soup) and self.soup >= 1, "soup", "must be an integer >= 1")
+        _check(
+            self.soup == 1 or (self.init is not None and self.head_init == "imprint"),
+            "soup",
+            "averages runs that start alike: set init (e.g. init=base) and head_init=imprint",
         )
         _check(
             _int(self.average_epochs) and 0 <= self.average_epochs <= self.epochs,

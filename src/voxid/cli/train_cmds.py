@@ -83,6 +83,9 @@ def register(app: typer.Typer) -> None:
                 console.print(line, soft_wrap=True)  # one line, easy to grep
             if averaged := result.metrics.get("averaged_epochs"):
                 console.print(f"model: the mean of epochs {epoch_span(averaged)}")
+            if seeds := result.metrics.get("souped_seeds"):
+                seeds_text = ", ".join(str(s) for s in seeds)
+                console.print(f"model: the mean of {len(seeds)} runs (seeds {seeds_text})")
 
     @app.command()
     def sweep(

@@ -223,6 +223,8 @@ def train(
     """
     cfg = TrainConfig.from_dict(cfg.to_dict())  # a validated copy the run may not alter
     out = Path(out_dir)
+    if cfg.soup > 1:
+        return _train_soup(cfg, Path(data), out, resume, progress)
     if cfg.model == "gmm" and resume:
         raise ConfigError("resume: the gmm baseline trains in one fit; there is nothing to resume")
     primary = is_primary_process()
@@ -264,6 +266,10 @@ def train(
         model, cfg, task.labels, class_weights=weights, waveform=task.waveform, meta=meta,
         heldout=heldout, teacher_dim=task.targets[0].shape[1] if task.targets else None,
     )  # fmt: skip
+    if cfg.head_init == "imprint" and not resume:
+        from voxid.training.imprint import imprint_head
+
+        imprint_head(model, task.loader("train", cfg), module.features)
     if saved is not None:  # before anything in the run folder is written
         _check_resume(saved, out, Path(data), make_card(model, task.labels, **meta), module)
     if primary:
@@ -361,6 +367,57 @@ def train(
         audio = float(items["seconds"].sum())
         fit["train_audio_seconds_per_epoch"] = round(audio, 3)
         fit["train_realtime_factor"] = round(audio * epochs / seconds, 2)
+    return _finish(cfg, task, out, best, device, fit)
+
+
+def _train_soup(cfg: TrainConfig, data: Path, out: Path, resume: bool, progress: bool) -> RunResult:
+    """Train `cfg.soup` runs (seeds `cfg.seed` up) into `out/seed<K>` and finish `out` with
+    the mean of their best weights (`voxid.training.soup`).
+
+    A resumed soup skips the members that finished (their `model.pt`), resumes the one cut
+    short and starts the rest; the soup itself is rebuilt from the members' `best.ckpt`.
+    """
+    from voxid.training.data import open_task
+    from voxid.training.soup import soup_checkpoint
+
+    seeds = [cfg.seed + k for k in range(cfg.soup)]
+    members = [out / f"seed{seed}" for seed in seeds]
+    primary = is_primary_process()
+    if resume and not (out / "config.yaml").is_file():
+        raise ConfigError(f"{out}: no soup to resume (no config.yaml)")
+    if not resume:
+        _check_out_dir(out, False)
+        if any(m.exists() for m in members):
+            raise ConfigError(f"{out}: already holds a run; pass --resume or choose another folder")
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    results = []
+    for seed, member in zip(seeds, members, strict=True):
+        one = TrainConfig.from_dict({**cfg.to_dict(), "seed": seed, "soup": 1})
+        if (member / "model.pt").is_file() and (member / "metrics.json").is_file():
+            metrics = json.loads((member / "metrics.json").read_text())
+            results.append(RunResult(member, member / "model.pt", member / "best.ckpt",
+                                     member / "last.ckpt", metrics))  # fmt: skip
+            continue
+        again = (member / "last.ckpt").is_file()
+        results.append(train(one, data, member, resume=again, progress=progress))
+    if not primary:
+        return RunResult(out, out / "model.pt", out / "best.ckpt", None)
+    best = out / "best.ckpt"
+    save_checkpoint_atomically(soup_checkpoint([r.out_dir / "best.ckpt" for r in results]), best)
+    task = open_task(cfg, data, resolve_features(cfg))
+    device = "cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    fit: dict[str, Any] = {
+        "best_epoch": None,  # each member has its own (`members`)
+        "souped_seeds": seeds,
+        "train_seconds": round(sum(r.metrics.get("train_seconds", 0.0) for r in results), 3),
+        "members": {
+            f"seed{seed}": {key: r.metrics.get(key) for key in ("best_epoch", "epochs_run")}
+            | {"val_top1": r.metrics.get("val", {}).get("top1")}
+            for seed, r in zip(seeds, results, strict=True)
+        },
+    }
     return _finish(cfg, task, out, best, device, fit)
 
 

@@ -70,7 +70,14 @@ def averaged_checkpoint(last: Path, average: WeightAverage) -> dict[str, Any]:
         ckpt["state_dict"] = average.average(ckpt["state_dict"])
     else:
         epochs = [int(ckpt.get("epoch", 0))]
+    strip_resume_state(ckpt)
+    ckpt["averaged_epochs"] = epochs
+    return ckpt
+
+
+def strip_resume_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Drop a Lightning checkpoint's optimizer, scheduler, callback and loop state in place
+    (weights made by averaging are a result, not a point to resume from); `ckpt`."""
     for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
         ckpt.pop(key, None)
-    ckpt["averaged_epochs"] = epochs
     return ckpt

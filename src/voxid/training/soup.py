@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from voxid.errors import ModelError
+from voxid.training.average import strip_resume_state
 
 __all__ = ["soup_checkpoint"]
 
@@ -64,7 +65,6 @@ def soup_checkpoint(paths: Sequence[Path]) -> dict[str, Any]:
         k: (sums[k] / n).to(v.dtype) if v.is_floating_point() else v
         for k, v in first["state_dict"].items()
     }
-    for key in ("optimizer_states", "lr_schedulers", "callbacks", "loops"):
-        first.pop(key, None)
+    strip_resume_state(first)
     first["souped_from"] = [str(p) for p in paths]
     return first

@@ -246,6 +246,59 @@ def test_soup_is_the_mean_of_its_seeds_and_resumes(waveform_store, tmp_path, one
     assert again.threshold == pytest.approx(result.threshold)  # seeded: the same soup
 
 
+def test_wise_fine_tune_is_between_the_base_and_the_tuned_run_and_keeps_its_lda(
+    waveform_store, tmp_path, one_torch_thread
+):
+    import torch
+
+    from voxid import Recognizer
+    from voxid.checkpoint import PREFIX, load_checkpoint, read_card, read_checkpoint
+    from voxid.config import load_config
+    from voxid.errors import ConfigError
+    from voxid.lda import adapt_run_lda
+    from voxid.training.run import train
+
+    overrides = ["epochs=1", "head_init=imprint", "batch_size=16"]
+    tuned = train(load_config("finetune", overrides), waveform_store, tmp_path / "tuned",
+                  progress=False)  # fmt: skip
+    assert "from_init" not in tuned.metrics  # wise=1, keep_lda=false: the run as trained
+    cfg = load_config("finetune", [*overrides, "wise=0.25", "keep_lda=true"])
+    out = tmp_path / "wise"
+    result = train(cfg, waveform_store, out, progress=False)
+    assert result.metrics["from_init"] == {"init": "base", "wise": 0.25, "keep_lda": True}
+    base_card, base = load_checkpoint("base")
+    start = {PREFIX + k: v.double() for k, v in base.state_dict().items()}
+    moved = read_checkpoint(tuned.best_ckpt)["state_dict"]
+    mixed = read_checkpoint(out / "best.ckpt")["state_dict"]
+    key = "model.encoder.layer1.conv.weight"
+    # Training is seeded: the same run, then a quarter of the way from the base to it.
+    want = 0.75 * start[key] + 0.25 * moved[key].double()
+    assert torch.allclose(mixed[key].double(), want, atol=1e-5)
+    assert not torch.allclose(mixed[key], moved[key], atol=1e-5)
+    assert torch.equal(mixed["model.head.weight"], moved["model.head.weight"])
+    # The base's LDA and cohort are the run's, in model.pt too.
+    card, model = load_checkpoint(result.model_path)
+    assert torch.equal(model.projection.weight, base.projection.weight)
+    assert torch.equal(model.projection.cohort, base.projection.cohort)
+    assert card.scoring.projection["from"] == "base"
+    assert card.scoring.projection["speakers"] == base_card.scoring.projection["speakers"]
+    rec = Recognizer.load(result.model_path, registry=tmp_path / "r.db")
+    assert rec.card.model.embedding_dim == base.projection.out_dim
+    # A resume of the finished run does not move the weights twice.
+    again = train(cfg, waveform_store, out, resume=True, progress=False)
+    assert torch.equal(read_checkpoint(out / "best.ckpt")["state_dict"][key], mixed[key])
+    assert again.metrics["from_init"] == result.metrics["from_init"]
+    # The kept LDA adapts to the user's recordings like the base's.
+    report = adapt_run_lda(out, waveform_store)
+    assert report.n_speakers > 1
+    assert read_card(out).scoring.projection["adapted"]["weight"] == 0.2
+    # A starting model without an LDA is refused before any training.
+    bare = load_config("finetune", [*overrides, f"init={tuned.model_path}", "keep_lda=true"])
+    with pytest.raises(ConfigError, match=r"keep_lda: .* has no LDA projection to keep"):
+        train(bare, waveform_store, tmp_path / "bare", progress=False)
+    assert not (tmp_path / "bare").exists()
+
+
 def test_fine_tune_keeps_a_store_rule_of_its_own():
     from voxid.training.run import inherited_audio_config
 

@@ -369,6 +369,11 @@ def test_overrides_reach_nested_sections_with_yaml_types():
         ("head_init=imprint", "head_init: imprint needs a pretrained encoder"),
         ("soup=0", "soup: must be an integer >= 1"),
         ("soup=2", "soup: averages runs that start alike"),
+        ("wise=0", "wise: must be a number above 0 and at most 1"),
+        ("wise=1.5", "wise: must be a number above 0 and at most 1"),
+        ("wise=0.5", "wise: takes from the model a run starts from"),
+        ("keep_lda=true", "keep_lda: takes from the model a run starts from"),
+        ("keep_lda=maybe", "keep_lda: must be true or false"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -100,7 +100,11 @@ class TrainConfig:
     `soup: N` (with `init` and `head_init: imprint`) trains the recipe N times, seeds
     `seed` to `seed + N - 1`, into `seed<K>` folders of the run, and makes the run's model
     the mean of their weights (`voxid.training.soup`): one model's cost at inference, less
-    of one seed's luck in its scores.
+    of one seed's luck in its scores. `wise: A` (0 < A < 1, with `init`) moves the
+    finished run's front-end and encoder back to the point a share A of the way from the
+    starting weights to the fine-tuned ones, and `keep_lda: true` keeps the starting
+    model's LDA projection and cohort (`voxid.training.wise`): a fine-tuned model that
+    keeps more of what the pretrained one knew about voices it never heard.
 
     `average_epochs: N` makes the run's model the mean of its weights at the ends of the
     schedule's last N epochs (`voxid.training.average`, WeSpeaker's model averaging), in
@@ -154,6 +158,8 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0
     head_init: str = "random"
     soup: int = 1
+    wise: float = 1.0
+    keep_lda: bool = False
     average_epochs: int = 0
 
     def validate(self) -> TrainConfig:
@@ -216,6 +222,17 @@ class TrainConfig:
             self.soup == 1 or (self.init is not None and self.head_init == "imprint"),
             "soup",
             "averages runs that start alike: set init (e.g. init=base) and head_init=imprint",
+        )
+        _check(
+            _num(self.wise) and 0 < self.wise <= 1,
+            "wise",
+            "must be a number above 0 and at most 1 (1: the fine-tuned weights as they are)",
+        )
+        _check(isinstance(self.keep_lda, bool), "keep_lda", "must be true or false")
+        _check(
+            (self.wise == 1 and self.keep_lda is False) or self.init is not None,
+            "wise" if self.wise != 1 else "keep_lda",
+            "takes from the model a run starts from: set init (e.g. init=base)",
         )
         _check(
             _int(self.average_epochs) and 0 <= self.average_epochs <= self.epochs,

@@ -65,7 +65,7 @@ def _targets(run: str | os.PathLike) -> list[Path]:
     return [resolve_run(path)]
 
 
-def _store_projection(targets: list[Path], model: Any, projection: dict[str, Any]) -> float | None:
+def store_projection(targets: list[Path], model: Any, projection: dict[str, Any]) -> float | None:
     """Write `model`'s weights, projection included, into each checkpoint of `targets`
     (atomically), with `projection` as the card's record of it; the calibrated threshold
     on cosine or AS-norm scores, which no longer applies, is cleared and returned."""
@@ -109,8 +109,8 @@ def _save(
     split: str,
     labels: np.ndarray,
 ) -> LdaReport:
-    """Store `model`'s projection in `targets` (`_store_projection`) and report it."""
-    cleared = _store_projection(targets, model, projection)
+    """Store `model`'s projection in `targets` (`store_projection`) and report it."""
+    cleared = store_projection(targets, model, projection)
     cohort = model.projection.cohort
     return LdaReport(
         model.embedding_dim,

@@ -223,6 +223,9 @@ def train(
     """
     cfg = TrainConfig.from_dict(cfg.to_dict())  # a validated copy the run may not alter
     out = Path(out_dir)
+    # Before any training: the projection to keep is read only when the run has finished.
+    if cfg.keep_lda and cfg.init and read_card(cfg.init).scoring.projection is None:
+        raise ConfigError(f"keep_lda: {cfg.init} has no LDA projection to keep")
     if cfg.soup > 1:
         return _train_soup(cfg, Path(data), out, resume, progress)
     if cfg.model == "gmm" and resume:
@@ -349,6 +352,7 @@ def train(
             f"{out}: training stopped before its first validation (max_minutes="
             f"{cfg.max_minutes}, limit_train_batches={cfg.limit_train_batches}); nothing to keep"
         )
+    taken = _take_from_init(cfg, best)
     device = trainer.strategy.root_device.type
     epochs = int(trainer.current_epoch) - first_epoch
     fit: dict[str, Any] = {
@@ -358,6 +362,8 @@ def train(
     }  # fmt: skip
     if averaged is not None:
         fit["averaged_epochs"] = averaged
+    if taken is not None:
+        fit["from_init"] = taken
     items = task.train.base.items
     n_items = len(task.train)
     fit["train_items_per_epoch"] = n_items
@@ -394,7 +400,10 @@ def _train_soup(cfg: TrainConfig, data: Path, out: Path, resume: bool, progress:
         save_config(cfg, out / "config.yaml")
     results = []
     for seed, member in zip(seeds, members, strict=True):
-        one = TrainConfig.from_dict({**cfg.to_dict(), "seed": seed, "soup": 1})
+        # The members stay as trained: the soup takes from the starting model once.
+        one = TrainConfig.from_dict(
+            {**cfg.to_dict(), "seed": seed, "soup": 1, "wise": 1.0, "keep_lda": False}
+        )
         if (member / "model.pt").is_file() and (member / "metrics.json").is_file():
             metrics = json.loads((member / "metrics.json").read_text())
             results.append(RunResult(member, member / "model.pt", member / "best.ckpt",
@@ -406,6 +415,7 @@ def _train_soup(cfg: TrainConfig, data: Path, out: Path, resume: bool, progress:
         return RunResult(out, out / "model.pt", out / "best.ckpt", None)
     best = out / "best.ckpt"
     save_checkpoint_atomically(soup_checkpoint([r.out_dir / "best.ckpt" for r in results]), best)
+    taken = _take_from_init(cfg, best)
     task = open_task(cfg, data, resolve_features(cfg))
     device = "cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
     fit: dict[str, Any] = {
@@ -418,7 +428,18 @@ def _train_soup(cfg: TrainConfig, data: Path, out: Path, resume: bool, progress:
             for seed, r in zip(seeds, results, strict=True)
         },
     }
+    if taken is not None:
+        fit["from_init"] = taken
     return _finish(cfg, task, out, best, device, fit)
+
+
+def _take_from_init(cfg: TrainConfig, best: Path) -> dict[str, Any] | None:
+    """Apply `wise` and `keep_lda` to the run's best weights (`voxid.training.wise`)."""
+    if cfg.init is None or (cfg.wise >= 1.0 and not cfg.keep_lda):
+        return None
+    from voxid.training.wise import take_from_init
+
+    return take_from_init(best, cfg.init, cfg.wise, cfg.keep_lda)
 
 
 def init_from(model: Any, source: str) -> None:

@@ -13,9 +13,10 @@ run (`voxid.models.projection`): fitted on hundreds of speakers, they suit an en
 moved only a little better than an LDA fitted on the run's few speakers could, and
 `voxid fit-lda --adapt` can then bend them to the user's recordings.
 
-Measured on P-C (BENCHMARKS.md; the shipped base imprinted-fine-tuned on asc30
-00000001-20, 10 epochs, base LDA kept and adapted): EER on P-C's trials 7.1 % at A = 1,
-6.0 % at A = 0.5 and 0.7, 6.4 % at 0.3; the base alone (A = 0) 6.8 %.
+Measured on P-C (BENCHMARKS.md, `bench/bench_finetune_pc.py`: the shipped base
+imprinted-fine-tuned on asc30 00000001-20, 10 epochs, its LDA kept and then adapted): EER
+on P-C's unseen voices 6.6 % at A = 1, 5.7 % at A = 0.5, 6.8 % for the base alone; by
+hand, on another run, 7.1 % at A = 1, 6.0 % at 0.5 and 0.7, 6.4 % at 0.3.
 """
 
 from __future__ import annotations

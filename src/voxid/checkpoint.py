@@ -369,3 +369,35 @@ def save_threshold(
         ckpt["voxid"] = card.to_dict()
         atomic_write(target, partial(torch.save, ckpt))
     return targets
+
+
+def store_projection(targets: list[Path], model: Any, projection: dict[str, Any]) -> float | None:
+    """Write `model`'s weights, projection included, into each checkpoint of `targets`
+    (atomically), with `projection` as the card's record of it; the calibrated threshold
+    on cosine or AS-norm scores, which no longer applies, is cleared and returned."""
+    from voxid.card import ModelSpec
+
+    state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    cleared = None
+    for target in targets:
+        ckpt = read_checkpoint(target)
+        desc = ModelCard.from_dict(ckpt["voxid"], str(target))
+        if (desc.scoring.threshold_kind or "").startswith(("cosine", "asnorm")):
+            cleared = desc.scoring.threshold
+            desc = desc.with_threshold(None, None)
+        # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
+        # by the same weights plus the projection.
+        kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(PREFIX)}
+        ckpt["state_dict"] = {**kept, **state}
+        # The projection's size and cohort size, replacing those of an earlier fit.
+        hparams = {k: v for k, v in desc.model.hparams.items() if not k.startswith("projection_")}
+        hparams.update({k: v for k, v in model.hparams.items() if k.startswith("projection_")})
+        desc = dataclasses.replace(
+            desc,
+            model=ModelSpec(desc.model.name, hparams, int(model.embedding_dim)),
+            fingerprint=model_fingerprint(state),
+            scoring=dataclasses.replace(desc.scoring, projection=projection),
+        )
+        ckpt["voxid"] = desc.to_dict()
+        atomic_write(target, partial(torch.save, ckpt))
+    return cleared

@@ -22,8 +22,6 @@ does (Garcia-Romero and McCree 2014).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,42 +63,6 @@ def _targets(run: str | os.PathLike) -> list[Path]:
     return [resolve_run(path)]
 
 
-def store_projection(targets: list[Path], model: Any, projection: dict[str, Any]) -> float | None:
-    """Write `model`'s weights, projection included, into each checkpoint of `targets`
-    (atomically), with `projection` as the card's record of it; the calibrated threshold
-    on cosine or AS-norm scores, which no longer applies, is cleared and returned."""
-    import torch
-
-    from voxid.card import ModelCard, ModelSpec
-    from voxid.checkpoint import PREFIX, model_fingerprint, read_checkpoint
-    from voxid.io import atomic_write
-
-    state = {PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    cleared = None
-    for target in targets:
-        ckpt = read_checkpoint(target)
-        desc = ModelCard.from_dict(ckpt["voxid"], str(target))
-        if (desc.scoring.threshold_kind or "").startswith(("cosine", "asnorm")):
-            cleared = desc.scoring.threshold
-            desc = desc.with_threshold(None, None)
-        # Lightning's own entries (optimizer, loops) stay; the model's weights are replaced
-        # by the same weights plus the projection.
-        kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith(PREFIX)}
-        ckpt["state_dict"] = {**kept, **state}
-        # The projection's size and cohort size, replacing those of an earlier fit.
-        hparams = {k: v for k, v in desc.model.hparams.items() if not k.startswith("projection_")}
-        hparams.update({k: v for k, v in model.hparams.items() if k.startswith("projection_")})
-        desc = dataclasses.replace(
-            desc,
-            model=ModelSpec(desc.model.name, hparams, int(model.embedding_dim)),
-            fingerprint=model_fingerprint(state),
-            scoring=dataclasses.replace(desc.scoring, projection=projection),
-        )
-        ckpt["voxid"] = desc.to_dict()
-        atomic_write(target, functools.partial(torch.save, ckpt))
-    return cleared
-
-
 def _save(
     targets: list[Path],
     model: Any,
@@ -110,6 +72,8 @@ def _save(
     labels: np.ndarray,
 ) -> LdaReport:
     """Store `model`'s projection in `targets` (`store_projection`) and report it."""
+    from voxid.checkpoint import store_projection
+
     cleared = store_projection(targets, model, projection)
     cohort = model.projection.cohort
     return LdaReport(

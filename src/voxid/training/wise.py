@@ -65,8 +65,10 @@ def take_from_init(best: Path, init: str, wise: float, keep_lda: bool) -> dict[s
     Done once: a checkpoint that records the same step is left alone, so a resumed run
     whose best epoch did not change is not moved twice.
     """
-    from voxid.checkpoint import PREFIX, load_checkpoint
-    from voxid.training.run import save_checkpoint_atomically
+    from functools import partial
+
+    from voxid.checkpoint import PREFIX, load_checkpoint, store_projection
+    from voxid.io import atomic_write
 
     if wise >= 1.0 and not keep_lda:
         return None
@@ -81,10 +83,8 @@ def take_from_init(best: Path, init: str, wise: float, keep_lda: bool) -> dict[s
     if wise < 1.0:
         ckpt["state_dict"] = interpolate_state(ckpt["state_dict"], start_state, wise)
     ckpt["from_init"] = record
-    save_checkpoint_atomically(ckpt, best)
+    atomic_write(best, partial(torch.save, ckpt))
     if keep_lda:
-        from voxid.lda import store_projection
-
         _, model = load_checkpoint(best)
         model.set_projection(copy.deepcopy(start.projection))
         kept = dict(start_card.scoring.projection or {"kind": "lda"})

@@ -62,8 +62,9 @@ def take_from_init(best: Path, init: str, wise: float, keep_lda: bool) -> dict[s
     the `init` model's (`wise` below 1) and with `init`'s projection (`keep_lda`); what was
     done, as recorded in the checkpoint, or None when nothing is asked.
 
-    Done once: a checkpoint that records the same step is left alone, so a resumed run
-    whose best epoch did not change is not moved twice.
+    Done once: a checkpoint that records the same step is not moved again, so a resumed
+    run whose best epoch did not change is not moved twice; the projection is checked
+    apart, so a run cut short between the two writes gets it on its resume.
     """
     from functools import partial
 
@@ -74,16 +75,19 @@ def take_from_init(best: Path, init: str, wise: float, keep_lda: bool) -> dict[s
         return None
     record = {"init": str(init), "wise": float(wise), "keep_lda": bool(keep_lda)}
     ckpt = torch.load(best, map_location="cpu", weights_only=True)
-    if ckpt.get("from_init") == record:
+    moved = ckpt.get("from_init") == record
+    has_lda = PREFIX + "projection.weight" in ckpt["state_dict"]
+    if moved and (has_lda or not keep_lda):
         return record
     start_card, start = load_checkpoint(init)
     if keep_lda and getattr(start, "projection", None) is None:
         raise ConfigError(f"keep_lda: {init} has no LDA projection to keep")
-    start_state = {PREFIX + k: v for k, v in start.state_dict().items()}
-    if wise < 1.0:
-        ckpt["state_dict"] = interpolate_state(ckpt["state_dict"], start_state, wise)
-    ckpt["from_init"] = record
-    atomic_write(best, partial(torch.save, ckpt))
+    if not moved:
+        if wise < 1.0:
+            start_state = {PREFIX + k: v for k, v in start.state_dict().items()}
+            ckpt["state_dict"] = interpolate_state(ckpt["state_dict"], start_state, wise)
+        ckpt["from_init"] = record
+        atomic_write(best, partial(torch.save, ckpt))
     if keep_lda:
         _, model = load_checkpoint(best)
         model.set_projection(copy.deepcopy(start.projection))
